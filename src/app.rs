@@ -1,0 +1,238 @@
+//! Wires the stages for each command: source (relay socket or frame files)
+//! → [`event::from_frame_bytes`] → bounded queue → the single writer
+//! thread ([`Ingest`]) → RocksDB; plus the HTTP endpoint and one shutdown
+//! token. `run` and `replay` share everything from the raw frame on.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{self, Event};
+use crate::firehose::framelog::{FrameReader, FrameWriter};
+use crate::firehose::frame::{self, Verify};
+use crate::firehose::subscribe::{self, Closed, FrameHandler, SubscribeConfig};
+use crate::ingest::Ingest;
+use crate::store::{self, Store};
+use crate::{api, metrics};
+
+/// Events queued between the source and the writer. 8,192 events is about
+/// 40 ms of replay at full speed and seconds of live firehose: enough to ride
+/// out a slow batch commit. When full, the source awaits (the socket stops
+/// being read, so TCP pushes back on the relay) rather than dropping.
+pub const QUEUE_CAPACITY: usize = 8_192;
+
+/// The writer thread: applies queued events, committing a batch when it is
+/// full or old, and once more when the queue closes.
+fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Event>, rt: tokio::runtime::Handle) -> store::Result<Store> {
+    loop {
+        let next = match ingest.due_in() {
+            None => rt.block_on(rx.recv()),
+            Some(d) => match rt.block_on(tokio::time::timeout(d, rx.recv())) {
+                Ok(next) => next,
+                Err(_) => {
+                    ingest.flush()?;
+                    continue;
+                }
+            },
+        };
+        let Some(ev) = next else { break };
+        ingest.apply(ev)?;
+        while !ingest.due() {
+            match rx.try_recv() {
+                Ok(ev) => ingest.apply(ev)?,
+                Err(_) => break,
+            }
+        }
+        metrics::QUEUE_DEPTH.set(rx.len() as i64);
+        if ingest.due() {
+            ingest.flush()?;
+        }
+    }
+    ingest.finish()
+}
+
+/// Starts the writer thread; its handle yields the store back after the
+/// final flush.
+fn spawn_writer(ingest: Ingest) -> (mpsc::Sender<Event>, std::thread::JoinHandle<store::Result<Store>>) {
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let rt = tokio::runtime::Handle::current();
+    let handle = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || writer_loop(ingest, rx, rt))
+        .expect("spawning the writer thread");
+    (tx, handle)
+}
+
+async fn join_writer(handle: std::thread::JoinHandle<store::Result<Store>>) -> anyhow::Result<Store> {
+    let store = tokio::task::spawn_blocking(move || handle.join())
+        .await
+        .context("joining the writer")?
+        .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
+        .context("writer")?;
+    store.flush().context("flushing the database")?;
+    Ok(store)
+}
+
+/// Decodes live frames and queues their events.
+struct Forward {
+    tx: mpsc::Sender<Event>,
+}
+
+impl FrameHandler for Forward {
+    async fn frame(&mut self, bytes: Bytes) -> Result<Option<i64>, Closed> {
+        let ev = event::from_frame_bytes(&bytes);
+        let seq = ev.seq;
+        self.tx.send(ev).await.map_err(|_| Closed)?;
+        Ok(seq)
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested; flushing");
+        token.cancel();
+    });
+}
+
+/// What `run` needs.
+pub struct RunOptions {
+    pub subscribe: SubscribeConfig,
+    pub db: PathBuf,
+    pub listen: std::net::SocketAddr,
+}
+
+/// Follows the relay until `cancel`; flushes and returns the store.
+pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<Store> {
+    metrics::init();
+    let store = Store::open(&opts.db).with_context(|| format!("opening database {}", opts.db.display()))?;
+    let source = opts.subscribe.endpoint.clone();
+    let ingest = Ingest::new(store, &source)?;
+    let cursor = ingest.cursor();
+    tracing::info!(relay = %source, ?cursor, db = %opts.db.display(), "starting");
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+    let http = tokio::spawn(api::serve(listener, cancel.clone()));
+    let (tx, writer) = spawn_writer(ingest);
+    let mut fwd = Forward { tx };
+    let outcome = subscribe::subscribe(&opts.subscribe, cursor, &cancel, &mut fwd).await;
+    drop(fwd);
+    cancel.cancel();
+    let store = join_writer(writer).await?;
+    let _ = http.await;
+    outcome.context("the writer stopped")?;
+    Ok(store)
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub files: usize,
+    pub frames: u64,
+    /// The first file error (a truncated or corrupt file), if any; every frame
+    /// before it was applied.
+    pub error: Option<String>,
+}
+
+/// Runs frame files through the ingest pipeline into `db`.
+pub async fn replay(db: &Path, source: &str, files: &[PathBuf], cancel: CancellationToken) -> anyhow::Result<ReplaySummary> {
+    metrics::init();
+    let store = Store::open(db).with_context(|| format!("opening database {}", db.display()))?;
+    let ingest = Ingest::new(store, source)?;
+    let (tx, writer) = spawn_writer(ingest);
+    let files = files.to_vec();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut summary = ReplaySummary::default();
+        let mut buf = Vec::with_capacity(1 << 16);
+        'files: for path in &files {
+            let mut r = match FrameReader::open(path) {
+                Ok(r) => r,
+                Err(e) => {
+                    summary.error = Some(e.to_string());
+                    break;
+                }
+            };
+            summary.files += 1;
+            loop {
+                if cancel.is_cancelled() {
+                    break 'files;
+                }
+                match r.next_into(&mut buf) {
+                    Ok(true) => {
+                        summary.frames += 1;
+                        if tx.blocking_send(event::from_frame_bytes(&buf)).is_err() {
+                            break 'files; // the writer failed; its error is reported
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "replay file error");
+                        summary.error = Some(e.to_string());
+                        break 'files;
+                    }
+                }
+            }
+        }
+        summary
+    });
+    let summary = reader.await.context("replay reader")?;
+    join_writer(writer).await?;
+    Ok(summary)
+}
+
+/// Records raw frames from a relay to `out` until `cancel` or `max_frames`.
+pub async fn record(
+    cfg: &SubscribeConfig,
+    out: &Path,
+    cursor: Option<i64>,
+    max_frames: Option<u64>,
+    cancel: CancellationToken,
+) -> anyhow::Result<u64> {
+    struct Rec {
+        w: FrameWriter,
+        max: Option<u64>,
+        done: CancellationToken,
+    }
+    impl FrameHandler for Rec {
+        async fn frame(&mut self, bytes: Bytes) -> Result<Option<i64>, Closed> {
+            if self.max.is_some_and(|m| self.w.frames >= m) {
+                return Err(Closed);
+            }
+            if let Err(e) = self.w.write(&bytes) {
+                tracing::error!(error = %e, "writing the frame file");
+                return Err(Closed);
+            }
+            if self.max.is_some_and(|m| self.w.frames >= m) {
+                self.done.cancel();
+            }
+            Ok(frame::decode(&bytes, Verify::Used { kept: &[] }).ok().and_then(|f| f.seq()))
+        }
+    }
+    let w = FrameWriter::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut rec = Rec { w, max: max_frames, done: cancel.clone() };
+    let outcome = subscribe::subscribe(cfg, cursor, &cancel, &mut rec).await;
+    let frames = rec.w.frames;
+    rec.w.finish().with_context(|| format!("finishing {}", out.display()))?;
+    if outcome.is_err() && max_frames.is_none_or(|m| frames < m) {
+        anyhow::bail!("recording stopped after {frames} frames: write error");
+    }
+    Ok(frames)
+}
+

@@ -1,0 +1,154 @@
+//! Command line and `INSTANCEMAP_*` environment → validated configuration,
+//! before any socket opens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::firehose::subscribe::SUBSCRIBE_PATH;
+
+/// The default relay: the main Bluesky relay.
+pub const DEFAULT_RELAY: &str = "wss://bsky.network";
+/// The default database directory.
+pub const DEFAULT_DB: &str = "instancemap-db";
+/// The default listen address for `/metrics` and `/healthz`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Maps the ATProto network into instances.
+#[derive(Debug, Parser)]
+#[command(name = "instancemap", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Follow a relay's firehose into the database, serving /metrics and /healthz.
+    Run(RunArgs),
+    /// Save a relay's raw frames to a file (`[u32 LE length][frame]`…, zstd if it ends in .zst).
+    Record(RecordArgs),
+    /// Run saved frame files through the ingest pipeline into the database, then exit.
+    Replay(ReplayArgs),
+    /// Print what the database holds.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArg {
+    /// Database directory (RocksDB).
+    #[arg(long, env = "INSTANCEMAP_DB", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Relay to follow: `wss://host[:port]` or `ws://` for a local relay; the
+    /// subscribeRepos path is added when the URL has none.
+    #[arg(long, env = "INSTANCEMAP_RELAY", default_value = DEFAULT_RELAY)]
+    pub relay: String,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Address for /metrics and /healthz.
+    #[arg(long, env = "INSTANCEMAP_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Relay to record from (as for `run`).
+    #[arg(long, env = "INSTANCEMAP_RELAY", default_value = DEFAULT_RELAY)]
+    pub relay: String,
+    /// Output file; compressed with zstd when it ends in `.zst`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Start after this seq (default: live only).
+    #[arg(long)]
+    pub cursor: Option<i64>,
+    /// Stop after this many frames (default: until Ctrl-C).
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Cursor name the replayed events are deduplicated under. Use the relay
+    /// URL the frames came from (as `run` names it) to continue with `run`.
+    #[arg(long, default_value = "replay")]
+    pub source: String,
+    /// Frame files, applied in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("relay URL {0:?}: must start with ws:// or wss://")]
+    Scheme(String),
+    #[error("relay URL {0:?}: no host")]
+    NoHost(String),
+    #[error("relay URL {0:?}: must not carry a query or fragment (the cursor is managed by instancemap)")]
+    Query(String),
+    #[error("relay URL {0:?}: path must be empty or {SUBSCRIBE_PATH}")]
+    Path(String),
+}
+
+/// Normalises a relay URL to its subscribeRepos endpoint:
+/// `wss://bsky.network` → `wss://bsky.network/xrpc/com.atproto.sync.subscribeRepos`.
+/// The host is lower-cased and a trailing slash dropped, so one relay has one
+/// cursor name.
+pub fn relay_endpoint(relay: &str) -> Result<String, ConfigError> {
+    let relay = relay.trim();
+    let (scheme, rest) = if let Some(r) = relay.strip_prefix("wss://") {
+        ("wss", r)
+    } else if let Some(r) = relay.strip_prefix("ws://") {
+        ("ws", r)
+    } else {
+        return Err(ConfigError::Scheme(relay.to_owned()));
+    };
+    if rest.contains(['?', '#']) {
+        return Err(ConfigError::Query(relay.to_owned()));
+    }
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if host.is_empty() {
+        return Err(ConfigError::NoHost(relay.to_owned()));
+    }
+    let path = path.trim_end_matches('/');
+    if !path.is_empty() && path != SUBSCRIBE_PATH {
+        return Err(ConfigError::Path(relay.to_owned()));
+    }
+    Ok(format!("{scheme}://{}{SUBSCRIBE_PATH}", host.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls_normalise_to_one_endpoint() {
+        let want = "wss://bsky.network/xrpc/com.atproto.sync.subscribeRepos";
+        for u in ["wss://bsky.network", "wss://BSKY.network/", &format!("wss://bsky.network{SUBSCRIBE_PATH}")] {
+            assert_eq!(relay_endpoint(u).unwrap(), want, "{u}");
+        }
+        assert_eq!(relay_endpoint("ws://127.0.0.1:2470").unwrap(), format!("ws://127.0.0.1:2470{SUBSCRIBE_PATH}"));
+        assert!(matches!(relay_endpoint("https://bsky.network"), Err(ConfigError::Scheme(_))));
+        assert!(matches!(relay_endpoint("wss://bsky.network?cursor=5"), Err(ConfigError::Query(_))));
+        assert!(matches!(relay_endpoint("wss:///x"), Err(ConfigError::NoHost(_))));
+        assert!(matches!(relay_endpoint("wss://h/other"), Err(ConfigError::Path(_))));
+    }
+}

@@ -1,0 +1,179 @@
+//! The one event type between sources and the writer: what a frame means
+//! for the store, owned, so it can cross from the socket (or file) stage to
+//! the writer thread. [`from_frame_bytes`] is the step every source shares:
+//! decode, count, log, and turn the outcome into an [`Event`].
+
+use crate::firehose::frame::{self, Action, Frame, Verify};
+use crate::metrics;
+
+/// The collections whose records are stored (the instance map reads them).
+/// The one place to add a collection: ingest hashes, validates and keeps the
+/// records of exactly these.
+pub const STORED_COLLECTIONS: &[&str] = &["app.bsky.labeler.service"];
+
+/// A record write of a stored collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordWrite {
+    pub action: Action,
+    pub collection: String,
+    pub rkey: String,
+    /// Record CID (binary), `None` for delete.
+    pub cid: Option<Vec<u8>>,
+    /// Verified DAG-CBOR record bytes; `None` for delete or a missing block.
+    pub record: Option<Vec<u8>>,
+}
+
+/// What happened, for the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Commit {
+        did: String,
+        rev: String,
+        /// `(action, collection)` of every op.
+        ops: Vec<(Action, String)>,
+        /// Writes to stored collections.
+        records: Vec<RecordWrite>,
+        /// Create/update ops whose record block was not in the slice.
+        blocks_missing: u32,
+    },
+    Sync {
+        did: String,
+        rev: String,
+    },
+    Identity {
+        did: String,
+        handle: Option<String>,
+    },
+    Account {
+        did: String,
+        active: bool,
+        status: Option<String>,
+    },
+    /// `#info`; `name` is the server's text (logged), counted under a
+    /// bounded label.
+    Info {
+        name: String,
+        message: Option<String>,
+    },
+    /// An error frame from the server.
+    StreamError {
+        error: String,
+        message: Option<String>,
+    },
+    /// A deprecated (`#handle`, `#migrate`, `#tombstone`) or unknown frame:
+    /// counted and skipped.
+    Skipped {
+        deprecated: bool,
+    },
+    /// A frame that did not decode; `reason` is [`frame::FrameError::reason`].
+    Rejected {
+        reason: &'static str,
+    },
+}
+
+/// One event. `seq` moves the cursor; `time_us` is the frame's `time`
+/// (microseconds since the epoch) where it parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: Option<i64>,
+    pub time_us: Option<i64>,
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The bounded label of this event's frame type.
+    pub fn kind_label(&self) -> &'static str {
+        match &self.kind {
+            EventKind::Commit { .. } => "#commit",
+            EventKind::Sync { .. } => "#sync",
+            EventKind::Identity { .. } => "#identity",
+            EventKind::Account { .. } => "#account",
+            EventKind::Info { .. } => "#info",
+            EventKind::StreamError { .. } => "error",
+            EventKind::Skipped { deprecated: true } => "deprecated",
+            EventKind::Skipped { deprecated: false } => "unknown",
+            EventKind::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// Parses an RFC 3339 `time` into microseconds since the epoch.
+pub fn parse_time_us(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+/// Decodes one raw frame into an event, counting it in the metrics and
+/// logging a rejection once. Never fails: a bad frame is a `Rejected` event.
+pub fn from_frame_bytes(bytes: &[u8]) -> Event {
+    match frame::decode(bytes, Verify::Used { kept: STORED_COLLECTIONS }) {
+        Ok(f) => {
+            metrics::FRAMES.with_label_values(&[f.kind()]).inc();
+            from_frame(&f)
+        }
+        Err(e) => {
+            let reason = e.reason();
+            metrics::DECODE_ERRORS.with_label_values(&[reason]).inc();
+            tracing::warn!(reason, len = bytes.len(), error = %e, "frame rejected");
+            Event { seq: None, time_us: None, kind: EventKind::Rejected { reason } }
+        }
+    }
+}
+
+/// Turns a decoded frame into an owned event.
+pub fn from_frame(f: &Frame<'_>) -> Event {
+    let seq = f.seq();
+    let time_us = f.time().and_then(parse_time_us);
+    let kind = match f {
+        Frame::Commit(c) => {
+            let mut records = Vec::new();
+            let mut blocks_missing = 0;
+            let mut ops = Vec::with_capacity(c.ops.len());
+            for op in &c.ops {
+                ops.push((op.action, op.collection.to_owned()));
+                if op.block_missing() {
+                    blocks_missing += 1;
+                }
+                if STORED_COLLECTIONS.contains(&op.collection) {
+                    records.push(RecordWrite {
+                        action: op.action,
+                        collection: op.collection.to_owned(),
+                        rkey: op.rkey.to_owned(),
+                        cid: op.cid.map(<[u8]>::to_vec),
+                        record: op.block.filter(|_| op.verified).map(<[u8]>::to_vec),
+                    });
+                }
+            }
+            EventKind::Commit { did: c.repo.to_owned(), rev: c.rev.to_owned(), ops, records, blocks_missing }
+        }
+        Frame::Sync(s) => EventKind::Sync { did: s.did.to_owned(), rev: s.rev.to_owned() },
+        Frame::Identity(i) => EventKind::Identity {
+            did: i.did.to_owned(),
+            // A syntactically invalid handle is recorded as `handle.invalid`,
+            // the protocol's own marker, rather than stored verbatim.
+            handle: i.handle.map(|h| {
+                if crate::types::is_handle(h) {
+                    h.to_ascii_lowercase()
+                } else {
+                    "handle.invalid".to_owned()
+                }
+            }),
+        },
+        Frame::Account(a) => {
+            EventKind::Account { did: a.did.to_owned(), active: a.active, status: a.status.map(str::to_owned) }
+        }
+        Frame::Info { name, message } => {
+            tracing::warn!(name, message = message.unwrap_or(""), "#info from the relay");
+            EventKind::Info { name: (*name).to_owned(), message: message.map(str::to_owned) }
+        }
+        Frame::Error { error, message } => {
+            tracing::error!(error, message = message.unwrap_or(""), "error frame from the relay");
+            EventKind::StreamError { error: (*error).to_owned(), message: message.map(str::to_owned) }
+        }
+        Frame::Skipped(s) => {
+            tracing::warn!(t = s.t, seq = s.seq, deprecated = s.deprecated, "frame type skipped");
+            EventKind::Skipped { deprecated: s.deprecated }
+        }
+    };
+    Event { seq, time_us, kind }
+}

@@ -1,0 +1,261 @@
+//! The single writer: applies [`Event`]s to the store in batches, with the
+//! cursor of their source in the same atomic write batch, so the store never
+//! holds an effect without its cursor or a cursor without its effects.
+//!
+//! Exactly-once: an event whose `seq` is not above the source's cursor has
+//! already been applied (relays replay `seq > cursor` on reconnect, and a
+//! restart resumes from the committed cursor) and is dropped as
+//! `duplicate`, so applying the same event twice changes nothing.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rocksdb::WriteBatch;
+
+use crate::event::{Event, EventKind};
+use crate::firehose::frame::Action;
+use crate::metrics;
+use crate::store::{self, counter, AccountState, Store, StoredRecord, CF_ACCOUNTS, CF_COUNTERS, CF_META, CF_RECORDS};
+
+/// Events per write batch. Large enough that the commit cost (one WAL
+/// write, ~100 µs) is spread thin at full replay speed; small enough that a
+/// batch commits in a few milliseconds and a crash replays little.
+pub const BATCH_EVENTS: usize = 2_000;
+
+/// Longest an applied event waits in memory before its batch commits, so a
+/// slow live stream still reaches the disk (and `stats`) promptly.
+pub const BATCH_MAX_AGE: Duration = Duration::from_millis(250);
+
+/// Pending effects of the current batch.
+#[derive(Default)]
+struct Batch {
+    accounts: HashMap<String, AccountState>,
+    counters: HashMap<Vec<u8>, i64>,
+    records: WriteBatch,
+    events: usize,
+    started: Option<Instant>,
+}
+
+/// The writer.
+pub struct Ingest {
+    store: Store,
+    source: String,
+    /// Last seq applied (committed or pending).
+    cursor: Option<i64>,
+    committed: Option<i64>,
+    batch: Batch,
+}
+
+impl Ingest {
+    /// A writer for events of `source` (a relay URL, or a replay's name);
+    /// resumes from that source's stored cursor.
+    pub fn new(store: Store, source: &str) -> store::Result<Ingest> {
+        let cursor = store.cursor(source)?;
+        if let Some(c) = cursor {
+            metrics::CURSOR.set(c);
+            metrics::CURSOR_COMMITTED.set(c);
+        }
+        Ok(Ingest { store, source: source.to_owned(), cursor, committed: cursor, batch: Batch::default() })
+    }
+
+    /// The last seq applied (committed or pending): where a reconnect resumes.
+    pub fn cursor(&self) -> Option<i64> {
+        self.cursor
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether the current batch should be committed now.
+    pub fn due(&self) -> bool {
+        self.batch.events >= BATCH_EVENTS || self.batch.started.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE)
+    }
+
+    /// How long until the current batch is due by age (`None`: empty batch).
+    pub fn due_in(&self) -> Option<Duration> {
+        self.batch.started.map(|t| BATCH_MAX_AGE.saturating_sub(t.elapsed()))
+    }
+
+    fn count(&mut self, group: &str, label: &str, n: i64) {
+        *self.batch.counters.entry(counter::key(group, label)).or_default() += n;
+    }
+
+    fn drop_event(&mut self, reason: &'static str) {
+        metrics::DROPPED.with_label_values(&[reason]).inc();
+        self.count(counter::DROPPED, reason, 1);
+    }
+
+    /// The account's state, loaded into the batch on first touch.
+    fn account(&mut self, did: &str, seq: i64) -> store::Result<&mut AccountState> {
+        if !self.batch.accounts.contains_key(did) {
+            let state = match self.store.account(did)? {
+                Some(s) => s,
+                None => {
+                    self.count(counter::TOTAL, "accounts", 1);
+                    self.count(counter::STATUS, "unknown", 1);
+                    AccountState { first_seq: seq, ..AccountState::default() }
+                }
+            };
+            self.batch.accounts.insert(did.to_owned(), state);
+        }
+        Ok(self.batch.accounts.get_mut(did).expect("inserted above"))
+    }
+
+    /// Applies one event to the pending batch (commit with [`flush`](Self::flush)).
+    pub fn apply(&mut self, ev: Event) -> store::Result<()> {
+        if self.batch.started.is_none() {
+            self.batch.started = Some(Instant::now());
+        }
+        self.batch.events += 1;
+        if let Some(seq) = ev.seq {
+            if self.cursor.is_some_and(|c| seq <= c) {
+                self.drop_event("duplicate");
+                return Ok(());
+            }
+        }
+        let label = ev.kind_label();
+        if label != "rejected" {
+            self.count(counter::FRAME, label, 1);
+        }
+        let now_ms = now_ms();
+        let seq = ev.seq.unwrap_or(0);
+        let touch = |a: &mut AccountState| {
+            a.last_seq = seq;
+            a.seen_at_ms = now_ms;
+            if ev.time_us.is_some() {
+                a.last_time_us = ev.time_us;
+            }
+        };
+        match &ev.kind {
+            EventKind::Commit { did, rev, ops, records, blocks_missing } => {
+                let a = self.account(did, seq)?;
+                touch(a);
+                a.rev = Some(rev.clone());
+                a.commits += 1;
+                for (action, collection) in ops {
+                    metrics::OPS.with_label_values(&[action.as_str()]).inc();
+                    self.count(counter::OP, action.as_str(), 1);
+                    let key = format!("{collection}/{}", action.as_str());
+                    self.count(counter::COLLECTION, &key, 1);
+                }
+                if *blocks_missing > 0 {
+                    metrics::BLOCKS_MISSING.inc_by(u64::from(*blocks_missing));
+                    self.count(counter::TOTAL, "record_blocks_missing", i64::from(*blocks_missing));
+                }
+                for w in records {
+                    let key = store::record_key(&w.collection, did, &w.rkey);
+                    let cf = self.store.cf(CF_RECORDS);
+                    match (w.action, &w.record, &w.cid) {
+                        (Action::Delete, _, _) => self.batch.records.delete_cf(cf, key),
+                        (_, Some(record), Some(cid)) => {
+                            let v = StoredRecord { cid: cid.clone(), record: record.clone(), seq, rev: rev.clone() };
+                            self.batch.records.put_cf(cf, key, store::to_cbor(&v));
+                        }
+                        // Block missing: already counted; the old version
+                        // (if any) stays rather than being lost.
+                        _ => {}
+                    }
+                }
+            }
+            EventKind::Sync { did, rev } => {
+                let a = self.account(did, seq)?;
+                touch(a);
+                a.rev = Some(rev.clone());
+            }
+            EventKind::Identity { did, handle } => {
+                let a = self.account(did, seq)?;
+                touch(a);
+                if handle.is_some() {
+                    a.handle = handle.clone();
+                }
+            }
+            EventKind::Account { did, active, status } => {
+                let a = self.account(did, seq)?;
+                let before = a.status_label();
+                touch(a);
+                a.active = Some(*active);
+                a.status = status.clone();
+                let after = a.status_label();
+                self.count(counter::ACCOUNT_EVENT, store::status_label(Some(*active), status.as_deref()), 1);
+                if before != after {
+                    self.count(counter::STATUS, before, -1);
+                    self.count(counter::STATUS, after, 1);
+                }
+            }
+            EventKind::Info { name, .. } => {
+                let l = metrics::info_label(name);
+                metrics::INFO.with_label_values(&[l]).inc();
+                self.count(counter::INFO, l, 1);
+                self.drop_event("info");
+            }
+            EventKind::StreamError { error, .. } => {
+                let l = metrics::error_label(error);
+                metrics::ERROR_FRAMES.with_label_values(&[l]).inc();
+                self.count(counter::ERROR_FRAME, l, 1);
+                self.drop_event("error_frame");
+            }
+            EventKind::Skipped { deprecated } => {
+                self.drop_event(if *deprecated { "deprecated" } else { "unknown_type" });
+            }
+            EventKind::Rejected { reason } => {
+                self.count(counter::ERROR, reason, 1);
+                self.drop_event("rejected");
+            }
+        }
+        if let Some(s) = ev.seq {
+            self.cursor = Some(s);
+            metrics::CURSOR.set(s);
+        }
+        if let Some(t) = ev.time_us {
+            metrics::LAG_MS.set((now_ms.saturating_mul(1000).saturating_sub(t)) / 1000);
+        }
+        Ok(())
+    }
+
+    /// Commits the pending batch (effects, counters and cursor at once).
+    pub fn flush(&mut self) -> store::Result<()> {
+        if self.batch.events == 0 {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let batch = std::mem::take(&mut self.batch);
+        let mut wb = batch.records;
+        let accounts = self.store.cf(CF_ACCOUNTS);
+        for (did, state) in &batch.accounts {
+            wb.put_cf(accounts, did.as_bytes(), store::to_cbor(state));
+        }
+        let counters = self.store.cf(CF_COUNTERS);
+        for (k, v) in &batch.counters {
+            if *v != 0 {
+                wb.merge_cf(counters, k, v.to_le_bytes());
+            }
+        }
+        if self.cursor != self.committed {
+            if let Some(c) = self.cursor {
+                wb.put_cf(self.store.cf(CF_META), Store::cursor_key(&self.source), c.to_be_bytes());
+            }
+        }
+        self.store.write(wb)?;
+        self.committed = self.cursor;
+        if let Some(c) = self.committed {
+            metrics::CURSOR_COMMITTED.set(c);
+        }
+        metrics::BATCH_EVENTS.observe(batch.events as f64);
+        metrics::BATCH_COMMIT_SECONDS.observe(start.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Flushes and gives the store back.
+    pub fn finish(mut self) -> store::Result<Store> {
+        self.flush()?;
+        Ok(self.store)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,38 @@
+//! instancemap: maps the ATProto network into instances by observation.
+//!
+//! Data flow (this issue's part is the ingest core; identity, clustering and
+//! the query API build on it):
+//!
+//! ```text
+//!  relay firehose (WebSocket)  ─┐
+//!  frame files (replay)        ─┴─► event::from_frame_bytes ─► queue ─► ingest (single writer) ─► store (RocksDB)
+//!                                   (firehose::frame, repo)                                       │
+//!                                                       api: /metrics, /healthz ◄─ metrics        └─► stats
+//! ```
+//!
+//! Layout, one module per stage:
+//! - [`config`]: command line and `INSTANCEMAP_*` variables → validated settings.
+//! - [`app`]: wires the stages for each command; one shutdown token.
+//! - [`firehose`]: the relay subscription (`subscribe`), pure frame decoding
+//!   (`frame`), recorded frame files (`framelog`).
+//! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
+//! - [`event`]: the one event type from sources to the writer, and the
+//!   collections whose records are stored.
+//! - [`ingest`]: the single writer: batches, exactly-once by cursor.
+//! - [`store`]: RocksDB column families.
+//! - [`stats`]: what the database holds, for `instancemap stats`.
+//! - [`metrics`]: every metric name, in one catalogue.
+//! - [`api`]: the HTTP endpoint.
+//! - [`types`]: syntax of DIDs, handles, NSIDs, record keys, TIDs.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod firehose;
+pub mod ingest;
+pub mod metrics;
+pub mod repo;
+pub mod stats;
+pub mod store;
+pub mod types;

@@ -1,0 +1,80 @@
+//! The `instancemap` binary: parse the command line, start logging, run the
+//! command, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use instancemap::config::{relay_endpoint, Cli, Command};
+use instancemap::firehose::subscribe::SubscribeConfig;
+use instancemap::stats::Stats;
+use instancemap::store::Store;
+use instancemap::app;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(command(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
+    let cancel = CancellationToken::new();
+    match cmd {
+        Command::Run(a) => {
+            let endpoint = relay_endpoint(&a.relay)?;
+            app::cancel_on_signal(cancel.clone());
+            let opts = app::RunOptions { subscribe: SubscribeConfig::new(endpoint), db: a.db.db, listen: a.listen };
+            app::run(opts, cancel).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record(a) => {
+            let endpoint = relay_endpoint(&a.relay)?;
+            app::cancel_on_signal(cancel.clone());
+            let n = app::record(&SubscribeConfig::new(endpoint), &a.out, a.cursor, a.max_frames, cancel).await?;
+            eprintln!("recorded {n} frames to {}", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(a) => {
+            app::cancel_on_signal(cancel.clone());
+            let s = app::replay(&a.db.db, &a.source, &a.files, cancel).await?;
+            eprintln!("replayed {} frames from {} file(s) into {}", s.frames, s.files, a.db.db.display());
+            match s.error {
+                Some(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
+        }
+        Command::Stats(a) => {
+            let store = Store::open_read_only(&a.db.db)
+                .with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let stats = Stats::read(&store)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", stats.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Every metric instancemap exports, in one catalogue. Names follow
+//! `instancemap_<stage>_<name>_<unit>[_total]`; labels come from small fixed
+//! sets (frame types, reasons, actions), never a DID, handle or hostname.
+//! Dashboards may use only the names in [`NAMES`]; a test checks it.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The registry `/metrics` serves.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+/// Frames decoded, by type (`#commit`, `#sync`, `#identity`, `#account`,
+/// `#info`, `error`, `deprecated`, `unknown`).
+pub static FRAMES: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("instancemap_firehose_frames_total", "Frames decoded, by type.", &["type"]));
+
+/// Frames rejected by the decoder, by reason (`FrameError::reason`).
+pub static DECODE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_firehose_decode_errors_total", "Frames rejected by the decoder, by reason.", &["reason"])
+});
+
+/// Events not applied, by reason (`duplicate`, `deprecated`, `unknown_type`,
+/// `rejected`, `info`, `error_frame`).
+pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_ingest_events_dropped_total", "Events not applied to the store, by reason.", &["reason"])
+});
+
+/// Record operations applied, by action.
+pub static OPS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("instancemap_ingest_ops_total", "Record operations applied, by action.", &["action"]));
+
+/// Create/update ops whose record block was missing from the CAR slice.
+pub static BLOCKS_MISSING: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("instancemap_ingest_record_blocks_missing_total", "Create/update ops whose record block was not in the slice.")
+});
+
+/// `#info` frames, by name (`OutdatedCursor` or `other`).
+pub static INFO: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("instancemap_firehose_info_total", "#info frames from the relay, by name.", &["name"]));
+
+/// Error frames, by error (`FutureCursor`, `ConsumerTooSlow` or `other`).
+pub static ERROR_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_firehose_error_frames_total", "Error frames from the relay, by error.", &["error"])
+});
+
+/// Last sequence number applied (committed or pending in the current batch).
+pub static CURSOR: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("instancemap_firehose_cursor", "Sequence number of the last event applied."));
+
+/// Last sequence number committed to the store.
+pub static CURSOR_COMMITTED: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge("instancemap_ingest_cursor_committed", "Sequence number of the last event committed to the store.")
+});
+
+/// Now minus the `time` of the last frame, in milliseconds.
+pub static LAG_MS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge("instancemap_firehose_lag_milliseconds", "Wall-clock time minus the time field of the last event applied.")
+});
+
+/// Reconnects to the relay, by cause (`closed`, `error`, `idle`, `connect`).
+pub static RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_firehose_reconnects_total", "Reconnections to the relay, by cause.", &["cause"])
+});
+
+/// 1 while connected to the relay.
+pub static CONNECTED: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("instancemap_firehose_connected", "1 while the relay connection is open."));
+
+/// Seconds to commit one write batch.
+pub static BATCH_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let h = Histogram::with_opts(
+        HistogramOpts::new("instancemap_ingest_batch_commit_seconds", "Time to commit one write batch.")
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
+    )
+    .expect("valid metric");
+    REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
+    h
+});
+
+/// Events per committed batch.
+pub static BATCH_EVENTS: LazyLock<Histogram> = LazyLock::new(|| {
+    let h = Histogram::with_opts(
+        HistogramOpts::new("instancemap_ingest_batch_events", "Events per committed write batch.")
+            .buckets(prometheus::exponential_buckets(1.0, 4.0, 8).expect("valid buckets")),
+    )
+    .expect("valid metric");
+    REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
+    h
+});
+
+/// Events waiting in the queue between the source and the writer.
+pub static QUEUE_DEPTH: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("instancemap_ingest_queue_depth", "Events queued between the source and the writer."));
+
+/// Every metric name exported (histograms add `_bucket`, `_sum`, `_count`).
+pub const NAMES: &[&str] = &[
+    "instancemap_firehose_frames_total",
+    "instancemap_firehose_decode_errors_total",
+    "instancemap_ingest_events_dropped_total",
+    "instancemap_ingest_ops_total",
+    "instancemap_ingest_record_blocks_missing_total",
+    "instancemap_firehose_info_total",
+    "instancemap_firehose_error_frames_total",
+    "instancemap_firehose_cursor",
+    "instancemap_ingest_cursor_committed",
+    "instancemap_firehose_lag_milliseconds",
+    "instancemap_firehose_reconnects_total",
+    "instancemap_firehose_connected",
+    "instancemap_ingest_batch_commit_seconds",
+    "instancemap_ingest_batch_events",
+    "instancemap_ingest_queue_depth",
+];
+
+/// Drop reasons, for pre-registering.
+pub const DROP_REASONS: &[&str] = &["duplicate", "deprecated", "unknown_type", "rejected", "info", "error_frame"];
+
+/// Touches every metric and label set so `/metrics` lists all series from
+/// the start (a dashboard shows 0 rather than "no data").
+pub fn init() {
+    for k in crate::firehose::frame::KINDS {
+        FRAMES.with_label_values(&[k]);
+    }
+    for r in crate::firehose::frame::FrameError::REASONS {
+        DECODE_ERRORS.with_label_values(&[r]);
+    }
+    for r in DROP_REASONS {
+        DROPPED.with_label_values(&[r]);
+    }
+    for a in crate::firehose::frame::Action::ALL {
+        OPS.with_label_values(&[a.as_str()]);
+    }
+    for n in ["OutdatedCursor", "other"] {
+        INFO.with_label_values(&[n]);
+    }
+    for e in ["FutureCursor", "ConsumerTooSlow", "other"] {
+        ERROR_FRAMES.with_label_values(&[e]);
+    }
+    for c in ["closed", "error", "idle", "connect"] {
+        RECONNECTS.with_label_values(&[c]);
+    }
+    LazyLock::force(&BLOCKS_MISSING);
+    LazyLock::force(&CURSOR);
+    LazyLock::force(&CURSOR_COMMITTED);
+    LazyLock::force(&LAG_MS);
+    LazyLock::force(&CONNECTED);
+    LazyLock::force(&BATCH_COMMIT_SECONDS);
+    LazyLock::force(&BATCH_EVENTS);
+    LazyLock::force(&QUEUE_DEPTH);
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&REGISTRY.gather(), &mut buf).expect("text encoding never fails");
+    String::from_utf8(buf).expect("exposition is UTF-8")
+}
+
+/// The bounded label of an `#info` name.
+pub fn info_label(name: &str) -> &'static str {
+    if name == "OutdatedCursor" {
+        "OutdatedCursor"
+    } else {
+        "other"
+    }
+}
+
+/// The bounded label of an error frame's error.
+pub fn error_label(error: &str) -> &'static str {
+    match error {
+        "FutureCursor" => "FutureCursor",
+        "ConsumerTooSlow" => "ConsumerTooSlow",
+        _ => "other",
+    }
+}

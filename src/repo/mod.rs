@@ -1,0 +1,5 @@
+//! Repository data, pure: DAG-CBOR reading, binary CIDs, CAR slices.
+
+pub mod car;
+pub mod cbor;
+pub mod cid;

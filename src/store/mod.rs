@@ -1,0 +1,337 @@
+//! The RocksDB store: one database, one column family per kind of entity.
+//! The writer ([`crate::ingest`]) builds a [`rocksdb::WriteBatch`] of effects
+//! plus the cursor and commits it whole; readers (`stats`, the API) open the
+//! same directory read-only or share the handle.
+//!
+//! Column families and their keys:
+//!
+//! | family     | key                                   | value |
+//! | ---------- | ------------------------------------- | ----- |
+//! | `meta`     | `cursor/<source>`                     | i64 big-endian: last seq applied from that source |
+//! | `meta`     | `schema`                              | u32 big-endian schema version |
+//! | `accounts` | DID (UTF-8)                           | [`AccountState`], DAG-CBOR-free plain CBOR (ciborium) |
+//! | `counters` | `<group>/<label>` (see [`counter`])   | i64 little-endian, updated by an add merge operator |
+//! | `records`  | `<collection> 0x00 <did> 0x00 <rkey>` | [`StoredRecord`], CBOR |
+//!
+//! Every key part is validated syntax (DID, NSID, record key), so none holds
+//! a NUL byte and keys sort by collection, then account.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, MergeOperands, Options, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+pub const CF_META: &str = "meta";
+pub const CF_ACCOUNTS: &str = "accounts";
+pub const CF_COUNTERS: &str = "counters";
+pub const CF_RECORDS: &str = "records";
+const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS];
+
+/// Version of the on-disk layout above; a database with another version is
+/// refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt value in {cf}: {why}")]
+    Corrupt { cf: &'static str, why: String },
+    #[error("database schema version {found} is not {SCHEMA_VERSION}; this build cannot read it")]
+    Schema { found: u32 },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Counter key groups (the part before the `/`).
+pub mod counter {
+    /// Frames by type label.
+    pub const FRAME: &str = "frame";
+    /// Ops by action.
+    pub const OP: &str = "op";
+    /// Ops by collection and action: `coll/<nsid>/<action>`.
+    pub const COLLECTION: &str = "coll";
+    /// Rejected frames by reason.
+    pub const ERROR: &str = "error";
+    /// Events not applied, by reason.
+    pub const DROPPED: &str = "dropped";
+    /// Accounts by current status (incremented and decremented on change).
+    pub const STATUS: &str = "status";
+    /// `#account` events by status.
+    pub const ACCOUNT_EVENT: &str = "account_event";
+    /// `#info` frames by name label.
+    pub const INFO: &str = "info";
+    /// Error frames by error label.
+    pub const ERROR_FRAME: &str = "error_frame";
+    /// Totals: `total/accounts`, `total/record_blocks_missing`, `total/records`.
+    pub const TOTAL: &str = "total";
+
+    pub fn key(group: &str, label: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(group.len() + 1 + label.len());
+        k.extend_from_slice(group.as_bytes());
+        k.push(b'/');
+        k.extend_from_slice(label.as_bytes());
+        k
+    }
+}
+
+/// What is kept per account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    /// Seq of the first event seen for the account.
+    pub first_seq: i64,
+    /// Seq of the last event applied for the account.
+    pub last_seq: i64,
+    /// Last repo `rev` from `#commit` or `#sync`.
+    pub rev: Option<String>,
+    /// `time` of the last event, microseconds since the epoch.
+    pub last_time_us: Option<i64>,
+    /// Wall clock when the last event was applied, milliseconds since the epoch.
+    pub seen_at_ms: i64,
+    /// `active` of the last `#account`; `None` before any.
+    pub active: Option<bool>,
+    /// `status` of the last `#account` (hop-by-hop: as the relay reports it).
+    pub status: Option<String>,
+    /// Handle from the last `#identity` that carried one (lower-cased;
+    /// `handle.invalid` when the relay sent an invalid one). Unverified.
+    pub handle: Option<String>,
+    /// Commits applied.
+    pub commits: u64,
+}
+
+impl AccountState {
+    /// The bounded status label counted in `status/<label>`.
+    pub fn status_label(&self) -> &'static str {
+        status_label(self.active, self.status.as_deref())
+    }
+}
+
+/// Account status label: the `#account` status where it is a known value,
+/// `active` / `inactive` where there is none, `unknown` before any
+/// `#account`, `other` for values outside the lexicon's known set.
+pub fn status_label(active: Option<bool>, status: Option<&str>) -> &'static str {
+    match (active, status) {
+        (None, _) => "unknown",
+        (Some(_), Some(s)) => match s {
+            "takendown" => "takendown",
+            "suspended" => "suspended",
+            "deleted" => "deleted",
+            "deactivated" => "deactivated",
+            "desynchronized" => "desynchronized",
+            "throttled" => "throttled",
+            _ => "other",
+        },
+        (Some(true), None) => "active",
+        (Some(false), None) => "inactive",
+    }
+}
+
+/// A kept record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Record CID, binary.
+    #[serde(with = "serde_bytes_vec")]
+    pub cid: Vec<u8>,
+    /// The record's DAG-CBOR bytes as published (hash-checked).
+    #[serde(with = "serde_bytes_vec")]
+    pub record: Vec<u8>,
+    pub seq: i64,
+    pub rev: String,
+}
+
+/// Byte vectors as CBOR byte strings rather than arrays of integers.
+mod serde_bytes_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let b: ciborium::value::Value = Deserialize::deserialize(d)?;
+        b.into_bytes().map_err(|_| serde::de::Error::custom("expected a byte string"))
+    }
+}
+
+/// Encodes a value as CBOR (ciborium).
+pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    ciborium::into_writer(v, &mut out).expect("serialising to a Vec cannot fail");
+    out
+}
+
+fn from_cbor<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> Result<T> {
+    ciborium::from_reader(b).map_err(|e| StoreError::Corrupt { cf, why: e.to_string() })
+}
+
+/// The key of a kept record.
+pub fn record_key(collection: &str, did: &str, rkey: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(collection.len() + did.len() + rkey.len() + 2);
+    k.extend_from_slice(collection.as_bytes());
+    k.push(0);
+    k.extend_from_slice(did.as_bytes());
+    k.push(0);
+    k.extend_from_slice(rkey.as_bytes());
+    k
+}
+
+fn add_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut v = existing.map(decode_i64).unwrap_or(0);
+    for op in operands {
+        v = v.wrapping_add(decode_i64(op));
+    }
+    Some(v.to_le_bytes().to_vec())
+}
+
+fn decode_i64(b: &[u8]) -> i64 {
+    b.try_into().map(i64::from_le_bytes).unwrap_or(0)
+}
+
+/// The database.
+pub struct Store {
+    db: DB,
+}
+
+impl Store {
+    fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        let cfs = CFS
+            .iter()
+            .map(|name| {
+                let mut o = Options::default();
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                if *name == CF_COUNTERS {
+                    o.set_merge_operator_associative("add_i64", add_merge);
+                }
+                ColumnFamilyDescriptor::new(*name, o)
+            })
+            .collect();
+        (opts, cfs)
+    }
+
+    /// Opens (creating if needed) the database for writing.
+    pub fn open(path: &Path) -> Result<Store> {
+        let (opts, cfs) = Self::options();
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let store = Store { db };
+        match store.db.get_cf(store.cf(CF_META), b"schema")? {
+            None => store.db.put_cf(store.cf(CF_META), b"schema", SCHEMA_VERSION.to_be_bytes())?,
+            Some(v) => store.check_schema(&v)?,
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only (safe beside a running writer).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let (mut opts, cfs) = Self::options();
+        opts.create_if_missing(false);
+        let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)?;
+        let store = Store { db };
+        if let Some(v) = store.db.get_cf(store.cf(CF_META), b"schema")? {
+            store.check_schema(&v)?;
+        }
+        Ok(store)
+    }
+
+    fn check_schema(&self, v: &[u8]) -> Result<()> {
+        let found = v.try_into().map(u32::from_be_bytes).unwrap_or(0);
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Schema { found });
+        }
+        Ok(())
+    }
+
+    pub fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    /// Commits a batch. The WAL is on, so a process crash loses nothing
+    /// committed; the batch is atomic, so effects and cursor move together.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The cursor key of a source.
+    pub fn cursor_key(source: &str) -> Vec<u8> {
+        counter::key("cursor", source)
+    }
+
+    /// The last seq applied from `source`.
+    pub fn cursor(&self, source: &str) -> Result<Option<i64>> {
+        Ok(self.db.get_cf(self.cf(CF_META), Self::cursor_key(source))?.and_then(|v| v.as_slice().try_into().ok()).map(i64::from_be_bytes))
+    }
+
+    /// Every source's cursor.
+    pub fn cursors(&self) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_META), b"cursor/") {
+            let (k, v) = item?;
+            let Some(src) = k.strip_prefix(b"cursor/") else { break };
+            if let Ok(b) = <[u8; 8]>::try_from(&v[..]) {
+                out.insert(String::from_utf8_lossy(src).into_owned(), i64::from_be_bytes(b));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn account(&self, did: &str) -> Result<Option<AccountState>> {
+        match self.db.get_pinned_cf(self.cf(CF_ACCOUNTS), did.as_bytes())? {
+            Some(v) => Ok(Some(from_cbor(CF_ACCOUNTS, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every account, in DID order.
+    pub fn accounts(&self) -> impl Iterator<Item = Result<(String, AccountState)>> + '_ {
+        self.db.iterator_cf(self.cf(CF_ACCOUNTS), rocksdb::IteratorMode::Start).map(|item| {
+            let (k, v) = item?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), from_cbor(CF_ACCOUNTS, &v)?))
+        })
+    }
+
+    /// Every counter, by `group/label`.
+    pub fn counters(&self) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.iterator_cf(self.cf(CF_COUNTERS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), decode_i64(&v));
+        }
+        Ok(out)
+    }
+
+    pub fn record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>> {
+        match self.db.get_pinned_cf(self.cf(CF_RECORDS), record_key(collection, did, rkey))? {
+            Some(v) => Ok(Some(from_cbor(CF_RECORDS, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every kept record of a collection: `(did, rkey, record)`.
+    pub fn records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
+        let mut prefix = collection.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_RECORDS), &prefix) {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
+            let mut parts = rest.splitn(2, |b| *b == 0);
+            let did = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let rkey = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            out.push((did, rkey, from_cbor(CF_RECORDS, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Flushes memtables to disk (used before exit so a read-only opener
+    /// sees everything without replaying the WAL).
+    pub fn flush(&self) -> Result<()> {
+        for cf in CFS {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
+    }
+}

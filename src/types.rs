@@ -1,0 +1,137 @@
+//! Syntax of the atproto identifiers instancemap stores: DIDs, handles,
+//! NSIDs, record keys and TIDs. Pure checks on `&str`, no allocation, tested
+//! against the official interop vectors (`tests/fixtures/syntax/`).
+//!
+//! Everything that becomes part of a RocksDB key passes one of these first,
+//! so keys never hold a NUL byte or unbounded text.
+
+/// Longest DID accepted (atproto DID spec).
+pub const MAX_DID_LEN: usize = 2048;
+/// Longest handle (DNS name limit).
+pub const MAX_HANDLE_LEN: usize = 253;
+/// Longest NSID.
+pub const MAX_NSID_LEN: usize = 317;
+/// Longest record key.
+pub const MAX_RKEY_LEN: usize = 512;
+
+/// `did:<method>:<identifier>` per the atproto DID syntax:
+/// `^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$`, at most 2048 characters.
+pub fn is_did(s: &str) -> bool {
+    if s.len() > MAX_DID_LEN {
+        return false;
+    }
+    let Some(rest) = s.strip_prefix("did:") else {
+        return false;
+    };
+    let Some((method, id)) = rest.split_once(':') else {
+        return false;
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_lowercase()) {
+        return false;
+    }
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    match id.as_bytes().split_last() {
+        Some((&last, body)) => ok(last) && body.iter().all(|&b| ok(b) || b == b':' || b == b'%'),
+        None => false,
+    }
+}
+
+/// A DNS label of 1 to 63 ASCII letters, digits and hyphens, with no hyphen
+/// at either end.
+fn is_label(l: &str) -> bool {
+    let b = l.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// An atproto handle: a DNS name of two or more labels whose last label
+/// starts with a letter, at most 253 characters. Case is not normalised here.
+pub fn is_handle(s: &str) -> bool {
+    if s.len() > MAX_HANDLE_LEN {
+        return false;
+    }
+    let mut labels = 0;
+    let mut last = "";
+    for l in s.split('.') {
+        if !is_label(l) {
+            return false;
+        }
+        labels += 1;
+        last = l;
+    }
+    labels >= 2 && last.as_bytes()[0].is_ascii_alphabetic()
+}
+
+/// A namespaced identifier (`com.example.fooBar`): a reversed domain
+/// authority of two or more labels (the first starting with a letter) and a
+/// name of letters and digits starting with a letter.
+pub fn is_nsid(s: &str) -> bool {
+    if s.len() > MAX_NSID_LEN {
+        return false;
+    }
+    let Some((authority, name)) = s.rsplit_once('.') else {
+        return false;
+    };
+    if authority.len() > MAX_HANDLE_LEN {
+        return false;
+    }
+    let nb = name.as_bytes();
+    if nb.is_empty() || nb.len() > 63 || !nb[0].is_ascii_alphabetic() || !nb.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let mut labels = 0;
+    for (i, l) in authority.split('.').enumerate() {
+        if !is_label(l) || (i == 0 && !l.as_bytes()[0].is_ascii_alphabetic()) {
+            return false;
+        }
+        labels += 1;
+    }
+    labels >= 2
+}
+
+/// A record key: 1 to 512 characters of `A-Za-z0-9._:~-`, not `.` or `..`.
+pub fn is_record_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_RKEY_LEN
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'~' | b'-'))
+}
+
+/// A timestamp identifier (commit `rev`, most record keys): 13 characters of
+/// base32-sortable, the first of `234567abcdefghij`.
+pub fn is_tid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 13
+        && matches!(b[0], b'2'..=b'7' | b'a'..=b'j')
+        && b.iter().all(|c| matches!(c, b'2'..=b'7' | b'a'..=b'z'))
+}
+
+/// Splits a repo path `collection/rkey`, checking both parts.
+pub fn split_repo_path(path: &str) -> Option<(&str, &str)> {
+    let (c, r) = path.split_once('/')?;
+    (is_nsid(c) && is_record_key(r)).then_some((c, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples() {
+        assert!(is_did("did:plc:z72i7hdynmk6r22z27h6tvur"));
+        assert!(is_did("did:web:localhost%3A2583"));
+        assert!(!is_did("did:plc:"));
+        assert!(is_handle("alice.bsky.social"));
+        assert!(!is_handle("alice.123"));
+        assert!(is_nsid("app.bsky.feed.post"));
+        assert!(!is_nsid("app.bsky"));
+        assert!(is_record_key("self"));
+        assert!(is_tid("3mptbypluud2a"));
+        assert_eq!(split_repo_path("app.bsky.feed.like/3mptbyplj5d2a"), Some(("app.bsky.feed.like", "3mptbyplj5d2a")));
+        assert_eq!(split_repo_path("app.bsky.feed.like"), None);
+    }
+}

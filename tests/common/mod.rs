@@ -1,0 +1,210 @@
+//! Shared test helpers: fixture paths, frame builders, store snapshots.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ciborium::Value;
+use instancemap::event;
+use instancemap::ingest::Ingest;
+use instancemap::repo::cid;
+use instancemap::stats::Stats;
+use instancemap::store::{AccountState, Store};
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+pub fn reference_frames() -> Vec<Vec<u8>> {
+    instancemap::firehose::framelog::read_all(&fixture("reference-pds.frames")).expect("reference frames")
+}
+
+pub fn jetstream_frames() -> Vec<Vec<u8>> {
+    instancemap::firehose::framelog::read_all(&fixture("jetstream/frames.bin.zst")).expect("jetstream frames")
+}
+
+pub fn json(rel: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixture(rel)).expect("fixture")).expect("fixture JSON")
+}
+
+/// Applies raw frames through the shared decode step and the writer,
+/// flushing at the end.
+pub fn ingest_frames(store: Store, source: &str, frames: &[Vec<u8>]) -> Store {
+    let mut ingest = Ingest::new(store, source).expect("ingest");
+    for f in frames {
+        ingest.apply(event::from_frame_bytes(f)).expect("apply");
+        if ingest.due() {
+            ingest.flush().expect("flush");
+        }
+    }
+    ingest.finish().expect("finish")
+}
+
+/// Everything the store holds that must not depend on how the events
+/// arrived (wall-clock times and the drop/info counters are left out).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub accounts: BTreeMap<String, AccountState>,
+    pub counters: BTreeMap<String, i64>,
+    pub records: Vec<(String, String, Vec<u8>)>,
+}
+
+pub fn snapshot(store: &Store) -> Snapshot {
+    let accounts = store
+        .accounts()
+        .map(|r| {
+            let (did, mut a) = r.expect("account");
+            a.seen_at_ms = 0;
+            (did, a)
+        })
+        .collect();
+    let counters = store
+        .counters()
+        .expect("counters")
+        .into_iter()
+        .filter(|(k, v)| {
+            *v != 0 && !k.starts_with("dropped/") && !k.starts_with("info/") && !k.starts_with("error_frame/")
+        })
+        .collect();
+    let mut records = Vec::new();
+    for c in event::STORED_COLLECTIONS {
+        for (did, rkey, r) in store.records(c).expect("records") {
+            records.push((did, rkey, r.record));
+        }
+    }
+    Snapshot { accounts, counters, records }
+}
+
+pub fn stats(store: &Store) -> Stats {
+    Stats::read(store).expect("stats")
+}
+
+// ---- frame builders (DAG-CBOR via ciborium) ----
+
+pub fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+pub fn link(cid: &[u8]) -> Value {
+    let mut b = vec![0u8];
+    b.extend_from_slice(cid);
+    Value::Tag(42, Box::new(Value::Bytes(b)))
+}
+
+pub fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(entries.into_iter().map(|(k, v)| (text(k), v)).collect())
+}
+
+pub fn cbor(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).expect("encode");
+    out
+}
+
+/// A frame: header then body.
+pub fn frame(op: i64, t: Option<&str>, body: &Value) -> Vec<u8> {
+    let mut h = vec![("op", Value::Integer(op.into()))];
+    if let Some(t) = t {
+        h.push(("t", text(t)));
+    }
+    let mut out = cbor(&map(h));
+    out.extend(cbor(body));
+    out
+}
+
+pub fn varint(mut n: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A CAR v1 with `root` and these `(cid, bytes)` blocks.
+pub fn car(root: &[u8], blocks: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let header = cbor(&map(vec![("version", Value::Integer(1.into())), ("roots", Value::Array(vec![link(root)]))]));
+    let mut out = Vec::new();
+    varint(header.len() as u64, &mut out);
+    out.extend(header);
+    for (c, b) in blocks {
+        varint((c.len() + b.len()) as u64, &mut out);
+        out.extend_from_slice(c);
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// A record op for [`commit_frame`]: `(action, path, record)`; the record
+/// is `None` for delete, `Some(None)` when its block should be left out.
+pub struct TestOp<'a> {
+    pub action: &'a str,
+    pub path: &'a str,
+    pub record: Option<Value>,
+    pub omit_block: bool,
+}
+
+/// A well-formed `#commit` frame with a real commit block (zero signature:
+/// this issue does not verify signatures).
+pub fn commit_frame(seq: i64, did: &str, rev: &str, ops: &[TestOp<'_>]) -> Vec<u8> {
+    let data = cid::dag_cbor_cid(b"\xa2\x61e\x80\x61l\xf6"); // a stand-in MST root
+    let commit = cbor(&map(vec![
+        ("did", text(did)),
+        ("rev", text(rev)),
+        ("sig", Value::Bytes(vec![0; 64])),
+        ("data", link(&data)),
+        ("prev", Value::Null),
+        ("version", Value::Integer(3.into())),
+    ]));
+    let commit_cid = cid::dag_cbor_cid(&commit);
+    let mut blocks = vec![(commit_cid.clone(), commit)];
+    let mut op_values = Vec::new();
+    for op in ops {
+        let mut entries = vec![("action", text(op.action)), ("path", text(op.path))];
+        match &op.record {
+            Some(r) => {
+                let bytes = cbor(r);
+                let c = cid::dag_cbor_cid(&bytes);
+                entries.push(("cid", link(&c)));
+                if !op.omit_block {
+                    blocks.push((c, bytes));
+                }
+            }
+            None => entries.push(("cid", Value::Null)),
+        }
+        op_values.push(map(entries));
+    }
+    let body = map(vec![
+        ("ops", Value::Array(op_values)),
+        ("rev", text(rev)),
+        ("seq", Value::Integer(seq.into())),
+        ("repo", text(did)),
+        ("time", text("2026-07-04T14:38:07.517Z")),
+        ("blobs", Value::Array(vec![])),
+        ("since", Value::Null),
+        ("blocks", Value::Bytes(car(&commit_cid, &blocks))),
+        ("commit", link(&commit_cid)),
+        ("rebase", Value::Bool(false)),
+        ("tooBig", Value::Bool(false)),
+    ]);
+    frame(1, Some("#commit"), &body)
+}
+
+pub fn labeler_record(desc: &str) -> Value {
+    map(vec![
+        ("$type", text("app.bsky.labeler.service")),
+        ("policies", map(vec![("labelValues", Value::Array(vec![text("spam")]))])),
+        ("createdAt", text(desc)),
+    ])
+}
+
+pub fn info_frame(name: &str) -> Vec<u8> {
+    frame(1, Some("#info"), &map(vec![("name", text(name)), ("message", text("test"))]))
+}
+
+pub fn error_frame(error: &str) -> Vec<u8> {
+    frame(-1, None, &map(vec![("error", text(error))]))
+}
