@@ -44,23 +44,73 @@ fn tid(i: usize) -> String {
 
 fn write_log(path: &Path) {
     let mut w = FrameWriter::create(path).unwrap();
-    let subject = map(vec![("uri", text("at://did:plc:zzzzzzzzzzzzzzzzzzzzzzzz/app.bsky.feed.post/3mptbypluud2a")), ("cid", text("bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z4alpc4i"))]);
+    let subject = map(vec![
+        ("uri", text("at://did:plc:zzzzzzzzzzzzzzzzzzzzzzzz/app.bsky.feed.post/3mptbypluud2a")),
+        ("cid", text("bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z4alpc4i")),
+    ]);
     for i in 0..FRAMES {
         let seq = i as i64 + 1;
         let d = did(i % ACCOUNTS);
         let f = if i % 100 == 99 {
-            frame(1, Some("#account"), &map(vec![("seq", ciborium::Value::Integer(seq.into())), ("did", text(&d)), ("time", text("2026-07-04T14:38:07.517Z")), ("active", ciborium::Value::Bool(true))]))
+            frame(
+                1,
+                Some("#account"),
+                &map(vec![
+                    ("seq", ciborium::Value::Integer(seq.into())),
+                    ("did", text(&d)),
+                    ("time", text("2026-07-04T14:38:07.517Z")),
+                    ("active", ciborium::Value::Bool(true)),
+                ]),
+            )
         } else if i % 50 == 49 {
-            frame(1, Some("#identity"), &map(vec![("seq", ciborium::Value::Integer(seq.into())), ("did", text(&d)), ("time", text("2026-07-04T14:38:07.517Z")), ("handle", text("someone.bsky.social"))]))
+            frame(
+                1,
+                Some("#identity"),
+                &map(vec![
+                    ("seq", ciborium::Value::Integer(seq.into())),
+                    ("did", text(&d)),
+                    ("time", text("2026-07-04T14:38:07.517Z")),
+                    ("handle", text("someone.bsky.social")),
+                ]),
+            )
         } else {
             let rkey = tid(i);
             let (path, record) = match i % 7 {
-                0 | 1 | 2 => (format!("app.bsky.feed.like/{rkey}"), map(vec![("$type", text("app.bsky.feed.like")), ("subject", subject.clone()), ("createdAt", text("2026-07-04T14:38:07.517Z"))])),
-                3 | 4 => (format!("app.bsky.feed.post/{rkey}"), map(vec![("$type", text("app.bsky.feed.post")), ("text", text("a post of ordinary length, with a few words in it and nothing else")), ("langs", ciborium::Value::Array(vec![text("en")])), ("createdAt", text("2026-07-04T14:38:07.517Z"))])),
-                5 if i % 997 == 5 => ("app.bsky.labeler.service/self".to_owned(), labeler_record("2026-07-04T14:38:07.517Z")),
-                _ => (format!("app.bsky.graph.follow/{rkey}"), map(vec![("$type", text("app.bsky.graph.follow")), ("subject", text(&did(i + 1))), ("createdAt", text("2026-07-04T14:38:07.517Z"))])),
+                0 | 1 | 2 => (
+                    format!("app.bsky.feed.like/{rkey}"),
+                    map(vec![
+                        ("$type", text("app.bsky.feed.like")),
+                        ("subject", subject.clone()),
+                        ("createdAt", text("2026-07-04T14:38:07.517Z")),
+                    ]),
+                ),
+                3 | 4 => (
+                    format!("app.bsky.feed.post/{rkey}"),
+                    map(vec![
+                        ("$type", text("app.bsky.feed.post")),
+                        ("text", text("a post of ordinary length, with a few words in it and nothing else")),
+                        ("langs", ciborium::Value::Array(vec![text("en")])),
+                        ("createdAt", text("2026-07-04T14:38:07.517Z")),
+                    ]),
+                ),
+                5 if i % 997 == 5 => {
+                    ("app.bsky.labeler.service/self".to_owned(), labeler_record("2026-07-04T14:38:07.517Z"))
+                }
+                _ => (
+                    format!("app.bsky.graph.follow/{rkey}"),
+                    map(vec![
+                        ("$type", text("app.bsky.graph.follow")),
+                        ("subject", text(&did(i + 1))),
+                        ("createdAt", text("2026-07-04T14:38:07.517Z")),
+                    ]),
+                ),
             };
-            commit_frame(seq, &d, &tid(i), &[TestOp { action: "create", path: &path, record: Some(record), omit_block: false }])
+            commit_frame(
+                seq,
+                &d,
+                &tid(i),
+                &[TestOp { action: "create", path: &path, record: Some(record), omit_block: false }],
+            )
         };
         w.write(&f).unwrap();
     }
@@ -80,7 +130,12 @@ fn bench(c: &mut Criterion) {
             || tempfile::tempdir().unwrap(),
             |db| {
                 let s = rt
-                    .block_on(instancemap::app::replay(db.path(), "bench", std::slice::from_ref(&log), Default::default()))
+                    .block_on(instancemap::app::replay(
+                        db.path(),
+                        "bench",
+                        std::slice::from_ref(&log),
+                        Default::default(),
+                    ))
                     .unwrap();
                 assert_eq!(s.frames, FRAMES as u64);
                 assert!(s.error.is_none());

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{self, Event};
-use crate::firehose::framelog::{FrameReader, FrameWriter};
 use crate::firehose::frame::{self, Verify};
+use crate::firehose::framelog::{FrameReader, FrameWriter};
 use crate::firehose::subscribe::{self, Closed, FrameHandler, SubscribeConfig};
 use crate::ingest::Ingest;
 use crate::store::{self, Store};
@@ -30,7 +30,7 @@ fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Event>, rt: tokio::run
     loop {
         let next = match ingest.due_in() {
             None => rt.block_on(rx.recv()),
-            Some(d) => match rt.block_on(tokio::time::timeout(d, rx.recv())) {
+            Some(d) => match rt.block_on(async { tokio::time::timeout(d, rx.recv()).await }) {
                 Ok(next) => next,
                 Err(_) => {
                     ingest.flush()?;
@@ -125,9 +125,8 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let ingest = Ingest::new(store, &source)?;
     let cursor = ingest.cursor();
     tracing::info!(relay = %source, ?cursor, db = %opts.db.display(), "starting");
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("binding {}", opts.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
     let http = tokio::spawn(api::serve(listener, cancel.clone()));
     let (tx, writer) = spawn_writer(ingest);
@@ -152,7 +151,12 @@ pub struct ReplaySummary {
 }
 
 /// Runs frame files through the ingest pipeline into `db`.
-pub async fn replay(db: &Path, source: &str, files: &[PathBuf], cancel: CancellationToken) -> anyhow::Result<ReplaySummary> {
+pub async fn replay(
+    db: &Path,
+    source: &str,
+    files: &[PathBuf],
+    cancel: CancellationToken,
+) -> anyhow::Result<ReplaySummary> {
     metrics::init();
     let store = Store::open(db).with_context(|| format!("opening database {}", db.display()))?;
     let ingest = Ingest::new(store, source)?;
@@ -235,4 +239,3 @@ pub async fn record(
     }
     Ok(frames)
 }
-

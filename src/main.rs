@@ -5,19 +5,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use instancemap::app;
 use instancemap::config::{relay_endpoint, Cli, Command};
 use instancemap::firehose::subscribe::SubscribeConfig;
 use instancemap::stats::Stats;
 use instancemap::store::Store;
-use instancemap::app;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -66,8 +64,8 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stats(a) => {
-            let store = Store::open_read_only(&a.db.db)
-                .with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             let stats = Stats::read(&store)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);

@@ -5,9 +5,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// The registry `/metrics` serves.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -52,12 +50,16 @@ pub static OPS: LazyLock<IntCounterVec> =
 
 /// Create/update ops whose record block was missing from the CAR slice.
 pub static BLOCKS_MISSING: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("instancemap_ingest_record_blocks_missing_total", "Create/update ops whose record block was not in the slice.")
+    counter(
+        "instancemap_ingest_record_blocks_missing_total",
+        "Create/update ops whose record block was not in the slice.",
+    )
 });
 
 /// `#info` frames, by name (`OutdatedCursor` or `other`).
-pub static INFO: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("instancemap_firehose_info_total", "#info frames from the relay, by name.", &["name"]));
+pub static INFO: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_firehose_info_total", "#info frames from the relay, by name.", &["name"])
+});
 
 /// Error frames, by error (`FutureCursor`, `ConsumerTooSlow` or `other`).
 pub static ERROR_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -75,9 +75,6 @@ pub fn is_nsid(s: &str) -> bool {
     let Some((authority, name)) = s.rsplit_once('.') else {
         return false;
     };
-    if authority.len() > MAX_HANDLE_LEN {
-        return false;
-    }
     let nb = name.as_bytes();
     if nb.is_empty() || nb.len() > 63 || !nb[0].is_ascii_alphabetic() || !nb.iter().all(u8::is_ascii_alphanumeric) {
         return false;

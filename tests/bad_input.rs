@@ -82,11 +82,17 @@ fn cbor_bomb_huge_declared_length() {
     f.extend(b"blocks");
     f.extend([0x5b, 0x40, 0, 0, 0, 0, 0, 0, 0]);
     rejects(f, "length_too_large");
-    // and an array that claims 2^32 elements
+    // an array that claims 2^32 elements
     let mut f = cbor(&map(vec![("op", Value::Integer(1.into())), ("t", text("#commit"))]));
     f.extend([0xa1, 0x63]);
     f.extend(b"ops");
     f.extend([0x9a, 0xff, 0xff, 0xff, 0xff]);
+    rejects(f, "length_too_large");
+    // and one that claims 65,536, more than the bytes that follow
+    let mut f = cbor(&map(vec![("op", Value::Integer(1.into())), ("t", text("#commit"))]));
+    f.extend([0xa1, 0x63]);
+    f.extend(b"ops");
+    f.extend([0x9a, 0x00, 0x01, 0x00, 0x00, 0x01]);
     rejects(f, "truncated");
 }
 

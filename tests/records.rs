@@ -17,10 +17,15 @@ fn op<'a>(action: &'a str, path: &'a str, record: Option<ciborium::Value>) -> Te
 fn labeler_service_records_are_kept_updated_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let path = "app.bsky.labeler.service/self";
-    let create = commit_frame(1, DID, "3mptbypluud2a", &[
-        op("create", path, Some(labeler_record("2026-01-01T00:00:00Z"))),
-        op("create", "app.bsky.feed.post/3mptbypluud2a", Some(map(vec![("text", text("hi"))]))),
-    ]);
+    let create = commit_frame(
+        1,
+        DID,
+        "3mptbypluud2a",
+        &[
+            op("create", path, Some(labeler_record("2026-01-01T00:00:00Z"))),
+            op("create", "app.bsky.feed.post/3mptbypluud2a", Some(map(vec![("text", text("hi"))]))),
+        ],
+    );
     let store = ingest_frames(Store::open(dir.path()).unwrap(), "replay", &[create]);
     let r = store.record("app.bsky.labeler.service", DID, "self").unwrap().expect("kept");
     assert_eq!(r.seq, 1);
@@ -29,7 +34,8 @@ fn labeler_service_records_are_kept_updated_and_deleted() {
     assert_eq!(json["createdAt"], "2026-01-01T00:00:00Z");
     assert_eq!(store.records("app.bsky.feed.post").unwrap().len(), 0, "other collections are counted, not kept");
 
-    let update = commit_frame(2, DID, "3mptbypluud2b", &[op("update", path, Some(labeler_record("2026-02-02T00:00:00Z")))]);
+    let update =
+        commit_frame(2, DID, "3mptbypluud2b", &[op("update", path, Some(labeler_record("2026-02-02T00:00:00Z")))]);
     let store = ingest_frames(store, "replay", &[update]);
     let r = store.record("app.bsky.labeler.service", DID, "self").unwrap().unwrap();
     assert_eq!(cbor::to_json(&r.record).unwrap()["createdAt"], "2026-02-02T00:00:00Z");

@@ -43,13 +43,8 @@ fn killed_replay_process_resumes_to_the_same_store() {
     let file = fixture("reference-pds.frames");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut child = Command::new(bin)
-        .args(["replay", "--db"])
-        .arg(&db)
-        .arg(&file)
-        .env("RUST_LOG", "error")
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(bin).args(["replay", "--db"]).arg(&db).arg(&file).env("RUST_LOG", "error").spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(40));
     child.kill().unwrap(); // SIGKILL: no flush, no clean close
     child.wait().unwrap();

@@ -47,7 +47,8 @@ impl FrameReader {
     /// Reads the next frame into `buf`; `Ok(false)` at a clean end of file.
     pub fn next_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, FrameLogError> {
         let mut len = [0u8; 4];
-        let got = read_full(&mut self.inner, &mut len).map_err(|source| FrameLogError::Io { path: self.path.clone(), source })?;
+        let got = read_full(&mut self.inner, &mut len)
+            .map_err(|source| FrameLogError::Io { path: self.path.clone(), source })?;
         if got == 0 {
             return Ok(false);
         }
@@ -56,11 +57,17 @@ impl FrameReader {
         }
         let n = u32::from_le_bytes(len) as usize;
         if n > MAX_LOGGED_FRAME {
-            return Err(FrameLogError::Corrupt { path: self.path.clone(), frame: self.frames, offset: self.offset, len: n as u64 });
+            return Err(FrameLogError::Corrupt {
+                path: self.path.clone(),
+                frame: self.frames,
+                offset: self.offset,
+                len: n as u64,
+            });
         }
         buf.clear();
         buf.resize(n, 0);
-        let got = read_full(&mut self.inner, buf).map_err(|source| FrameLogError::Io { path: self.path.clone(), source })?;
+        let got =
+            read_full(&mut self.inner, buf).map_err(|source| FrameLogError::Io { path: self.path.clone(), source })?;
         if got < n {
             return Err(self.truncated("frame bytes cut short"));
         }

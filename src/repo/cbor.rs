@@ -420,9 +420,7 @@ mod tests {
     #[test]
     fn reads_scalars_and_containers() {
         // {"a": 1, "bb": [true, null, -2], "c": h'0102'}
-        let buf = [
-            0xa3, 0x61, b'a', 0x01, 0x62, b'b', b'b', 0x83, 0xf5, 0xf6, 0x21, 0x61, b'c', 0x42, 1, 2,
-        ];
+        let buf = [0xa3, 0x61, b'a', 0x01, 0x62, b'b', b'b', 0x83, 0xf5, 0xf6, 0x21, 0x61, b'c', 0x42, 1, 2];
         let mut r = Reader::new(&buf);
         assert_eq!(r.map().unwrap(), 3);
         assert_eq!(r.text().unwrap(), "a");

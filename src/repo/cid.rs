@@ -56,7 +56,7 @@ pub fn parse(buf: &[u8]) -> Result<CidParts<'_>, CidError> {
         return Ok(CidParts { version: 0, codec: 0x70, hash_code: SHA2_256, digest: &bytes[2..], bytes });
     }
     let mut pos = 0;
-    let mut next = |pos: &mut usize| -> Result<u64, CidError> {
+    let next = |pos: &mut usize| -> Result<u64, CidError> {
         let (v, n) = varint(buf.get(*pos..).ok_or(CidError::Truncated)?).ok_or(if buf.len() <= *pos + 9 {
             CidError::Truncated
         } else {

@@ -262,7 +262,11 @@ impl Store {
 
     /// The last seq applied from `source`.
     pub fn cursor(&self, source: &str) -> Result<Option<i64>> {
-        Ok(self.db.get_cf(self.cf(CF_META), Self::cursor_key(source))?.and_then(|v| v.as_slice().try_into().ok()).map(i64::from_be_bytes))
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), Self::cursor_key(source))?
+            .and_then(|v| v.as_slice().try_into().ok())
+            .map(i64::from_be_bytes))
     }
 
     /// Every source's cursor.
