@@ -76,7 +76,7 @@ fn write_log(path: &Path) {
         } else {
             let rkey = tid(i);
             let (path, record) = match i % 7 {
-                0 | 1 | 2 => (
+                0..=2 => (
                     format!("app.bsky.feed.like/{rkey}"),
                     map(vec![
                         ("$type", text("app.bsky.feed.like")),
@@ -84,7 +84,7 @@ fn write_log(path: &Path) {
                         ("createdAt", text("2026-07-04T14:38:07.517Z")),
                     ]),
                 ),
-                3 | 4 => (
+                3..=4 => (
                     format!("app.bsky.feed.post/{rkey}"),
                     map(vec![
                         ("$type", text("app.bsky.feed.post")),

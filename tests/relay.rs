@@ -26,6 +26,7 @@ fn seq_of(f: &[u8]) -> i64 {
 
 /// Serves `frames` per the script in the module docs; records the cursor of
 /// every connection.
+#[allow(clippy::result_large_err)] // the callback type is tungstenite's
 async fn fake_relay(listener: TcpListener, frames: Arc<Vec<Vec<u8>>>, cursors: Arc<Mutex<Vec<Option<i64>>>>) {
     let mut conn = 0;
     loop {
