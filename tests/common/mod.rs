@@ -208,3 +208,57 @@ pub fn info_frame(name: &str) -> Vec<u8> {
 pub fn error_frame(error: &str) -> Vec<u8> {
     frame(-1, None, &map(vec![("error", text(error))]))
 }
+
+// ---- a simple fake relay ----
+
+/// Serves `frames` on `listener` as a relay does: each connection gets the
+/// frames with `seq > cursor` (all of them without a cursor), then the
+/// connection stays open and quiet.
+pub async fn serve_frames(listener: tokio::net::TcpListener, frames: std::sync::Arc<Vec<Vec<u8>>>) {
+    use futures_util::SinkExt;
+    use instancemap::firehose::frame::{decode, Verify};
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { return };
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            let cursor = std::sync::Arc::new(std::sync::Mutex::new(0i64));
+            let c2 = cursor.clone();
+            #[allow(clippy::result_large_err)]
+            let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                           resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                if let Some(c) = req.uri().query().and_then(|q| q.strip_prefix("cursor=")) {
+                    *c2.lock().unwrap() = c.parse().unwrap();
+                }
+                Ok::<_, tokio_tungstenite::tungstenite::handshake::server::ErrorResponse>(resp)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else { return };
+            let c = *cursor.lock().unwrap();
+            for f in frames.iter() {
+                let seq = decode(f, Verify::Used { kept: &[] }).ok().and_then(|f| f.seq()).unwrap_or(0);
+                if seq > c && ws.send(Message::Binary(f.clone().into())).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+        });
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback; returns (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -1,0 +1,143 @@
+//! The binary end to end on loopback: `run` against a fake relay with
+//! /metrics and /healthz, SIGTERM flushes and exits 0, `stats --json`
+//! reports it; `record` then `replay` reproduces the same store.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use instancemap::firehose::subscribe::SUBSCRIBE_PATH;
+use instancemap::metrics::NAMES;
+use instancemap::store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_instancemap");
+
+async fn start_relay() -> (std::net::SocketAddr, Arc<Vec<Vec<u8>>>) {
+    let frames = Arc::new(reference_frames());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_frames(listener, frames.clone()));
+    (addr, frames)
+}
+
+fn stats_json(db: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(BIN).args(["stats", "--json", "--db"]).arg(db).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_metrics_and_health_and_exits_cleanly_on_sigterm() {
+    let (relay, _frames) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--relay", &format!("ws://{relay}"), "--listen", &listen.to_string(), "--db"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let want = json("reference-pds.frames.json");
+    let last = want["last_seq"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, body)) = http_get(listen, "/healthz").await {
+            let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(h["status"], "ok");
+            if h["cursor_committed"] == last {
+                assert_eq!(h["connected"], true);
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (status, metrics) = http_get(listen, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for name in NAMES {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(metrics.contains(r##"instancemap_firehose_frames_total{type="#commit"} 1436"##), "frames metric moved");
+    assert!(metrics.contains(&format!("instancemap_ingest_cursor_committed {last}")));
+    assert!(metrics.contains(r#"instancemap_ingest_ops_total{action="create"} 1335"#));
+    let (status, _) = http_get(listen, "/nope").await.unwrap();
+    assert_eq!(status, 404);
+
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "run exits 0 on SIGTERM: {status:?}");
+
+    let s = stats_json(dir.path());
+    let source = format!("ws://{relay}{SUBSCRIBE_PATH}");
+    assert_eq!(s["cursors"][&source], last);
+    for (t, n) in want["by_type"].as_object().unwrap() {
+        assert_eq!(&s["frames"][t], n, "{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_then_replay_reproduces_the_store() {
+    let (relay, frames) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rec.frames.zst");
+    let out = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || {
+            Command::new(BIN)
+                .args(["record", "--relay", &format!("ws://{relay}"), "--max-frames", "1512", "--out"])
+                .arg(&file)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recorded = instancemap::firehose::framelog::read_all(&file).unwrap();
+    assert_eq!(&recorded, frames.as_ref(), "recorded byte for byte");
+
+    let db = dir.path().join("db");
+    let out = Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed = Store::open_read_only(&db).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let direct = ingest_frames(Store::open(dir2.path()).unwrap(), "replay", &frames);
+    assert_eq!(snapshot(&replayed), snapshot(&direct));
+
+    // text stats work too
+    let out = Command::new(BIN).args(["stats", "--db"]).arg(&db).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("#commit") && text.contains("1436"), "{text}");
+}
+
+#[test]
+fn replay_of_a_cut_file_fails_with_the_position_and_keeps_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read(fixture("reference-pds.frames")).unwrap();
+    let cut = dir.path().join("cut.frames");
+    std::fs::write(&cut, &data[..data.len() - 10]).unwrap();
+    let db = dir.path().join("db");
+    let out = Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(&cut).env("RUST_LOG", "off").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ends mid-frame: frame 1511 at byte"), "{err}");
+    let s = stats_json(&db);
+    assert_eq!(s["cursors"]["replay"], 1511, "every frame before the cut is applied");
+}
+
+#[test]
+fn bad_settings_are_refused_before_anything_starts() {
+    let out = Command::new(BIN).args(["run", "--relay", "https://bsky.network"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must start with ws:// or wss://"));
+    let out = Command::new(BIN).args(["stats", "--db", "/nonexistent/instancemap"]).output().unwrap();
+    assert!(!out.status.success());
+}
