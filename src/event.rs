@@ -163,11 +163,21 @@ pub fn from_frame(f: &Frame<'_>) -> Event {
             EventKind::Account { did: a.did.to_owned(), active: a.active, status: a.status.map(str::to_owned) }
         }
         Frame::Info { name, message } => {
-            tracing::warn!(name, message = message.unwrap_or(""), "#info from the relay");
+            let hint = if *name == "OutdatedCursor" {
+                "the cursor is older than the relay's replay window: events in between are missed"
+            } else {
+                ""
+            };
+            tracing::warn!(name, message = message.unwrap_or(""), hint, "#info from the relay");
             EventKind::Info { name: (*name).to_owned(), message: message.map(str::to_owned) }
         }
         Frame::Error { error, message } => {
-            tracing::error!(error, message = message.unwrap_or(""), "error frame from the relay");
+            let hint = match *error {
+                "FutureCursor" => "the stored cursor is ahead of this relay (was it reset, or is it another relay?); operator action needed",
+                "ConsumerTooSlow" => "the relay dropped us for reading too slowly; reconnecting from the cursor",
+                _ => "reconnecting from the cursor",
+            };
+            tracing::error!(error, message = message.unwrap_or(""), hint, "error frame from the relay");
             EventKind::StreamError { error: (*error).to_owned(), message: message.map(str::to_owned) }
         }
         Frame::Skipped(s) => {

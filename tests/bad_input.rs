@@ -257,3 +257,33 @@ fn replay_file_ending_mid_frame_says_where() {
         .to_string();
     assert!(msg.contains("frame 10") && msg.contains(&format!("byte {whole}")), "{msg}");
 }
+
+#[test]
+fn no_truncation_or_byte_flip_of_real_frames_panics() {
+    let mut frames = jetstream_frames();
+    frames.truncate(20);
+    frames.extend(reference_frames().into_iter().step_by(100));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d; // xorshift: deterministic
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let kept = instancemap::event::STORED_COLLECTIONS;
+    for f in &frames {
+        for cut in (0..f.len()).step_by(13) {
+            let _ = frame::decode(&f[..cut], Verify::All);
+            let _ = frame::decode(&f[..cut], Verify::Used { kept });
+        }
+        for _ in 0..300 {
+            let mut m = f.clone();
+            for _ in 0..1 + rnd() % 4 {
+                let i = (rnd() % m.len() as u64) as usize;
+                m[i] = rnd() as u8;
+            }
+            let _ = frame::decode(&m, Verify::All);
+            let _ = instancemap::event::from_frame_bytes(&m);
+        }
+    }
+}
