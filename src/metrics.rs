@@ -89,26 +89,28 @@ pub static RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static CONNECTED: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("instancemap_firehose_connected", "1 while the relay connection is open."));
 
-/// Seconds to commit one write batch.
-pub static BATCH_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    let h = Histogram::with_opts(
-        HistogramOpts::new("instancemap_ingest_batch_commit_seconds", "Time to commit one write batch.")
-            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
-    )
-    .expect("valid metric");
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
     REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
     h
+}
+
+/// Seconds to commit one write batch (100 µs to ~3 s).
+pub static BATCH_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "instancemap_ingest_batch_commit_seconds",
+        "Time to commit one write batch.",
+        prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets"),
+    )
 });
 
-/// Events per committed batch.
+/// Events per committed batch (1 to ~16,000).
 pub static BATCH_EVENTS: LazyLock<Histogram> = LazyLock::new(|| {
-    let h = Histogram::with_opts(
-        HistogramOpts::new("instancemap_ingest_batch_events", "Events per committed write batch.")
-            .buckets(prometheus::exponential_buckets(1.0, 4.0, 8).expect("valid buckets")),
+    histogram(
+        "instancemap_ingest_batch_events",
+        "Events per committed write batch.",
+        prometheus::exponential_buckets(1.0, 4.0, 8).expect("valid buckets"),
     )
-    .expect("valid metric");
-    REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
-    h
 });
 
 /// Events waiting in the queue between the source and the writer.

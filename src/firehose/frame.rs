@@ -564,32 +564,34 @@ fn account<'a>(r: &mut Reader<'a>) -> Result<Account<'a>, FrameError> {
     })
 }
 
-fn info<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, FrameError> {
-    let b = Body { t: "#info" };
+/// `#info` `{name, message?}` and error `{error, message?}` bodies: a
+/// required text under `key` and an optional `message`.
+fn text_and_message<'a>(
+    r: &mut Reader<'a>,
+    t: &'static str,
+    key: &'static str,
+) -> Result<(&'a str, Option<&'a str>), FrameError> {
+    let b = Body { t };
     let n = r.map().map_err(b.cbor())?;
-    let (mut name, mut message) = (None, None);
+    let (mut value, mut message) = (None, None);
     for _ in 0..n {
         match r.text().map_err(b.cbor())? {
-            "name" => name = Some(b.field(r, "name", Reader::text)?),
+            k if k == key => value = Some(b.field(r, key, Reader::text)?),
             "message" => message = b.field(r, "message", Reader::text_or_null)?,
             _ => r.skip().map_err(b.cbor())?,
         }
     }
-    Ok(Frame::Info { name: b.need(name, "name")?, message })
+    Ok((b.need(value, key)?, message))
+}
+
+fn info<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, FrameError> {
+    let (name, message) = text_and_message(r, "#info", "name")?;
+    Ok(Frame::Info { name, message })
 }
 
 fn error<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, FrameError> {
-    let b = Body { t: "error" };
-    let n = r.map().map_err(b.cbor())?;
-    let (mut error, mut message) = (None, None);
-    for _ in 0..n {
-        match r.text().map_err(b.cbor())? {
-            "error" => error = Some(b.field(r, "error", Reader::text)?),
-            "message" => message = b.field(r, "message", Reader::text_or_null)?,
-            _ => r.skip().map_err(b.cbor())?,
-        }
-    }
-    Ok(Frame::Error { error: b.need(error, "error")?, message })
+    let (error, message) = text_and_message(r, "error", "error")?;
+    Ok(Frame::Error { error, message })
 }
 
 fn skipped<'a>(r: &mut Reader<'a>, t: &'a str, deprecated: bool) -> Result<Skipped<'a>, FrameError> {
