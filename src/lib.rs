@@ -16,6 +16,7 @@
 //! - [`firehose`]: the relay subscription (`subscribe`), pure frame decoding
 //!   (`frame`), recorded frame files (`framelog`).
 //! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
+//! - [`identity`]: keys and signatures (DID and handle resolution to come).
 //! - [`event`]: the one event type from sources to the writer, and the
 //!   collections whose records are stored.
 //! - [`ingest`]: the single writer: batches, exactly-once by cursor.
@@ -30,6 +31,7 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod firehose;
+pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod repo;

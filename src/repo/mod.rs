@@ -3,3 +3,4 @@
 pub mod car;
 pub mod cbor;
 pub mod cid;
+pub mod commit;
