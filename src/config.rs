@@ -10,6 +10,8 @@ use crate::firehose::subscribe::SUBSCRIBE_PATH;
 
 /// The default relay: the main Bluesky relay.
 pub const DEFAULT_RELAY: &str = "wss://bsky.network";
+/// The default PLC directory.
+pub const DEFAULT_PLC: &str = "https://plc.directory";
 /// The default database directory.
 pub const DEFAULT_DB: &str = "instancemap-db";
 /// The default listen address for `/metrics` and `/healthz`.
@@ -33,6 +35,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Print what the database holds.
     Stats(StatsArgs),
+    /// Load the PLC directory's export (or a local copy) into the database:
+    /// PDS, handle, signing key and tombstone state of every did:plc.
+    BackfillPlc(BackfillPlcArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +96,18 @@ pub struct StatsArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillPlcArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// PLC directory to read `/export` from.
+    #[arg(long, env = "INSTANCEMAP_PLC", default_value = DEFAULT_PLC)]
+    pub plc: String,
+    /// Read this local export file (JSON lines, `.zst` allowed) instead.
+    #[arg(long, conflicts_with = "plc")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

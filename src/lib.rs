@@ -17,6 +17,7 @@
 //!   (`frame`), recorded frame files (`framelog`).
 //! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
 //! - [`identity`]: keys and signatures (DID and handle resolution to come).
+//! - [`plc`]: the PLC directory export → per-DID identity state.
 //! - [`event`]: the one event type from sources to the writer, and the
 //!   collections whose records are stored.
 //! - [`ingest`]: the single writer: batches, exactly-once by cursor.
@@ -34,6 +35,7 @@ pub mod firehose;
 pub mod identity;
 pub mod ingest;
 pub mod metrics;
+pub mod plc;
 pub mod repo;
 pub mod stats;
 pub mod store;

@@ -63,6 +63,27 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 None => Ok(ExitCode::SUCCESS),
             }
         }
+        Command::BackfillPlc(a) => {
+            app::cancel_on_signal(cancel.clone());
+            let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let stats = match &a.file {
+                Some(f) => tokio::task::block_in_place(|| instancemap::plc::source::load_file(&store, f))?,
+                None => instancemap::plc::source::load_http(&store, &a.plc, &cancel).await?,
+            };
+            store.flush()?;
+            eprintln!(
+                "PLC export: {} lines, {} operations applied ({} new DIDs, {} tombstones, {} forks), {} already applied, {} nullified skipped, {} rejected",
+                stats.lines,
+                stats.applied,
+                stats.new_dids,
+                stats.tombstones,
+                stats.forks,
+                stats.already_applied,
+                stats.nullified_skipped,
+                stats.rejected.values().sum::<u64>()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(a) => {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;

@@ -12,6 +12,8 @@
 //! | `accounts` | DID (UTF-8)                           | [`AccountState`], DAG-CBOR-free plain CBOR (ciborium) |
 //! | `counters` | `<group>/<label>` (see [`counter`])   | i64 little-endian, updated by an add merge operator |
 //! | `records`  | `<collection> 0x00 <did> 0x00 <rkey>` | [`StoredRecord`], CBOR |
+//! | `plc`      | did:plc (UTF-8)                       | [`crate::plc::load::PlcRecord`], CBOR: state from the PLC export |
+//! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
 //! a NUL byte and keys sort by collection, then account.
@@ -26,7 +28,8 @@ pub const CF_META: &str = "meta";
 pub const CF_ACCOUNTS: &str = "accounts";
 pub const CF_COUNTERS: &str = "counters";
 pub const CF_RECORDS: &str = "records";
-const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS];
+pub const CF_PLC: &str = "plc";
+const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS, CF_PLC];
 
 /// Version of the on-disk layout above; a database with another version is
 /// refused rather than misread.
@@ -159,7 +162,7 @@ pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-fn from_cbor<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> Result<T> {
+pub fn from_cbor<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> Result<T> {
     ciborium::from_reader(b).map_err(|e| StoreError::Corrupt { cf, why: e.to_string() })
 }
 
@@ -253,6 +256,16 @@ impl Store {
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// A value of the `meta` family.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META), key)?)
+    }
+
+    /// A value of any family.
+    pub fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+        Ok(self.db.get_pinned_cf(self.cf(cf), key)?)
     }
 
     /// The cursor key of a source.

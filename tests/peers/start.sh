@@ -5,7 +5,8 @@
 #   PLC: PDS A (handles *.pds-a.test) and PDS B (handles *.pds-b.test).
 # Waits until each answers its health check, then writes STATE_DIR/peers.json:
 #   {plc_url, pds_a_url, pds_b_url, pds_a_did, pds_b_did, admin_password,
-#    pds_a_data, pds_b_data, state_dir, pids: {postgres, plc, pds_a, pds_b}}
+#    postgres_url, pds_a_data, pds_b_data, state_dir,
+#    pids: {postgres, plc, pds_a, pds_b}}
 # and prints that file's path on stdout. Stop with: stop.sh STATE_DIR.
 # Usage: tests/peers/start.sh [STATE_DIR]   (or $INSTANCEMAP_PEERS_STATE;
 #        default: a new /tmp/instancemap-peers.XXXXXX). Run install.sh first.
@@ -39,12 +40,12 @@ read -r pg_port plc_port pds_a_port pds_b_port < <(node -e '
     console.log(s.map(x => x.address().port).join(" ")); s.forEach(x => x.close()) })')
 
 # --- PostgreSQL: throwaway cluster, trust auth, loopback TCP + socket in $state/pg
-pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
 [ -n "$pgbin" ] || pgbin="$(dirname "$(command -v initdb)")"
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 mkdir -p "$state/pg"
 [ "$(id -u)" != 0 ] || chown postgres: "$state/pg" "$state/logs"
-as_pg "$pgbin/initdb" -D "$state/pg" -A trust -U postgres >"$state/logs/initdb.log" 2>&1
+as_pg "$pgbin/initdb" --no-sync -D "$state/pg" -A trust -U postgres >"$state/logs/initdb.log" 2>&1
 as_pg "$pgbin/pg_ctl" -D "$state/pg" -l "$state/logs/postgres.log" -w -t 30 start \
     -o "-h 127.0.0.1 -p $pg_port -k $state/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
 echo "postgres $(head -n 1 "$state/pg/postmaster.pid")" >>"$state/pids"
@@ -64,9 +65,11 @@ run() { # run NAME ROLE [VAR=VALUE...]: start launch.mjs in the background
     env "$@" nohup node "$here/launch.mjs" "$role" </dev/null >"$state/logs/$name.log" 2>&1 &
     echo "$name $!" >>"$state/pids"
 }
-wait_http() { # wait_http NAME URL: up to 60 s for a 200
+pid() { awk -v n="$1" '$1 == n { print $2 }' "$state/pids"; }
+wait_http() { # wait_http NAME URL: up to 60 s for a 200; fails early if NAME exits
     for _ in $(seq 1 300); do
         curl -sf -o /dev/null --max-time 2 "$2" && return 0
+        kill -0 "$(pid "$1")" 2>/dev/null || { log "$1 exited"; return 1; }
         sleep 0.2
     done
     log "$1 did not answer $2"; return 1
@@ -77,9 +80,8 @@ wait_http() { # wait_http NAME URL: up to 60 s for a 200
 # refuses URLs whose host is an IP address.
 plc_url="http://localhost:$plc_port"
 run plc plc PLC_PORT="$plc_port" PLC_DB_URL="postgres://postgres@127.0.0.1:$pg_port/plc"
-wait_http plc "http://127.0.0.1:$plc_port/_health"
 
-# --- two PDSes ---------------------------------------------------------------
+# --- two PDSes (they need the PLC only once accounts are made: start together)
 start_pds() { # start_pds NAME PORT HANDLE_DOMAIN JWT_SECRET ROTATION_KEY
     local dir="$state/$1"
     mkdir -p "$dir/blobs"
@@ -95,10 +97,10 @@ start_pds() { # start_pds NAME PORT HANDLE_DOMAIN JWT_SECRET ROTATION_KEY
 start_pds pds_a "$pds_a_port" .pds-a.test "$jwt_a" "$key_a"
 start_pds pds_b "$pds_b_port" .pds-b.test "$jwt_b" "$key_b"
 pds_a_url="http://localhost:$pds_a_port" pds_b_url="http://localhost:$pds_b_port"
+wait_http plc "http://127.0.0.1:$plc_port/_health"
 wait_http pds_a "http://127.0.0.1:$pds_a_port/xrpc/_health"
 wait_http pds_b "http://127.0.0.1:$pds_b_port/xrpc/_health"
 
-pid() { awk -v n="$1" '$1 == n { print $2 }' "$state/pids"; }
 cat >"$state/peers.json" <<EOF
 {
   "plc_url": "$plc_url",

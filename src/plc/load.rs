@@ -1,0 +1,207 @@
+//! Applies PLC export operations to the store, in batches, with the export
+//! position committed in the same write batch (so a stop resumes exactly).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ExportOp, OpState, PlcError};
+use crate::store::{self, counter, Store, CF_COUNTERS, CF_META, CF_PLC};
+
+/// Operations per write batch.
+pub const BATCH_OPS: usize = 10_000;
+
+/// What is kept per did:plc.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlcRecord {
+    /// Current PDS endpoint (normalised), if the state names one.
+    pub pds: Option<String>,
+    /// Handle claimed (first valid `at://` of `alsoKnownAs`), unverified.
+    pub handle: Option<String>,
+    /// `#atproto` signing key (Multikey).
+    pub signing_key: Option<String>,
+    pub tombstoned: bool,
+    /// CID of the operation the state comes from.
+    pub head: String,
+    /// `createdAt` of that operation.
+    pub updated_at: String,
+    /// Operations applied for this DID (nullified ones not counted).
+    pub ops: u32,
+    /// Operations whose `prev` was not the head: recoveries that forked
+    /// (nullified) later operations.
+    pub forks: u32,
+}
+
+/// Where the export was read up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Sequence form: the last `seq` applied.
+    pub seq: Option<u64>,
+    /// Legacy form: the last `createdAt` applied, and the CIDs applied at
+    /// exactly that time (pages can split a timestamp; they dedupe).
+    pub created_at: Option<String>,
+    pub cids_at: Vec<String>,
+}
+
+impl Position {
+    /// Whether `op` was already applied (it is at or before the position).
+    pub fn covers(&self, op: &ExportOp) -> bool {
+        match (op.seq, self.seq) {
+            (Some(s), Some(p)) => s <= p,
+            (Some(_), None) => false,
+            (None, _) => match &self.created_at {
+                Some(at) => {
+                    op.created_at.as_str() < at.as_str()
+                        || (op.created_at == *at && self.cids_at.iter().any(|c| *c == op.cid))
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn advance(&mut self, op: &ExportOp) {
+        if let Some(s) = op.seq {
+            self.seq = Some(s);
+        }
+        if self.created_at.as_deref() != Some(op.created_at.as_str()) {
+            self.created_at = Some(op.created_at.clone());
+            self.cids_at.clear();
+        }
+        self.cids_at.push(op.cid.clone());
+    }
+
+    const KEY: &'static [u8] = b"plc/position";
+
+    pub fn load(store: &Store) -> store::Result<Position> {
+        Ok(store.get_meta(Self::KEY)?.and_then(|b| ciborium::from_reader(b.as_slice()).ok()).unwrap_or_default())
+    }
+}
+
+/// Totals of one load, also kept in the store's counters (`plc/…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    pub lines: u64,
+    pub applied: u64,
+    pub already_applied: u64,
+    pub nullified_skipped: u64,
+    pub new_dids: u64,
+    pub forks: u64,
+    pub tombstones: u64,
+    pub rejected: HashMap<&'static str, u64>,
+}
+
+/// The loader.
+pub struct Loader<'s> {
+    store: &'s Store,
+    pending: HashMap<String, PlcRecord>,
+    counters: HashMap<Vec<u8>, i64>,
+    ops_in_batch: usize,
+    pub position: Position,
+    pub stats: LoadStats,
+}
+
+impl<'s> Loader<'s> {
+    pub fn new(store: &'s Store) -> store::Result<Loader<'s>> {
+        Ok(Loader {
+            store,
+            pending: HashMap::new(),
+            counters: HashMap::new(),
+            ops_in_batch: 0,
+            position: Position::load(store)?,
+            stats: LoadStats::default(),
+        })
+    }
+
+    fn count(&mut self, group: &str, label: &str) {
+        *self.counters.entry(counter::key(group, label)).or_default() += 1;
+    }
+
+    /// Counts a line that did not parse, with its reason; logged once here.
+    pub fn reject(&mut self, e: &PlcError) {
+        self.stats.lines += 1;
+        *self.stats.rejected.entry(e.reason()).or_default() += 1;
+        self.count("plc_error", e.reason());
+        tracing::warn!(reason = e.reason(), error = %e, "PLC export line rejected");
+    }
+
+    /// Applies one operation (if not already applied).
+    pub fn apply(&mut self, op: ExportOp) -> store::Result<()> {
+        self.stats.lines += 1;
+        if self.position.covers(&op) {
+            self.stats.already_applied += 1;
+            return Ok(());
+        }
+        self.position.advance(&op);
+        self.ops_in_batch += 1;
+        if op.nullified {
+            self.stats.nullified_skipped += 1;
+            self.count("plc", "nullified_skipped");
+            return self.maybe_flush();
+        }
+        if !self.pending.contains_key(&op.did) {
+            let rec = match self.store.get_cf(CF_PLC, op.did.as_bytes())? {
+                Some(b) => store::from_cbor(CF_PLC, &b)?,
+                None => {
+                    self.stats.new_dids += 1;
+                    self.count("plc", "dids");
+                    PlcRecord::default()
+                }
+            };
+            self.pending.insert(op.did.clone(), rec);
+        }
+        let rec = self.pending.get_mut(&op.did).expect("inserted above");
+        let fork = rec.ops > 0 && op.prev.as_deref() != Some(rec.head.as_str());
+        rec.ops += 1;
+        rec.head = op.cid;
+        rec.updated_at = op.created_at;
+        let tombstone = match op.state {
+            OpState::Update { pds, handle, signing_key } => {
+                *rec = PlcRecord { pds, handle, signing_key, tombstoned: false, ..std::mem::take(rec) };
+                false
+            }
+            OpState::Tombstone => {
+                rec.tombstoned = true;
+                true
+            }
+        };
+        if fork {
+            rec.forks += 1;
+            self.stats.forks += 1;
+            self.count("plc", "forks");
+        }
+        if tombstone {
+            self.stats.tombstones += 1;
+            self.count("plc", "tombstones");
+        }
+        self.stats.applied += 1;
+        self.count("plc", "ops");
+        self.maybe_flush()
+    }
+
+    fn maybe_flush(&mut self) -> store::Result<()> {
+        if self.ops_in_batch >= BATCH_OPS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the pending records, counters and position together.
+    pub fn flush(&mut self) -> store::Result<()> {
+        if self.ops_in_batch == 0 && self.counters.is_empty() {
+            return Ok(());
+        }
+        let mut wb = rocksdb::WriteBatch::default();
+        let cf = self.store.cf(CF_PLC);
+        for (did, rec) in self.pending.drain() {
+            wb.put_cf(cf, did.as_bytes(), store::to_cbor(&rec));
+        }
+        let counters = self.store.cf(CF_COUNTERS);
+        for (k, v) in self.counters.drain() {
+            wb.merge_cf(counters, k, v.to_le_bytes());
+        }
+        wb.put_cf(self.store.cf(CF_META), Position::KEY, store::to_cbor(&self.position));
+        self.store.write(wb)?;
+        self.ops_in_batch = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! The PLC directory's export: JSON lines → per-DID identity state.
+//!
+//! Both export forms are read: the legacy one (`after=<createdAt>`, lines
+//! carry `nullified`) and the sequence one (`after=<seq>`, `type:
+//! sequenced_op`, no `nullified`). Every `plc_operation` (and legacy
+//! `create`) carries the DID's whole state, so the current state is that of
+//! the latest operation the directory accepted and did not nullify:
+//! - legacy form: lines flagged `nullified` are skipped;
+//! - sequence form: a recovery operation that forks an earlier one (its
+//!   `prev` is not the current head) comes later in the sequence than the
+//!   operations it nullifies, so applying operations in sequence order ends
+//!   on the recovery's state, as the PLC spec resolves it. Forks are counted.
+//!
+//! A `plc_tombstone` marks the DID tombstoned (kept, not deleted).
+//! `parse_line` is pure; `load` applies lines to the store.
+
+pub mod load;
+pub mod source;
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::identity::crypto::PublicKey;
+use crate::identity::did::normalize_endpoint;
+use crate::types;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlcError {
+    #[error("export line is not JSON of the expected shape: {0}")]
+    Json(String),
+    #[error("export line: {0}")]
+    Invalid(&'static str),
+}
+
+impl PlcError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlcError::Json(_) => "bad_json",
+            PlcError::Invalid(_) => "invalid_op",
+        }
+    }
+    pub const REASONS: &'static [&'static str] = &["bad_json", "invalid_op"];
+}
+
+#[derive(Deserialize)]
+struct RawLine<'a> {
+    #[serde(borrow)]
+    did: Cow<'a, str>,
+    #[serde(borrow)]
+    cid: Cow<'a, str>,
+    #[serde(borrow, rename = "createdAt")]
+    created_at: Cow<'a, str>,
+    #[serde(default)]
+    nullified: bool,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(borrow)]
+    operation: RawOp<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawOp<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    prev: Option<Cow<'a, str>>,
+    // plc_operation
+    #[serde(borrow, default, rename = "alsoKnownAs")]
+    also_known_as: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default, rename = "verificationMethods")]
+    verification_methods: Option<RawMethods<'a>>,
+    #[serde(borrow, default)]
+    services: Option<RawServices<'a>>,
+    // legacy create
+    #[serde(borrow, default, rename = "signingKey")]
+    signing_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    handle: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    service: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawMethods<'a> {
+    #[serde(borrow, default)]
+    atproto: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawServices<'a> {
+    #[serde(borrow, default)]
+    atproto_pds: Option<RawService<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawService<'a> {
+    #[serde(borrow, default)]
+    endpoint: Option<Cow<'a, str>>,
+}
+
+/// What one operation says about its DID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpState {
+    /// A `plc_operation` or legacy `create`: the DID's whole state.
+    Update {
+        pds: Option<String>,
+        handle: Option<String>,
+        signing_key: Option<String>,
+    },
+    Tombstone,
+}
+
+/// One export line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOp {
+    pub did: String,
+    pub cid: String,
+    pub created_at: String,
+    /// Present in the sequence form.
+    pub seq: Option<u64>,
+    /// Legacy form only.
+    pub nullified: bool,
+    pub prev: Option<String>,
+    pub state: OpState,
+}
+
+/// Parses one export line. Syntax is checked (DID, endpoint, key); the
+/// operation's signature is not (the directory verified it).
+pub fn parse_line(line: &[u8]) -> Result<ExportOp, PlcError> {
+    let raw: RawLine<'_> = serde_json::from_slice(line).map_err(|e| PlcError::Json(e.to_string()))?;
+    if !raw.did.starts_with("did:plc:") || !types::is_did(&raw.did) {
+        return Err(PlcError::Invalid("did is not a did:plc"));
+    }
+    let op = raw.operation;
+    let state = match op.kind.as_ref() {
+        "plc_tombstone" => OpState::Tombstone,
+        "plc_operation" => {
+            let handle = op
+                .also_known_as
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| a.strip_prefix("at://"))
+                .find(|h| types::is_handle(h))
+                .map(str::to_ascii_lowercase);
+            let signing_key = op.verification_methods.and_then(|m| m.atproto).and_then(|k| multikey(&k));
+            let pds = op
+                .services
+                .and_then(|s| s.atproto_pds)
+                .and_then(|s| s.endpoint)
+                .and_then(|e| normalize_endpoint(&e).ok());
+            OpState::Update { pds, handle, signing_key }
+        }
+        "create" => OpState::Update {
+            pds: op.service.and_then(|e| normalize_endpoint(&e).ok()),
+            handle: op.handle.filter(|h| types::is_handle(h)).map(|h| h.to_ascii_lowercase()),
+            signing_key: op.signing_key.and_then(|k| multikey(&k)),
+        },
+        _ => return Err(PlcError::Invalid("unknown operation type")),
+    };
+    Ok(ExportOp {
+        did: raw.did.into_owned(),
+        cid: raw.cid.into_owned(),
+        created_at: raw.created_at.into_owned(),
+        seq: raw.seq,
+        nullified: raw.nullified,
+        prev: op.prev.map(Cow::into_owned),
+        state,
+    })
+}
+
+/// A `did:key:` as its Multikey, if it is a valid k256/p256 key. Checked by
+/// prefix only (decoding the point costs microseconds per line); the point
+/// is validated when the key is used.
+fn multikey(did_key: &str) -> Option<String> {
+    let mk = did_key.strip_prefix("did:key:")?;
+    (mk.starts_with("zQ3s") || mk.starts_with("zDna")).then(|| mk.to_owned())
+}
+
+/// Verifies a stored Multikey fully (used when a key is put to use).
+pub fn key_is_valid(multikey: &str) -> bool {
+    PublicKey::from_multikey(multikey).is_ok()
+}
