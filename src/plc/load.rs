@@ -52,7 +52,7 @@ impl Position {
             (None, _) => match &self.created_at {
                 Some(at) => {
                     op.created_at.as_str() < at.as_str()
-                        || (op.created_at == *at && self.cids_at.iter().any(|c| *c == op.cid))
+                        || (op.created_at == *at && self.cids_at.contains(&op.cid))
                 }
                 None => false,
             },
