@@ -62,6 +62,9 @@ impl Position {
     fn advance(&mut self, op: &ExportOp) {
         if let Some(s) = op.seq {
             self.seq = Some(s);
+            self.created_at = None;
+            self.cids_at.clear();
+            return;
         }
         if self.created_at.as_deref() != Some(op.created_at.as_str()) {
             self.created_at = Some(op.created_at.clone());

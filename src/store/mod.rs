@@ -206,6 +206,12 @@ impl Store {
             .map(|name| {
                 let mut o = Options::default();
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                // Point lookups by DID dominate (and most misses are new
+                // DIDs): a bloom filter answers a miss without reading blocks.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                table.set_cache_index_and_filter_blocks(true);
+                o.set_block_based_table_factory(&table);
                 if *name == CF_COUNTERS {
                     o.set_merge_operator_associative("add_i64", add_merge);
                 }
