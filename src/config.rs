@@ -38,6 +38,8 @@ pub enum Command {
     /// Load the PLC directory's export (or a local copy) into the database:
     /// PDS, handle, signing key and tombstone state of every did:plc.
     BackfillPlc(BackfillPlcArgs),
+    /// Show what is known about one account: firehose state and PLC state.
+    Account(AccountArgs),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +89,17 @@ pub struct ReplayArgs {
     /// Frame files, applied in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// The account's DID.
+    pub did: String,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

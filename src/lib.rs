@@ -22,6 +22,7 @@
 //!   collections whose records are stored.
 //! - [`ingest`]: the single writer: batches, exactly-once by cursor.
 //! - [`store`]: RocksDB column families.
+//! - [`inspect`]: one account's record, for `instancemap account`.
 //! - [`stats`]: what the database holds, for `instancemap stats`.
 //! - [`metrics`]: every metric name, in one catalogue.
 //! - [`api`]: the HTTP endpoint.
@@ -34,6 +35,7 @@ pub mod event;
 pub mod firehose;
 pub mod identity;
 pub mod ingest;
+pub mod inspect;
 pub mod metrics;
 pub mod plc;
 pub mod repo;

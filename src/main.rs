@@ -84,6 +84,22 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Account(a) => {
+            if !instancemap::types::is_did(&a.did) {
+                anyhow::bail!("{:?} is not a DID", a.did);
+            }
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            match instancemap::inspect::AccountView::read(&store, &a.did)? {
+                Some(v) if a.json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Some(v) => print!("{}", v.to_text()),
+                None => {
+                    eprintln!("{}: not in the database", a.did);
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(a) => {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;

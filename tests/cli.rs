@@ -141,3 +141,39 @@ fn bad_settings_are_refused_before_anything_starts() {
     let out = Command::new(BIN).args(["stats", "--db", "/nonexistent/instancemap"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn account_shows_firehose_and_plc_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let out =
+        Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(fixture("reference-pds.frames")).output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new(BIN)
+        .args(["backfill-plc", "--db"])
+        .arg(&db)
+        .arg("--file")
+        .arg(fixture("plc/export_seq_after0_count2.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let did = "did:plc:ws2wfasybq3zbzrn77esrbsz"; // deleted at the end of the corpus
+    let out = Command::new(BIN).args(["account", did, "--json", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["firehose"]["status"], "deleted");
+    assert_eq!(v["firehose"]["handle"], "yan24.pds-a.test");
+    assert!(v["plc"].is_null());
+
+    let paul = "did:plc:ragtjsm2j2vknwkz3zp4oxrd";
+    let out = Command::new(BIN).args(["account", paul, "--db"]).arg(&db).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("https://bsky.social") && text.contains("firehose: not seen"), "{text}");
+
+    let out =
+        Command::new(BIN).args(["account", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "--db"]).arg(&db).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).args(["account", "nope", "--db"]).arg(&db).output().unwrap();
+    assert!(!out.status.success());
+}

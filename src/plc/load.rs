@@ -51,8 +51,7 @@ impl Position {
             (Some(_), None) => false,
             (None, _) => match &self.created_at {
                 Some(at) => {
-                    op.created_at.as_str() < at.as_str()
-                        || (op.created_at == *at && self.cids_at.contains(&op.cid))
+                    op.created_at.as_str() < at.as_str() || (op.created_at == *at && self.cids_at.contains(&op.cid))
                 }
                 None => false,
             },

@@ -1,0 +1,93 @@
+//! `instancemap account DID`: everything the database knows about one
+//! account, as text or one JSON object.
+
+use serde::Serialize;
+
+use crate::plc::load::PlcRecord;
+use crate::store::{self, AccountState, Store, CF_PLC};
+
+/// The `account --json` object.
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub did: String,
+    /// What the firehose said (absent if never seen there).
+    pub firehose: Option<FirehoseView>,
+    /// What the PLC export says (absent for did:web or DIDs not loaded).
+    pub plc: Option<PlcRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FirehoseView {
+    pub status: &'static str,
+    pub active: Option<bool>,
+    pub status_value: Option<String>,
+    pub handle: Option<String>,
+    pub rev: Option<String>,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub last_event_time: Option<String>,
+    pub last_applied_at: Option<String>,
+    pub commits: u64,
+}
+
+fn rfc3339_from_us(us: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
+}
+
+impl AccountView {
+    /// Reads the account; `None` when the database knows nothing of it.
+    pub fn read(store: &Store, did: &str) -> store::Result<Option<AccountView>> {
+        let firehose = store.account(did)?.map(|a: AccountState| FirehoseView {
+            status: a.status_label(),
+            active: a.active,
+            status_value: a.status.clone(),
+            handle: a.handle.clone(),
+            rev: a.rev.clone(),
+            first_seq: a.first_seq,
+            last_seq: a.last_seq,
+            last_event_time: a.last_time_us.and_then(rfc3339_from_us),
+            last_applied_at: rfc3339_from_us(a.seen_at_ms.saturating_mul(1000)),
+            commits: a.commits,
+        });
+        let plc = match store.get_cf(CF_PLC, did.as_bytes())? {
+            Some(b) => Some(store::from_cbor(CF_PLC, &b)?),
+            None => None,
+        };
+        if firehose.is_none() && plc.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(AccountView { did: did.to_owned(), firehose, plc }))
+    }
+
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!("{}\n", self.did);
+        match &self.firehose {
+            Some(f) => {
+                let _ = writeln!(out, "firehose:");
+                let _ = writeln!(out, "  status            {}", f.status);
+                let _ = writeln!(out, "  handle            {}", f.handle.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  rev               {}", f.rev.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  seq               {} .. {}", f.first_seq, f.last_seq);
+                let _ = writeln!(out, "  commits           {}", f.commits);
+                let _ = writeln!(out, "  last event time   {}", f.last_event_time.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  last applied at   {}", f.last_applied_at.as_deref().unwrap_or("-"));
+            }
+            None => out.push_str("firehose: not seen\n"),
+        }
+        match &self.plc {
+            Some(p) => {
+                let _ = writeln!(out, "plc:");
+                let _ = writeln!(out, "  pds               {}", p.pds.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  handle (claimed)  {}", p.handle.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  signing key       {}", p.signing_key.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  tombstoned        {}", p.tombstoned);
+                let _ = writeln!(out, "  operations        {} ({} forks)", p.ops, p.forks);
+                let _ = writeln!(out, "  updated at        {}", p.updated_at);
+            }
+            None => out.push_str("plc: not loaded\n"),
+        }
+        out
+    }
+}
