@@ -134,6 +134,7 @@ fn bench(c: &mut Criterion) {
                         db.path(),
                         "bench",
                         std::slice::from_ref(&log),
+                        true,
                         Default::default(),
                     ))
                     .unwrap();

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{self, Event};
+use crate::event::{self, Event, EventKind};
 use crate::firehose::frame::{self, Verify};
 use crate::firehose::framelog::{FrameReader, FrameWriter};
 use crate::firehose::subscribe::{self, Closed, FrameHandler, SubscribeConfig};
+use crate::identity::verify::{self, KeySource, Pending, SigStatus, VerifyPool};
 use crate::ingest::Ingest;
 use crate::store::{self, Store};
 use crate::{api, metrics};
@@ -24,9 +25,58 @@ use crate::{api, metrics};
 /// being read, so TCP pushes back on the relay) rather than dropping.
 pub const QUEUE_CAPACITY: usize = 8_192;
 
+/// An event on its way to the writer, with its signature check in flight.
+pub struct Queued {
+    pub event: Event,
+    pub pending: Option<Pending>,
+}
+
+/// The step between decoding and the writer's queue: starts each commit's
+/// signature check on the worker pool (when checks are on) and drops a
+/// DID's cached key when an `#identity` says it may have changed.
+pub struct Checker {
+    pool: Option<VerifyPool>,
+}
+
+impl Checker {
+    /// `verify`: whether commit signatures are checked (keys from `store`).
+    pub fn new(verify: bool, store: &Store) -> Checker {
+        Checker::with_keys(verify.then(|| std::sync::Arc::new(store.clone()) as std::sync::Arc<dyn KeySource>))
+    }
+
+    /// Checks against keys from `keys` (`None`: checks off).
+    pub fn with_keys(keys: Option<std::sync::Arc<dyn KeySource>>) -> Checker {
+        Checker { pool: keys.map(|k| VerifyPool::new(verify::default_workers(), k)) }
+    }
+
+    pub fn queue(&self, mut event: Event) -> Queued {
+        let mut pending = None;
+        if let Some(pool) = &self.pool {
+            match &mut event.kind {
+                EventKind::Commit { did, sig, signature, .. } => match sig.take() {
+                    Some(input) => pending = Some(pool.submit(did, input)),
+                    None => *signature = SigStatus::Invalid("sig_malformed"),
+                },
+                EventKind::Identity { did, .. } => pool.cache.forget(did),
+                _ => {}
+            }
+        }
+        Queued { event, pending }
+    }
+}
+
+/// Waits for the event's signature check, if it has one.
+pub fn settle(q: Queued) -> Event {
+    let mut event = q.event;
+    if let (Some(p), EventKind::Commit { signature, .. }) = (q.pending, &mut event.kind) {
+        *signature = p.recv().unwrap_or(SigStatus::NotChecked);
+    }
+    event
+}
+
 /// The writer thread: applies queued events, committing a batch when it is
 /// full or old, and once more when the queue closes.
-fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Event>, rt: tokio::runtime::Handle) -> store::Result<Store> {
+fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Queued>, rt: tokio::runtime::Handle) -> store::Result<Store> {
     loop {
         let next = match ingest.due_in() {
             None => rt.block_on(rx.recv()),
@@ -38,11 +88,11 @@ fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Event>, rt: tokio::run
                 }
             },
         };
-        let Some(ev) = next else { break };
-        ingest.apply(ev)?;
+        let Some(q) = next else { break };
+        ingest.apply(settle(q))?;
         while !ingest.due() {
             match rx.try_recv() {
-                Ok(ev) => ingest.apply(ev)?,
+                Ok(q) => ingest.apply(settle(q))?,
                 Err(_) => break,
             }
         }
@@ -56,7 +106,7 @@ fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Event>, rt: tokio::run
 
 /// Starts the writer thread; its handle yields the store back after the
 /// final flush.
-fn spawn_writer(ingest: Ingest) -> (mpsc::Sender<Event>, std::thread::JoinHandle<store::Result<Store>>) {
+fn spawn_writer(ingest: Ingest) -> (mpsc::Sender<Queued>, std::thread::JoinHandle<store::Result<Store>>) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let rt = tokio::runtime::Handle::current();
     let handle = std::thread::Builder::new()
@@ -78,14 +128,15 @@ async fn join_writer(handle: std::thread::JoinHandle<store::Result<Store>>) -> a
 
 /// Decodes live frames and queues their events.
 struct Forward {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Queued>,
+    checker: Checker,
 }
 
 impl FrameHandler for Forward {
     async fn frame(&mut self, bytes: Bytes) -> Result<Option<i64>, Closed> {
         let ev = event::from_frame_bytes(&bytes);
         let seq = ev.seq;
-        self.tx.send(ev).await.map_err(|_| Closed)?;
+        self.tx.send(self.checker.queue(ev)).await.map_err(|_| Closed)?;
         Ok(seq)
     }
 }
@@ -115,6 +166,9 @@ pub struct RunOptions {
     pub subscribe: SubscribeConfig,
     pub db: PathBuf,
     pub listen: std::net::SocketAddr,
+    /// Check commit signatures (on by default; off for archives whose keys
+    /// have since rotated).
+    pub verify: bool,
 }
 
 /// Follows the relay until `cancel`; flushes and returns the store.
@@ -122,6 +176,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     metrics::init();
     let store = Store::open(&opts.db).with_context(|| format!("opening database {}", opts.db.display()))?;
     let source = opts.subscribe.endpoint.clone();
+    let checker = Checker::new(opts.verify, &store);
     let ingest = Ingest::new(store, &source)?;
     let cursor = ingest.cursor();
     tracing::info!(relay = %source, ?cursor, db = %opts.db.display(), "starting");
@@ -130,7 +185,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
     let http = tokio::spawn(api::serve(listener, cancel.clone()));
     let (tx, writer) = spawn_writer(ingest);
-    let mut fwd = Forward { tx };
+    let mut fwd = Forward { tx, checker };
     let outcome = subscribe::subscribe(&opts.subscribe, cursor, &cancel, &mut fwd).await;
     drop(fwd);
     cancel.cancel();
@@ -155,10 +210,12 @@ pub async fn replay(
     db: &Path,
     source: &str,
     files: &[PathBuf],
+    verify: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<ReplaySummary> {
     metrics::init();
     let store = Store::open(db).with_context(|| format!("opening database {}", db.display()))?;
+    let checker = Checker::new(verify, &store);
     let ingest = Ingest::new(store, source)?;
     let (tx, writer) = spawn_writer(ingest);
     let files = files.to_vec();
@@ -181,7 +238,7 @@ pub async fn replay(
                 match r.next_into(&mut buf) {
                     Ok(true) => {
                         summary.frames += 1;
-                        if tx.blocking_send(event::from_frame_bytes(&buf)).is_err() {
+                        if tx.blocking_send(checker.queue(event::from_frame_bytes(&buf))).is_err() {
                             break 'files; // the writer failed; its error is reported
                         }
                     }

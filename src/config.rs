@@ -60,6 +60,17 @@ pub struct RunArgs {
     /// Address for /metrics and /healthz.
     #[arg(long, env = "INSTANCEMAP_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub verify: VerifyArg,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArg {
+    /// Do not check commit signatures (for archives whose keys have since
+    /// rotated). Checks are on by default: a commit whose signature fails
+    /// against the account's known key is counted and not applied.
+    #[arg(long, env = "INSTANCEMAP_NO_VERIFY")]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +97,8 @@ pub struct ReplayArgs {
     /// URL the frames came from (as `run` names it) to continue with `run`.
     #[arg(long, default_value = "replay")]
     pub source: String,
+    #[command(flatten)]
+    pub verify: VerifyArg,
     /// Frame files, applied in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,

@@ -4,6 +4,7 @@
 //! decode, count, log, and turn the outcome into an [`Event`].
 
 use crate::firehose::frame::{self, Action, Frame, Verify};
+use crate::identity::verify::{SigInput, SigStatus};
 use crate::metrics;
 
 /// The collections whose records are stored (the instance map reads them).
@@ -35,6 +36,11 @@ pub enum EventKind {
         records: Vec<RecordWrite>,
         /// Create/update ops whose record block was not in the slice.
         blocks_missing: u32,
+        /// What the signature check covers (`None`: the commit block had no
+        /// signature to cut out, which the decoder already refuses).
+        sig: Option<SigInput>,
+        /// The check's outcome, filled in before the writer applies it.
+        signature: SigStatus,
     },
     Sync {
         did: String,
@@ -144,7 +150,20 @@ pub fn from_frame(f: &Frame<'_>) -> Event {
                     });
                 }
             }
-            EventKind::Commit { did: c.repo.to_owned(), rev: c.rev.to_owned(), ops, records, blocks_missing }
+            let sig = c
+                .blocks
+                .get(c.commit)
+                .and_then(|b| crate::repo::commit::unsigned_digest(b).ok())
+                .map(|(digest, sig)| SigInput { digest, sig: sig.to_vec() });
+            EventKind::Commit {
+                did: c.repo.to_owned(),
+                rev: c.rev.to_owned(),
+                ops,
+                records,
+                blocks_missing,
+                sig,
+                signature: SigStatus::NotChecked,
+            }
         }
         Frame::Sync(s) => EventKind::Sync { did: s.did.to_owned(), rev: s.rev.to_owned() },
         Frame::Identity(i) => EventKind::Identity {

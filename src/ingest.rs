@@ -14,6 +14,7 @@ use rocksdb::WriteBatch;
 
 use crate::event::{Event, EventKind};
 use crate::firehose::frame::Action;
+use crate::identity::verify::SigStatus;
 use crate::metrics;
 use crate::store::{self, counter, AccountState, Store, StoredRecord, CF_ACCOUNTS, CF_COUNTERS, CF_META, CF_RECORDS};
 
@@ -128,7 +129,15 @@ impl Ingest {
             }
         };
         match &ev.kind {
-            EventKind::Commit { did, rev, ops, records, blocks_missing } => {
+            EventKind::Commit { signature: SigStatus::Invalid(reason), did, .. } => {
+                metrics::SIGNATURES.with_label_values(&[reason]).inc();
+                self.count(counter::SIGNATURE, reason, 1);
+                self.drop_event("bad_signature");
+                tracing::warn!(did, seq, reason, "commit signature does not verify; not applied");
+            }
+            EventKind::Commit { did, rev, ops, records, blocks_missing, signature, .. } => {
+                metrics::SIGNATURES.with_label_values(&[signature.label()]).inc();
+                self.count(counter::SIGNATURE, signature.label(), 1);
                 let a = self.account(did, seq)?;
                 touch(a);
                 a.rev = Some(rev.clone());

@@ -40,7 +40,12 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Run(a) => {
             let endpoint = relay_endpoint(&a.relay)?;
             app::cancel_on_signal(cancel.clone());
-            let opts = app::RunOptions { subscribe: SubscribeConfig::new(endpoint), db: a.db.db, listen: a.listen };
+            let opts = app::RunOptions {
+                subscribe: SubscribeConfig::new(endpoint),
+                db: a.db.db,
+                listen: a.listen,
+                verify: !a.verify.no_verify,
+            };
             app::run(opts, cancel).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -53,7 +58,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(a) => {
             app::cancel_on_signal(cancel.clone());
-            let s = app::replay(&a.db.db, &a.source, &a.files, cancel).await?;
+            let s = app::replay(&a.db.db, &a.source, &a.files, !a.verify.no_verify, cancel).await?;
             eprintln!("replayed {} frames from {} file(s) into {}", s.frames, s.files, a.db.db.display());
             match s.error {
                 Some(e) => {

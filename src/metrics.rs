@@ -56,6 +56,13 @@ pub static BLOCKS_MISSING: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Commit signature checks, by result (`valid`, `no_key`, `not_checked`,
+/// or a failure reason: `sig_invalid`, `sig_high_s`, `sig_length`,
+/// `sig_malformed`).
+pub static SIGNATURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_identity_signature_checks_total", "Commit signature checks, by result.", &["result"])
+});
+
 /// `#info` frames, by name (`OutdatedCursor` or `other`).
 pub static INFO: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("instancemap_firehose_info_total", "#info frames from the relay, by name.", &["name"])
@@ -124,6 +131,7 @@ pub const NAMES: &[&str] = &[
     "instancemap_ingest_events_dropped_total",
     "instancemap_ingest_ops_total",
     "instancemap_ingest_record_blocks_missing_total",
+    "instancemap_identity_signature_checks_total",
     "instancemap_firehose_info_total",
     "instancemap_firehose_error_frames_total",
     "instancemap_firehose_cursor",
@@ -137,7 +145,12 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// Drop reasons, for pre-registering.
-pub const DROP_REASONS: &[&str] = &["duplicate", "deprecated", "unknown_type", "rejected", "info", "error_frame"];
+pub const DROP_REASONS: &[&str] =
+    &["duplicate", "deprecated", "unknown_type", "rejected", "info", "error_frame", "bad_signature"];
+
+/// Signature check results, for pre-registering.
+pub const SIGNATURE_RESULTS: &[&str] =
+    &["valid", "no_key", "not_checked", "sig_invalid", "sig_high_s", "sig_length", "sig_malformed"];
 
 /// Touches every metric and label set so `/metrics` lists all series from
 /// the start (a dashboard shows 0 rather than "no data").
@@ -150,6 +163,9 @@ pub fn init() {
     }
     for r in DROP_REASONS {
         DROPPED.with_label_values(&[r]);
+    }
+    for r in SIGNATURE_RESULTS {
+        SIGNATURES.with_label_values(&[r]);
     }
     for a in crate::firehose::frame::Action::ALL {
         OPS.with_label_values(&[a.as_str()]);

@@ -29,6 +29,10 @@ pub struct Stats {
     /// Events not applied, by reason (`duplicate`, `rejected`, `deprecated`,
     /// `unknown_type`, `info`, `error_frame`).
     pub dropped: BTreeMap<String, i64>,
+    /// Commit signature checks by result: `valid`, `no_key` (applied,
+    /// unverified), `not_checked` (verification off), or the failure reason
+    /// (`sig_invalid`, `sig_high_s`, `sig_length`, `sig_malformed`: not applied).
+    pub signatures: BTreeMap<String, i64>,
     /// `#info` frames by name; error frames by error.
     pub info: BTreeMap<String, i64>,
     pub error_frames: BTreeMap<String, i64>,
@@ -66,6 +70,7 @@ impl Stats {
                 counter::STATUS if v != 0 => _ = s.accounts.by_status.insert(label, v),
                 counter::ACCOUNT_EVENT => _ = s.account_events.insert(label, v),
                 counter::INFO => _ = s.info.insert(label, v),
+                counter::SIGNATURE => _ = s.signatures.insert(label, v),
                 counter::ERROR_FRAME => _ = s.error_frames.insert(label, v),
                 counter::TOTAL => match label.as_str() {
                     "accounts" => s.accounts.total = v,
@@ -102,6 +107,7 @@ impl Stats {
         section(&mut out, "#account events by status", &self.account_events);
         section(&mut out, "errors by reason", &self.errors);
         section(&mut out, "dropped by reason", &self.dropped);
+        section(&mut out, "commit signatures", &self.signatures);
         section(&mut out, "#info by name", &self.info);
         section(&mut out, "error frames", &self.error_frames);
         let _ = writeln!(out, "record blocks missing: {}", self.record_blocks_missing);

@@ -1,6 +1,8 @@
 //! Identity: who an account is, where it is hosted and which key signs for
 //! it. `crypto` parses atproto public keys and verifies signatures; `did`
-//! reads DID documents.
+//! reads DID documents;
+//! `verify` checks commit signatures on a worker pool.
 
 pub mod crypto;
 pub mod did;
+pub mod verify;

@@ -63,6 +63,8 @@ pub mod counter {
     pub const STATUS: &str = "status";
     /// `#account` events by status.
     pub const ACCOUNT_EVENT: &str = "account_event";
+    /// Commit signature checks by result.
+    pub const SIGNATURE: &str = "sig";
     /// `#info` frames by name label.
     pub const INFO: &str = "info";
     /// Error frames by error label.
@@ -189,9 +191,11 @@ fn decode_i64(b: &[u8]) -> i64 {
     b.try_into().map(i64::from_le_bytes).unwrap_or(0)
 }
 
-/// The database.
+/// The database. Clones share one RocksDB handle (reads are thread-safe;
+/// writes go through the single writer).
+#[derive(Clone)]
 pub struct Store {
-    db: DB,
+    db: std::sync::Arc<DB>,
 }
 
 impl Store {
@@ -225,7 +229,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let (opts, cfs) = Self::options();
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let store = Store { db };
+        let store = Store { db: std::sync::Arc::new(db) };
         match store.db.get_cf(store.cf(CF_META), b"schema")? {
             None => store.db.put_cf(store.cf(CF_META), b"schema", SCHEMA_VERSION.to_be_bytes())?,
             Some(v) => store.check_schema(&v)?,
@@ -238,7 +242,7 @@ impl Store {
         let (mut opts, cfs) = Self::options();
         opts.create_if_missing(false);
         let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)?;
-        let store = Store { db };
+        let store = Store { db: std::sync::Arc::new(db) };
         if let Some(v) = store.db.get_cf(store.cf(CF_META), b"schema")? {
             store.check_schema(&v)?;
         }

@@ -1,0 +1,179 @@
+//! Commit signature checks, off the writer thread: a pool of workers
+//! verifies each `#commit`'s signature against the account's current
+//! signing key while the writer waits, in order, only for the event at the
+//! head of its queue. Keys come from a [`KeySource`] (the store's identity
+//! state) through a small cache of parsed keys.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::crypto::PublicKey;
+use crate::plc::load::PlcRecord;
+use crate::store::{self, Store, CF_PLC};
+
+/// What a commit's signature is checked over: the SHA-256 of the unsigned
+/// commit, and the signature bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigInput {
+    pub digest: [u8; 32],
+    pub sig: Vec<u8>,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigStatus {
+    /// Verification is off, or the event is not a commit.
+    NotChecked,
+    Valid,
+    /// No signing key is known for the account yet: applied, counted.
+    NoKey,
+    /// The signature does not verify against the known key: not applied.
+    Invalid(&'static str),
+}
+
+impl SigStatus {
+    /// The bounded label counted in the store and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SigStatus::NotChecked => "not_checked",
+            SigStatus::Valid => "valid",
+            SigStatus::NoKey => "no_key",
+            SigStatus::Invalid(reason) => reason,
+        }
+    }
+}
+
+/// Where signing keys come from.
+pub trait KeySource: Send + Sync {
+    /// The account's current `#atproto` key as a Multikey, if known.
+    fn signing_key(&self, did: &str) -> store::Result<Option<String>>;
+}
+
+impl KeySource for Store {
+    fn signing_key(&self, did: &str) -> store::Result<Option<String>> {
+        match self.get_cf(CF_PLC, did.as_bytes())? {
+            Some(b) => {
+                let rec: PlcRecord = store::from_cbor(CF_PLC, &b)?;
+                Ok(rec.signing_key.filter(|_| !rec.tombstoned))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl KeySource for HashMap<String, String> {
+    fn signing_key(&self, did: &str) -> store::Result<Option<String>> {
+        Ok(self.get(did).cloned())
+    }
+}
+
+/// How long a looked-up key (or its absence) is trusted before the source
+/// is asked again. Short, because the store's identity state moves.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most keys cached; the cache is cleared when it grows past this.
+pub const KEY_CACHE_MAX: usize = 200_000;
+
+/// Parsed keys by DID.
+pub struct KeyCache {
+    source: Arc<dyn KeySource>,
+    map: Mutex<HashMap<String, (Instant, Option<PublicKey>)>>,
+}
+
+impl KeyCache {
+    pub fn new(source: Arc<dyn KeySource>) -> KeyCache {
+        KeyCache { source, map: Mutex::new(HashMap::new()) }
+    }
+
+    fn key(&self, did: &str) -> Option<PublicKey> {
+        if let Some((at, k)) = self.map.lock().expect("key cache lock").get(did) {
+            if at.elapsed() < KEY_CACHE_TTL {
+                return k.clone();
+            }
+        }
+        let key = match self.source.signing_key(did) {
+            Ok(Some(mk)) => PublicKey::from_multikey(&mk).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a signing key");
+                None
+            }
+        };
+        let mut map = self.map.lock().expect("key cache lock");
+        if map.len() >= KEY_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(did.to_owned(), (Instant::now(), key.clone()));
+        key
+    }
+
+    /// Drops a DID's cached key (its identity changed).
+    pub fn forget(&self, did: &str) {
+        self.map.lock().expect("key cache lock").remove(did);
+    }
+
+    /// Checks one commit signature.
+    pub fn check(&self, did: &str, input: &SigInput) -> SigStatus {
+        match self.key(did) {
+            None => SigStatus::NoKey,
+            Some(k) => match k.verify_prehash(&input.digest, &input.sig) {
+                Ok(()) => SigStatus::Valid,
+                Err(e) => SigStatus::Invalid(e.reason()),
+            },
+        }
+    }
+}
+
+struct Job {
+    did: String,
+    input: SigInput,
+    reply: crossbeam_channel::Sender<SigStatus>,
+}
+
+/// A pending check: the writer waits on it when the event reaches the head
+/// of its queue.
+pub type Pending = crossbeam_channel::Receiver<SigStatus>;
+
+/// The worker pool. Its job queue is unbounded, but every job belongs to an
+/// event in the writer's bounded queue, so jobs in flight never exceed that
+/// queue's capacity.
+pub struct VerifyPool {
+    jobs: crossbeam_channel::Sender<Job>,
+    pub cache: Arc<KeyCache>,
+}
+
+impl VerifyPool {
+    /// Starts `workers` threads (they end when the pool is dropped).
+    pub fn new(workers: usize, source: Arc<dyn KeySource>) -> VerifyPool {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let cache = Arc::new(KeyCache::new(source));
+        for i in 0..workers.max(1) {
+            let rx = rx.clone();
+            let cache = cache.clone();
+            std::thread::Builder::new()
+                .name(format!("verify-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        let _ = job.reply.send(cache.check(&job.did, &job.input));
+                    }
+                })
+                .expect("spawning a verify worker");
+        }
+        VerifyPool { jobs: tx, cache }
+    }
+
+    /// Queues a check.
+    pub fn submit(&self, did: &str, input: SigInput) -> Pending {
+        let (reply, pending) = crossbeam_channel::bounded(1);
+        if self.jobs.send(Job { did: did.to_owned(), input, reply }).is_err() {
+            // no workers left: the pending check reads as disconnected
+            tracing::error!("signature workers are gone");
+        }
+        pending
+    }
+}
+
+/// The number of verify workers for this machine: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}

@@ -1,0 +1,70 @@
+//! Commit signatures through the ingest pipeline: the real relay frames
+//! against the keys of their captured DID documents.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use instancemap::app::{settle, Checker};
+use instancemap::event;
+use instancemap::identity::did;
+use instancemap::ingest::Ingest;
+use instancemap::store::Store;
+
+fn keys() -> HashMap<String, String> {
+    let docs = json("jetstream/did_docs.json");
+    docs.as_object()
+        .unwrap()
+        .iter()
+        .map(|(d, doc)| (d.clone(), did::parse(d, &serde_json::to_vec(doc).unwrap()).unwrap().signing_key.unwrap()))
+        .collect()
+}
+
+fn ingest_checked(keys: Option<HashMap<String, String>>) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let checker = Checker::with_keys(keys.map(|k| Arc::new(k) as Arc<dyn instancemap::identity::verify::KeySource>));
+    let mut ingest = Ingest::new(Store::open(dir.path()).unwrap(), "replay").unwrap();
+    for f in jetstream_frames() {
+        ingest.apply(settle(checker.queue(event::from_frame_bytes(&f)))).unwrap();
+    }
+    (dir, ingest.finish().unwrap())
+}
+
+#[test]
+fn real_commits_verify_against_their_keys() {
+    let (_d, store) = ingest_checked(Some(keys()));
+    let s = stats(&store);
+    assert_eq!(s.signatures["valid"], 148);
+    assert_eq!(s.signatures.len(), 1, "{:?}", s.signatures);
+    assert_eq!(s.ops["create"], 144);
+}
+
+#[test]
+fn a_commit_signed_with_another_key_is_counted_and_not_applied() {
+    let mut k = keys();
+    // give one account the key of another
+    let victim = "did:plc:wq4aajammjtxdomz3e23667t"; // the first frame's account
+    let other = k.iter().find(|(d, _)| *d != victim).unwrap().1.clone();
+    k.insert(victim.to_owned(), other);
+    let (_d, store) = ingest_checked(Some(k));
+    let s = stats(&store);
+    let bad = s.signatures["sig_invalid"];
+    assert!(bad >= 1);
+    assert_eq!(s.signatures["valid"] + bad, 148);
+    assert_eq!(s.dropped["bad_signature"], bad);
+    let (_d2, all) = ingest_checked(Some(keys()));
+    assert_eq!(stats(&all).ops.values().sum::<i64>() - s.ops.values().sum::<i64>(), bad, "one op per dropped commit");
+    // the cursor still moved past them
+    assert_eq!(s.cursors["replay"], 31527015471);
+}
+
+#[test]
+fn unknown_keys_are_applied_and_counted() {
+    let (_d, store) = ingest_checked(Some(HashMap::new()));
+    let s = stats(&store);
+    assert_eq!(s.signatures["no_key"], 148);
+    let (_d2, off) = ingest_checked(None);
+    assert_eq!(stats(&off).signatures["not_checked"], 148);
+}
