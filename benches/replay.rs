@@ -7,6 +7,11 @@
 //! follows, and a labeler declaration now and then; an `#identity` every
 //! 50 frames, an `#account` every 100), built with the test suite's frame
 //! builder (real commit blocks and CIDs).
+//!
+//! Two runs: signature checks on with no keys known (so every commit is
+//! applied unverified: the decode → store path alone), and signature checks
+//! on with every account's k256 key in the store and every commit signed
+//! (the full path with verification on the worker pool).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -42,7 +47,39 @@ fn tid(i: usize) -> String {
     s.chars().rev().collect::<String>().replace(|c: char| !c.is_ascii_alphanumeric(), "2")
 }
 
-fn write_log(path: &Path) {
+fn signing_key(i: usize) -> k256::ecdsa::SigningKey {
+    use sha2::Digest;
+    let seed = sha2::Sha256::digest((i as u64).to_le_bytes());
+    k256::ecdsa::SigningKey::from_bytes(&seed).unwrap()
+}
+
+/// Stores every account's key as the PLC export would.
+fn store_keys(db: &Path, keys: &[k256::ecdsa::SigningKey]) {
+    use instancemap::identity::crypto::PublicKey;
+    use instancemap::plc::{load::Loader, ExportOp, OpState};
+    let store = instancemap::store::Store::open(db).unwrap();
+    let mut loader = Loader::new(&store).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        loader
+            .apply(ExportOp {
+                did: did(i),
+                cid: format!("bafy{i}"),
+                created_at: "2024-01-01T00:00:00.000Z".into(),
+                seq: Some(i as u64 + 1),
+                nullified: false,
+                prev: None,
+                state: OpState::Update {
+                    pds: Some("https://pds.example.com".into()),
+                    handle: None,
+                    signing_key: Some(PublicKey::K256(*k.verifying_key()).to_multikey()),
+                },
+            })
+            .unwrap();
+    }
+    loader.flush().unwrap();
+}
+
+fn write_log(path: &Path, keys: Option<&[k256::ecdsa::SigningKey]>) {
     let mut w = FrameWriter::create(path).unwrap();
     let subject = map(vec![
         ("uri", text("at://did:plc:zzzzzzzzzzzzzzzzzzzzzzzz/app.bsky.feed.post/3mptbypluud2a")),
@@ -105,22 +142,35 @@ fn write_log(path: &Path) {
                     ]),
                 ),
             };
-            commit_frame(
-                seq,
-                &d,
-                &tid(i),
-                &[TestOp { action: "create", path: &path, record: Some(record), omit_block: false }],
-            )
+            let op = [TestOp { action: "create", path: &path, record: Some(record), omit_block: false }];
+            signed_commit_frame(seq, &d, &tid(i), &op, keys.map(|k| &k[i % ACCOUNTS]))
         };
         w.write(&f).unwrap();
     }
     w.finish().unwrap();
 }
 
+fn run(rt: &tokio::runtime::Runtime, db: &Path, log: &Path) {
+    let s = rt
+        .block_on(instancemap::app::replay(
+            db,
+            "bench",
+            std::slice::from_ref(&log.to_path_buf()),
+            true,
+            Default::default(),
+        ))
+        .unwrap();
+    assert_eq!(s.frames, FRAMES as u64);
+    assert!(s.error.is_none());
+}
+
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("synthetic.frames");
-    write_log(&log);
+    let plain = dir.path().join("synthetic.frames");
+    write_log(&plain, None);
+    let keys: Vec<_> = (0..ACCOUNTS).map(signing_key).collect();
+    let signed = dir.path().join("synthetic-signed.frames");
+    write_log(&signed, Some(&keys));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut g = c.benchmark_group("replay");
     g.sample_size(10);
@@ -129,17 +179,27 @@ fn bench(c: &mut Criterion) {
         b.iter_with_setup(
             || tempfile::tempdir().unwrap(),
             |db| {
-                let s = rt
-                    .block_on(instancemap::app::replay(
-                        db.path(),
-                        "bench",
-                        std::slice::from_ref(&log),
-                        true,
-                        Default::default(),
-                    ))
-                    .unwrap();
-                assert_eq!(s.frames, FRAMES as u64);
-                assert!(s.error.is_none());
+                run(&rt, db.path(), &plain);
+                db
+            },
+        )
+    });
+    g.bench_function("synthetic_200k_frames_50k_accounts_signed_verified", |b| {
+        b.iter_with_setup(
+            || {
+                let db = tempfile::tempdir().unwrap();
+                store_keys(db.path(), &keys);
+                db
+            },
+            |db| {
+                run(&rt, db.path(), &signed);
+                let store = instancemap::store::Store::open_read_only(db.path()).unwrap();
+                let s = instancemap::stats::Stats::read(&store).unwrap();
+                assert_eq!(
+                    s.signatures.get("valid").copied().unwrap_or(0),
+                    s.frames["#commit"],
+                    "every commit verified"
+                );
                 db
             },
         )

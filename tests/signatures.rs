@@ -68,3 +68,25 @@ fn unknown_keys_are_applied_and_counted() {
     let (_d2, off) = ingest_checked(None);
     assert_eq!(stats(&off).signatures["not_checked"], 148);
 }
+
+#[test]
+fn synthetic_signed_commits_verify_and_a_tampered_one_does_not() {
+    use instancemap::identity::crypto::PublicKey;
+    let key = k256::ecdsa::SigningKey::from_bytes(&[7u8; 32].into()).unwrap();
+    let did = "did:plc:dddddddddddddddddddddddd";
+    let mut keys = HashMap::new();
+    keys.insert(did.to_owned(), PublicKey::K256(*key.verifying_key()).to_multikey());
+    let checker = Checker::with_keys(Some(Arc::new(keys)));
+    let good = signed_commit_frame(1, did, "3mptbypluud2a", &[], Some(&key));
+    let other = k256::ecdsa::SigningKey::from_bytes(&[8u8; 32].into()).unwrap();
+    let forged = signed_commit_frame(2, did, "3mptbypluud2b", &[], Some(&other));
+    let dir = tempfile::tempdir().unwrap();
+    let mut ingest = Ingest::new(Store::open(dir.path()).unwrap(), "replay").unwrap();
+    for f in [good, forged] {
+        ingest.apply(settle(checker.queue(event::from_frame_bytes(&f)))).unwrap();
+    }
+    let store = ingest.finish().unwrap();
+    let s = stats(&store);
+    assert_eq!((s.signatures["valid"], s.signatures["sig_invalid"]), (1, 1));
+    assert_eq!(store.account(did).unwrap().unwrap().rev.as_deref(), Some("3mptbypluud2a"));
+}

@@ -152,18 +152,45 @@ pub struct TestOp<'a> {
     pub omit_block: bool,
 }
 
-/// A well-formed `#commit` frame with a real commit block (zero signature:
-/// this issue does not verify signatures).
+/// A well-formed `#commit` frame with a real commit block and an all-zero
+/// signature.
 pub fn commit_frame(seq: i64, did: &str, rev: &str, ops: &[TestOp<'_>]) -> Vec<u8> {
+    signed_commit_frame(seq, did, rev, ops, None)
+}
+
+/// The commit object, signed with `key` (zero signature without one).
+pub fn commit_block(did: &str, rev: &str, key: Option<&k256::ecdsa::SigningKey>) -> Vec<u8> {
+    use k256::ecdsa::signature::hazmat::PrehashSigner;
+    use sha2::Digest;
     let data = cid::dag_cbor_cid(b"\xa2\x61e\x80\x61l\xf6"); // a stand-in MST root
-    let commit = cbor(&map(vec![
-        ("did", text(did)),
-        ("rev", text(rev)),
-        ("sig", Value::Bytes(vec![0; 64])),
-        ("data", link(&data)),
-        ("prev", Value::Null),
-        ("version", Value::Integer(3.into())),
-    ]));
+    let fields = |sig: Option<Vec<u8>>| {
+        let mut f = vec![("did", text(did)), ("rev", text(rev))];
+        if let Some(sig) = sig {
+            f.push(("sig", Value::Bytes(sig)));
+        }
+        f.extend([("data", link(&data)), ("prev", Value::Null), ("version", Value::Integer(3.into()))]);
+        map(f)
+    };
+    let sig = match key {
+        Some(k) => {
+            let digest = sha2::Sha256::digest(cbor(&fields(None)));
+            let s: k256::ecdsa::Signature = k.sign_prehash(&digest).expect("signing");
+            s.to_bytes().to_vec()
+        }
+        None => vec![0; 64],
+    };
+    cbor(&fields(Some(sig)))
+}
+
+/// A `#commit` frame whose commit is signed with `key`.
+pub fn signed_commit_frame(
+    seq: i64,
+    did: &str,
+    rev: &str,
+    ops: &[TestOp<'_>],
+    key: Option<&k256::ecdsa::SigningKey>,
+) -> Vec<u8> {
+    let commit = commit_block(did, rev, key);
     let commit_cid = cid::dag_cbor_cid(&commit);
     let mut blocks = vec![(commit_cid.clone(), commit)];
     let mut op_values = Vec::new();

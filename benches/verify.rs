@@ -1,0 +1,60 @@
+//! Signature verification, one thread: k256 on the 148 real commit
+//! signatures of the relay corpus (keys from their DID documents), and
+//! p256 on as many signatures made here over the same digests.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use instancemap::firehose::frame::{self, Frame, Verify};
+use instancemap::firehose::framelog;
+use instancemap::identity::crypto::PublicKey;
+use instancemap::identity::did;
+use instancemap::repo::commit::unsigned_digest;
+use p256::ecdsa::signature::hazmat::PrehashSigner;
+
+fn bench(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jetstream");
+    let docs: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("did_docs.json")).unwrap()).unwrap();
+    let keys: HashMap<String, PublicKey> = docs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(d, doc)| {
+            let mk = did::parse(d, &serde_json::to_vec(doc).unwrap()).unwrap().signing_key.unwrap();
+            (d.clone(), PublicKey::from_multikey(&mk).unwrap())
+        })
+        .collect();
+    let mut k256_cases = Vec::new();
+    for f in framelog::read_all(&dir.join("frames.bin.zst")).unwrap() {
+        if let Ok(Frame::Commit(c)) = frame::decode(&f, Verify::All) {
+            let (digest, sig) = unsigned_digest(c.blocks.get(c.commit).unwrap()).unwrap();
+            k256_cases.push((keys[c.repo].clone(), digest, sig.to_vec()));
+        }
+    }
+    let sk = p256::ecdsa::SigningKey::from_bytes(&[9u8; 32].into()).unwrap();
+    let pk = PublicKey::P256(*sk.verifying_key());
+    let p256_cases: Vec<_> = k256_cases
+        .iter()
+        .map(|(_, digest, _)| {
+            let s: p256::ecdsa::Signature = sk.sign_prehash(digest).unwrap();
+            let s = s.normalize_s().unwrap_or(s);
+            (pk.clone(), *digest, s.to_bytes().to_vec())
+        })
+        .collect();
+    let mut g = c.benchmark_group("verify");
+    for (name, cases) in [("k256_real_commits", &k256_cases), ("p256", &p256_cases)] {
+        g.throughput(Throughput::Elements(cases.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for (k, d, s) in cases.iter() {
+                    k.verify_prehash(d, s).unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
