@@ -169,6 +169,10 @@ pub struct RunOptions {
     /// Check commit signatures (on by default; off for archives whose keys
     /// have since rotated).
     pub verify: bool,
+    /// PLC directory to load and follow (`None`: `--no-plc`), and how often
+    /// to poll it once caught up.
+    pub plc: Option<String>,
+    pub plc_poll: std::time::Duration,
 }
 
 /// Follows the relay until `cancel`; flushes and returns the store.
@@ -177,13 +181,17 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let store = Store::open(&opts.db).with_context(|| format!("opening database {}", opts.db.display()))?;
     let source = opts.subscribe.endpoint.clone();
     let checker = Checker::new(opts.verify, &store);
-    let ingest = Ingest::new(store, &source)?;
+    let ingest = Ingest::new(store.clone(), &source)?;
     let cursor = ingest.cursor();
     tracing::info!(relay = %source, ?cursor, db = %opts.db.display(), "starting");
     let listener =
         tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
     let http = tokio::spawn(api::serve(listener, cancel.clone()));
+    let plc = opts.plc.clone().map(|base| {
+        tracing::info!(plc = %base, "loading and following the PLC export");
+        tokio::spawn(crate::plc::source::follow(store.clone(), base, opts.plc_poll, cancel.clone()))
+    });
     let (tx, writer) = spawn_writer(ingest);
     let mut fwd = Forward { tx, checker };
     let outcome = subscribe::subscribe(&opts.subscribe, cursor, &cancel, &mut fwd).await;
@@ -191,6 +199,9 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     cancel.cancel();
     let store = join_writer(writer).await?;
     let _ = http.await;
+    if let Some(p) = plc {
+        let _ = p.await;
+    }
     outcome.context("the writer stopped")?;
     Ok(store)
 }

@@ -62,6 +62,12 @@ pub struct RunArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub verify: VerifyArg,
+    /// PLC directory whose export `run` loads and then follows.
+    #[arg(long, env = "INSTANCEMAP_PLC", default_value = DEFAULT_PLC)]
+    pub plc: String,
+    /// Do not load or follow the PLC export.
+    #[arg(long, env = "INSTANCEMAP_NO_PLC")]
+    pub no_plc: bool,
 }
 
 #[derive(Debug, Args)]

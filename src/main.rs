@@ -45,6 +45,8 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 db: a.db.db,
                 listen: a.listen,
                 verify: !a.verify.no_verify,
+                plc: (!a.no_plc).then_some(a.plc),
+                plc_poll: instancemap::plc::source::FOLLOW_INTERVAL,
             };
             app::run(opts, cancel).await?;
             Ok(ExitCode::SUCCESS)
@@ -73,7 +75,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             let stats = match &a.file {
                 Some(f) => tokio::task::block_in_place(|| instancemap::plc::source::load_file(&store, f))?,
-                None => instancemap::plc::source::load_http(&store, &a.plc, &cancel).await?,
+                None => instancemap::plc::source::load_http(&store, &a.plc, true, &cancel).await?,
             };
             store.flush()?;
             eprintln!(

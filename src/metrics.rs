@@ -63,6 +63,15 @@ pub static SIGNATURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("instancemap_identity_signature_checks_total", "Commit signature checks, by result.", &["result"])
 });
 
+/// PLC export lines, by outcome (`applied`, `already_applied`,
+/// `nullified_skipped`, or a rejection reason: `bad_json`, `invalid_op`).
+pub static PLC_OPS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("instancemap_plc_ops_total", "PLC export lines read, by outcome.", &["result"]));
+
+/// Last PLC export sequence number applied (sequence form).
+pub static PLC_POSITION: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("instancemap_plc_position", "Last PLC export sequence number applied."));
+
 /// `#info` frames, by name (`OutdatedCursor` or `other`).
 pub static INFO: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("instancemap_firehose_info_total", "#info frames from the relay, by name.", &["name"])
@@ -132,6 +141,8 @@ pub const NAMES: &[&str] = &[
     "instancemap_ingest_ops_total",
     "instancemap_ingest_record_blocks_missing_total",
     "instancemap_identity_signature_checks_total",
+    "instancemap_plc_ops_total",
+    "instancemap_plc_position",
     "instancemap_firehose_info_total",
     "instancemap_firehose_error_frames_total",
     "instancemap_firehose_cursor",
@@ -167,6 +178,10 @@ pub fn init() {
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);
     }
+    for r in ["applied", "already_applied", "nullified_skipped", "bad_json", "invalid_op"] {
+        PLC_OPS.with_label_values(&[r]);
+    }
+    LazyLock::force(&PLC_POSITION);
     for a in crate::firehose::frame::Action::ALL {
         OPS.with_label_values(&[a.as_str()]);
     }

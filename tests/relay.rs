@@ -96,8 +96,14 @@ async fn run_survives_disconnects_with_every_event_exactly_once() {
     let mut sub = SubscribeConfig::new(format!("ws://{addr}{SUBSCRIBE_PATH}"));
     sub.backoff_min = Duration::from_millis(10);
     sub.backoff_max = Duration::from_millis(50);
-    let opts =
-        RunOptions { subscribe: sub, db: dir.path().to_owned(), listen: "127.0.0.1:0".parse().unwrap(), verify: true };
+    let opts = RunOptions {
+        subscribe: sub,
+        db: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        verify: true,
+        plc: None,
+        plc_poll: Duration::from_secs(1),
+    };
     let cancel = CancellationToken::new();
     let run = tokio::spawn(app::run(opts, cancel.clone()));
 

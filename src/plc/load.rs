@@ -121,6 +121,7 @@ impl<'s> Loader<'s> {
     /// Counts a line that did not parse, with its reason; logged once here.
     pub fn reject(&mut self, e: &PlcError) {
         self.stats.lines += 1;
+        crate::metrics::PLC_OPS.with_label_values(&[e.reason()]).inc();
         *self.stats.rejected.entry(e.reason()).or_default() += 1;
         self.count("plc_error", e.reason());
         tracing::warn!(reason = e.reason(), error = %e, "PLC export line rejected");
@@ -130,12 +131,14 @@ impl<'s> Loader<'s> {
     pub fn apply(&mut self, op: ExportOp) -> store::Result<()> {
         self.stats.lines += 1;
         if self.position.covers(&op) {
+            crate::metrics::PLC_OPS.with_label_values(&["already_applied"]).inc();
             self.stats.already_applied += 1;
             return Ok(());
         }
         self.position.advance(&op);
         self.ops_in_batch += 1;
         if op.nullified {
+            crate::metrics::PLC_OPS.with_label_values(&["nullified_skipped"]).inc();
             self.stats.nullified_skipped += 1;
             self.count("plc", "nullified_skipped");
             return self.maybe_flush();
@@ -176,6 +179,7 @@ impl<'s> Loader<'s> {
             self.count("plc", "tombstones");
         }
         self.stats.applied += 1;
+        crate::metrics::PLC_OPS.with_label_values(&["applied"]).inc();
         self.count("plc", "ops");
         self.maybe_flush()
     }
@@ -204,6 +208,9 @@ impl<'s> Loader<'s> {
         wb.put_cf(self.store.cf(CF_META), Position::KEY, store::to_cbor(&self.position));
         self.store.write(wb)?;
         self.ops_in_batch = 0;
+        if let Some(s) = self.position.seq {
+            crate::metrics::PLC_POSITION.set(s as i64);
+        }
         Ok(())
     }
 }

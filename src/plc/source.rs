@@ -42,9 +42,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total_bytes: Option<u64>) -> Progress {
+    /// A bar when stderr is a terminal and `bar` allows it.
+    pub fn new(total_bytes: Option<u64>, bar: bool) -> Progress {
         use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = (bar && std::io::stderr().is_terminal()).then(|| {
             let b = match total_bytes {
                 Some(t) => indicatif::ProgressBar::new(t),
                 None => indicatif::ProgressBar::new_spinner(),
@@ -152,7 +153,7 @@ pub fn load_file(store: &Store, path: &Path) -> Result<LoadStats, SourceError> {
         })
         .expect("spawning the parser thread");
     let mut loader = Loader::new(store)?;
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new(total, true);
     for chunk in rx {
         for item in chunk {
             match item {
@@ -179,6 +180,29 @@ pub fn export_url(base: &str, position: &super::load::Position) -> String {
     format!("{base}/export?count={PAGE_LINES}&after={after}")
 }
 
+/// How often `run` asks the directory for new operations once caught up.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Keeps the PLC state current for `run`: loads the export from the stored
+/// position until caught up, then polls for new operations every
+/// `every` ([`FOLLOW_INTERVAL`] in `run`), until `cancel`. A failing
+/// directory is logged and retried; it never stops the firehose.
+pub async fn follow(store: Store, base: String, every: Duration, cancel: tokio_util::sync::CancellationToken) {
+    loop {
+        match load_http(&store, &base, false, &cancel).await {
+            Ok(s) if s.applied > 0 => {
+                tracing::info!(applied = s.applied, new_dids = s.new_dids, "PLC export: caught up")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "PLC export follow failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// Backoff after a failed page: exponential from 1 s to 5 min, or the
 /// server's `Retry-After` if it asks for longer.
 fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
@@ -203,11 +227,12 @@ pub fn http_client() -> reqwest::Client {
 pub async fn load_http(
     store: &Store,
     base: &str,
+    bar: bool,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<LoadStats, SourceError> {
     let client = http_client();
     let mut loader = Loader::new(store)?;
-    let mut progress = Progress::new(None);
+    let mut progress = Progress::new(None, bar);
     let mut attempt = 0;
     loop {
         if cancel.is_cancelled() {
