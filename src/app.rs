@@ -54,7 +54,10 @@ impl Checker {
         if let Some(pool) = &self.pool {
             match &mut event.kind {
                 EventKind::Commit { did, sig, signature, .. } => match sig.take() {
-                    Some(input) => pending = Some(pool.submit(did, input)),
+                    Some(input) => match pool.submit(did, input) {
+                        Ok(p) => pending = Some(p),
+                        Err(status) => *signature = status,
+                    },
                     None => *signature = SigStatus::Invalid("sig_malformed"),
                 },
                 EventKind::Identity { did, .. } => pool.cache.forget(did),

@@ -85,7 +85,8 @@ impl KeyCache {
         KeyCache { source, map: Mutex::new(HashMap::new()) }
     }
 
-    fn key(&self, did: &str) -> Option<PublicKey> {
+    /// The account's parsed key (cached), if one is known.
+    pub fn key(&self, did: &str) -> Option<PublicKey> {
         if let Some((at, k)) = self.map.lock().expect("key cache lock").get(did) {
             if at.elapsed() < KEY_CACHE_TTL {
                 return k.clone();
@@ -125,7 +126,7 @@ impl KeyCache {
 }
 
 struct Job {
-    did: String,
+    key: PublicKey,
     input: SigInput,
     reply: crossbeam_channel::Sender<SigStatus>,
 }
@@ -149,12 +150,15 @@ impl VerifyPool {
         let cache = Arc::new(KeyCache::new(source));
         for i in 0..workers.max(1) {
             let rx = rx.clone();
-            let cache = cache.clone();
             std::thread::Builder::new()
                 .name(format!("verify-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let _ = job.reply.send(cache.check(&job.did, &job.input));
+                        let status = match job.key.verify_prehash(&job.input.digest, &job.input.sig) {
+                            Ok(()) => SigStatus::Valid,
+                            Err(e) => SigStatus::Invalid(e.reason()),
+                        };
+                        let _ = job.reply.send(status);
                     }
                 })
                 .expect("spawning a verify worker");
@@ -162,14 +166,18 @@ impl VerifyPool {
         VerifyPool { jobs: tx, cache }
     }
 
-    /// Queues a check.
-    pub fn submit(&self, did: &str, input: SigInput) -> Pending {
+    /// Starts the check of one commit: `Err` with the outcome at once when
+    /// no key is known (nothing to wait for), else the pending check.
+    pub fn submit(&self, did: &str, input: SigInput) -> Result<Pending, SigStatus> {
+        let Some(key) = self.cache.key(did) else {
+            return Err(SigStatus::NoKey);
+        };
         let (reply, pending) = crossbeam_channel::bounded(1);
-        if self.jobs.send(Job { did: did.to_owned(), input, reply }).is_err() {
+        if self.jobs.send(Job { key, input, reply }).is_err() {
             // no workers left: the pending check reads as disconnected
             tracing::error!("signature workers are gone");
         }
-        pending
+        Ok(pending)
     }
 }
 
