@@ -71,7 +71,14 @@ fn store_keys(db: &Path, keys: &[k256::ecdsa::SigningKey]) {
                 state: OpState::Update {
                     pds: Some("https://pds.example.com".into()),
                     handle: None,
-                    signing_key: Some(PublicKey::K256(*k.verifying_key()).to_multikey()),
+                    signing_key: Some(
+                        PublicKey::from_sec1(
+                            instancemap::identity::crypto::Curve::K256,
+                            &k.verifying_key().to_sec1_bytes(),
+                        )
+                        .unwrap()
+                        .to_multikey(),
+                    ),
                 },
             })
             .unwrap();

@@ -1,6 +1,8 @@
 //! Signature verification, one thread: k256 on the 148 real commit
-//! signatures of the relay corpus (keys from their DID documents), and
-//! p256 on as many signatures made here over the same digests.
+//! signatures of the relay corpus (keys from their DID documents), through
+//! instancemap's `PublicKey` (libsecp256k1) and through the pure-Rust `k256`
+//! crate for comparison; and p256 on as many signatures made here over the
+//! same digests.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,8 +44,25 @@ fn bench(c: &mut Criterion) {
             (pk.clone(), *digest, s.to_bytes().to_vec())
         })
         .collect();
+    let k256_crate: Vec<_> = k256_cases
+        .iter()
+        .map(|(k, d, s)| {
+            let PublicKey::K256(pk) = k else { unreachable!("k256 keys") };
+            let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk.serialize()).unwrap();
+            (vk, *d, k256::ecdsa::Signature::from_slice(s).unwrap())
+        })
+        .collect();
     let mut g = c.benchmark_group("verify");
-    for (name, cases) in [("k256_real_commits", &k256_cases), ("p256", &p256_cases)] {
+    g.throughput(Throughput::Elements(k256_crate.len() as u64));
+    g.bench_function("k256_real_commits_pure_rust_k256_crate", |b| {
+        use k256::ecdsa::signature::hazmat::PrehashVerifier;
+        b.iter(|| {
+            for (k, d, s) in k256_crate.iter() {
+                k.verify_prehash(d, s).unwrap();
+            }
+        })
+    });
+    for (name, cases) in [("k256_real_commits_libsecp256k1", &k256_cases), ("p256", &p256_cases)] {
         g.throughput(Throughput::Elements(cases.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {

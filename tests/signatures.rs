@@ -75,7 +75,12 @@ fn synthetic_signed_commits_verify_and_a_tampered_one_does_not() {
     let key = k256::ecdsa::SigningKey::from_bytes(&[7u8; 32].into()).unwrap();
     let did = "did:plc:dddddddddddddddddddddddd";
     let mut keys = HashMap::new();
-    keys.insert(did.to_owned(), PublicKey::K256(*key.verifying_key()).to_multikey());
+    keys.insert(
+        did.to_owned(),
+        PublicKey::from_sec1(instancemap::identity::crypto::Curve::K256, &key.verifying_key().to_sec1_bytes())
+            .unwrap()
+            .to_multikey(),
+    );
     let checker = Checker::with_keys(Some(Arc::new(keys)));
     let good = signed_commit_frame(1, did, "3mptbypluud2a", &[], Some(&key));
     let other = k256::ecdsa::SigningKey::from_bytes(&[8u8; 32].into()).unwrap();

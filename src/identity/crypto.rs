@@ -1,11 +1,18 @@
 //! atproto public keys and signatures: Multikey / `did:key` / legacy DID
 //! document keys → [`PublicKey`]; ECDSA verification over SHA-256 for k256
 //! (secp256k1) and p256 (NIST P-256), accepting only the 64-byte `r‖s` form
-//! with low S, as the protocol requires. Pure; the curve work is the
-//! `k256` / `p256` crates'.
+//! with low S, as the protocol requires. Pure; the curve work is done by
+//! `secp256k1` (libsecp256k1: ~3× the pure-Rust `k256` crate on this
+//! machine, see `benches/verify.rs`) and the `p256` crate.
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use std::sync::LazyLock;
+
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use sha2::{Digest, Sha256};
+
+/// A verification-only libsecp256k1 context, shared by all threads.
+static SECP: LazyLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
+    LazyLock::new(secp256k1::Secp256k1::verification_only);
 
 /// Multicodec prefixes of compressed public keys in a Multikey.
 const K256_PREFIX: [u8; 2] = [0xe7, 0x01];
@@ -59,7 +66,7 @@ pub enum Curve {
 /// A verifying key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    K256(k256::ecdsa::VerifyingKey),
+    K256(secp256k1::PublicKey),
     P256(p256::ecdsa::VerifyingKey),
 }
 
@@ -79,9 +86,7 @@ impl PublicKey {
     /// From SEC1 bytes (compressed or uncompressed) of a known curve.
     pub fn from_sec1(curve: Curve, bytes: &[u8]) -> Result<PublicKey, KeyError> {
         match curve {
-            Curve::K256 => {
-                k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map(PublicKey::K256).map_err(|_| KeyError::Point)
-            }
+            Curve::K256 => secp256k1::PublicKey::from_slice(bytes).map(PublicKey::K256).map_err(|_| KeyError::Point),
             Curve::P256 => {
                 p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map(PublicKey::P256).map_err(|_| KeyError::Point)
             }
@@ -121,7 +126,7 @@ impl PublicKey {
     /// The Multikey form (`zQ3s…` for k256, `zDna…` for p256).
     pub fn to_multikey(&self) -> String {
         let (prefix, point) = match self {
-            PublicKey::K256(k) => (K256_PREFIX, k.to_encoded_point(true).as_bytes().to_vec()),
+            PublicKey::K256(k) => (K256_PREFIX, k.serialize().to_vec()),
             PublicKey::P256(k) => (P256_PREFIX, k.to_encoded_point(true).as_bytes().to_vec()),
         };
         let mut b = prefix.to_vec();
@@ -136,11 +141,13 @@ impl PublicKey {
         }
         match self {
             PublicKey::K256(k) => {
-                let s = k256::ecdsa::Signature::from_slice(sig).map_err(|_| SigError::Malformed)?;
-                if s.normalize_s().is_some() {
+                let s = secp256k1::ecdsa::Signature::from_compact(sig).map_err(|_| SigError::Malformed)?;
+                let mut low = s;
+                low.normalize_s();
+                if low != s {
                     return Err(SigError::HighS);
                 }
-                k.verify_prehash(prehash, &s).map_err(|_| SigError::Invalid)
+                SECP.verify_ecdsa(secp256k1::Message::from_digest(*prehash), &s, k).map_err(|_| SigError::Invalid)
             }
             PublicKey::P256(k) => {
                 let s = p256::ecdsa::Signature::from_slice(sig).map_err(|_| SigError::Malformed)?;
