@@ -79,12 +79,10 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             store.flush()?;
             eprintln!(
-                "PLC export: {} lines, {} operations applied ({} new DIDs, {} tombstones, {} forks), {} already applied, {} nullified skipped, {} rejected",
+                "PLC export: {} lines, {} operations applied ({} tombstones), {} already applied, {} nullified skipped, {} rejected",
                 stats.lines,
                 stats.applied,
-                stats.new_dids,
                 stats.tombstones,
-                stats.forks,
                 stats.already_applied,
                 stats.nullified_skipped,
                 stats.rejected.values().sum::<u64>()

@@ -79,6 +79,56 @@ impl Position {
     }
 }
 
+/// One operation as written to the `plc` family: a merge operand that the
+/// family's merge operator ([`merge`]) folds into the DID's [`PlcRecord`],
+/// so a load writes blindly (no read per operation) and RocksDB applies the
+/// operands in order when the record is read or compacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlcOperand {
+    pub cid: String,
+    pub prev: Option<String>,
+    pub created_at: String,
+    pub tombstone: bool,
+    pub pds: Option<String>,
+    pub handle: Option<String>,
+    pub signing_key: Option<String>,
+}
+
+impl PlcRecord {
+    /// Applies one operation: its state replaces the record's; a `prev`
+    /// that is not the current head is a fork (a recovery that nullified
+    /// later operations).
+    pub fn apply(&mut self, op: PlcOperand) {
+        if self.ops > 0 && op.prev.as_deref() != Some(self.head.as_str()) {
+            self.forks += 1;
+        }
+        self.ops += 1;
+        self.head = op.cid;
+        self.updated_at = op.created_at;
+        if op.tombstone {
+            self.tombstoned = true;
+        } else {
+            self.tombstoned = false;
+            self.pds = op.pds;
+            self.handle = op.handle;
+            self.signing_key = op.signing_key;
+        }
+    }
+}
+
+/// The `plc` family's merge operator: folds operands into the record. An
+/// operand that does not decode is skipped (logged), never fatal.
+pub fn merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let mut rec: PlcRecord = existing.and_then(|b| ciborium::from_reader(b).ok()).unwrap_or_default();
+    for op in operands {
+        match ciborium::from_reader::<PlcOperand, _>(op) {
+            Ok(o) => rec.apply(o),
+            Err(e) => tracing::error!(error = %e, "undecodable PLC operand skipped"),
+        }
+    }
+    Some(store::to_cbor(&rec))
+}
+
 /// Totals of one load, also kept in the store's counters (`plc/…`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadStats {
@@ -86,8 +136,6 @@ pub struct LoadStats {
     pub applied: u64,
     pub already_applied: u64,
     pub nullified_skipped: u64,
-    pub new_dids: u64,
-    pub forks: u64,
     pub tombstones: u64,
     pub rejected: HashMap<&'static str, u64>,
 }
@@ -95,7 +143,7 @@ pub struct LoadStats {
 /// The loader.
 pub struct Loader<'s> {
     store: &'s Store,
-    pending: HashMap<String, PlcRecord>,
+    batch: rocksdb::WriteBatch,
     counters: HashMap<Vec<u8>, i64>,
     ops_in_batch: usize,
     pub position: Position,
@@ -106,7 +154,7 @@ impl<'s> Loader<'s> {
     pub fn new(store: &'s Store) -> store::Result<Loader<'s>> {
         Ok(Loader {
             store,
-            pending: HashMap::new(),
+            batch: rocksdb::WriteBatch::default(),
             counters: HashMap::new(),
             ops_in_batch: 0,
             position: Position::load(store)?,
@@ -143,41 +191,31 @@ impl<'s> Loader<'s> {
             self.count("plc", "nullified_skipped");
             return self.maybe_flush();
         }
-        if !self.pending.contains_key(&op.did) {
-            let rec = match self.store.get_cf(CF_PLC, op.did.as_bytes())? {
-                Some(b) => store::from_cbor(CF_PLC, &b)?,
-                None => {
-                    self.stats.new_dids += 1;
-                    self.count("plc", "dids");
-                    PlcRecord::default()
-                }
-            };
-            self.pending.insert(op.did.clone(), rec);
-        }
-        let rec = self.pending.get_mut(&op.did).expect("inserted above");
-        let fork = rec.ops > 0 && op.prev.as_deref() != Some(rec.head.as_str());
-        rec.ops += 1;
-        rec.head = op.cid;
-        rec.updated_at = op.created_at;
-        let tombstone = match op.state {
-            OpState::Update { pds, handle, signing_key } => {
-                *rec = PlcRecord { pds, handle, signing_key, tombstoned: false, ..std::mem::take(rec) };
-                false
-            }
+        let operand = match op.state {
+            OpState::Update { pds, handle, signing_key } => PlcOperand {
+                cid: op.cid,
+                prev: op.prev,
+                created_at: op.created_at,
+                tombstone: false,
+                pds,
+                handle,
+                signing_key,
+            },
             OpState::Tombstone => {
-                rec.tombstoned = true;
-                true
+                self.stats.tombstones += 1;
+                self.count("plc", "tombstones");
+                PlcOperand {
+                    cid: op.cid,
+                    prev: op.prev,
+                    created_at: op.created_at,
+                    tombstone: true,
+                    pds: None,
+                    handle: None,
+                    signing_key: None,
+                }
             }
         };
-        if fork {
-            rec.forks += 1;
-            self.stats.forks += 1;
-            self.count("plc", "forks");
-        }
-        if tombstone {
-            self.stats.tombstones += 1;
-            self.count("plc", "tombstones");
-        }
+        self.batch.merge_cf(self.store.cf(CF_PLC), op.did.as_bytes(), store::to_cbor(&operand));
         self.stats.applied += 1;
         crate::metrics::PLC_OPS.with_label_values(&["applied"]).inc();
         self.count("plc", "ops");
@@ -191,16 +229,12 @@ impl<'s> Loader<'s> {
         Ok(())
     }
 
-    /// Commits the pending records, counters and position together.
+    /// Commits the pending operations, counters and position together.
     pub fn flush(&mut self) -> store::Result<()> {
         if self.ops_in_batch == 0 && self.counters.is_empty() {
             return Ok(());
         }
-        let mut wb = rocksdb::WriteBatch::default();
-        let cf = self.store.cf(CF_PLC);
-        for (did, rec) in self.pending.drain() {
-            wb.put_cf(cf, did.as_bytes(), store::to_cbor(&rec));
-        }
+        let mut wb = std::mem::take(&mut self.batch);
         let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in self.counters.drain() {
             wb.merge_cf(counters, k, v.to_le_bytes());

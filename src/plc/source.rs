@@ -64,7 +64,7 @@ impl Progress {
     fn report(&mut self, stats: &LoadStats, done_bytes: Option<u64>, total_bytes: Option<u64>) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let rate = stats.lines as f64 / secs;
-        let msg = format!("{} operations, {} DIDs, {:.0} ops/s", stats.applied, stats.new_dids, rate);
+        let msg = format!("{} operations, {:.0} lines/s", stats.applied, rate);
         if let Some(b) = &self.bar {
             if let Some(d) = done_bytes {
                 b.set_position(d);
@@ -79,13 +79,7 @@ impl Progress {
                 }
                 _ => "unknown".into(),
             };
-            tracing::info!(
-                applied = stats.applied,
-                dids = stats.new_dids,
-                rate = rate as u64,
-                eta,
-                "PLC export loading"
-            );
+            tracing::info!(applied = stats.applied, rate = rate as u64, eta, "PLC export loading");
         }
     }
 
@@ -191,7 +185,7 @@ pub async fn follow(store: Store, base: String, every: Duration, cancel: tokio_u
     loop {
         match load_http(&store, &base, false, &cancel).await {
             Ok(s) if s.applied > 0 => {
-                tracing::info!(applied = s.applied, new_dids = s.new_dids, "PLC export: caught up")
+                tracing::info!(applied = s.applied, "PLC export: caught up")
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "PLC export follow failed; retrying"),

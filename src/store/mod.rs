@@ -12,7 +12,7 @@
 //! | `accounts` | DID (UTF-8)                           | [`AccountState`], DAG-CBOR-free plain CBOR (ciborium) |
 //! | `counters` | `<group>/<label>` (see [`counter`])   | i64 little-endian, updated by an add merge operator |
 //! | `records`  | `<collection> 0x00 <did> 0x00 <rkey>` | [`StoredRecord`], CBOR |
-//! | `plc`      | did:plc (UTF-8)                       | [`crate::plc::load::PlcRecord`], CBOR: state from the PLC export |
+//! | `plc`      | did:plc (UTF-8)                       | [`crate::plc::load::PlcRecord`], CBOR: state from the PLC export, written as merge operands ([`crate::plc::load::PlcOperand`]) |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -218,6 +218,9 @@ impl Store {
                 o.set_block_based_table_factory(&table);
                 if *name == CF_COUNTERS {
                     o.set_merge_operator_associative("add_i64", add_merge);
+                }
+                if *name == CF_PLC {
+                    o.set_merge_operator("plc_apply", crate::plc::load::merge, |_, _, _| None);
                 }
                 ColumnFamilyDescriptor::new(*name, o)
             })
