@@ -146,6 +146,8 @@ pub struct Loader<'s> {
     batch: rocksdb::WriteBatch,
     counters: HashMap<Vec<u8>, i64>,
     ops_in_batch: usize,
+    /// `stats` as of the last flush (counters are written as differences).
+    flushed: LoadStats,
     pub position: Position,
     pub stats: LoadStats,
 }
@@ -157,6 +159,7 @@ impl<'s> Loader<'s> {
             batch: rocksdb::WriteBatch::default(),
             counters: HashMap::new(),
             ops_in_batch: 0,
+            flushed: LoadStats::default(),
             position: Position::load(store)?,
             stats: LoadStats::default(),
         })
@@ -186,9 +189,7 @@ impl<'s> Loader<'s> {
         self.position.advance(&op);
         self.ops_in_batch += 1;
         if op.nullified {
-            crate::metrics::PLC_OPS.with_label_values(&["nullified_skipped"]).inc();
             self.stats.nullified_skipped += 1;
-            self.count("plc", "nullified_skipped");
             return self.maybe_flush();
         }
         let operand = match op.state {
@@ -203,7 +204,6 @@ impl<'s> Loader<'s> {
             },
             OpState::Tombstone => {
                 self.stats.tombstones += 1;
-                self.count("plc", "tombstones");
                 PlcOperand {
                     cid: op.cid,
                     prev: op.prev,
@@ -217,8 +217,6 @@ impl<'s> Loader<'s> {
         };
         self.batch.merge_cf(self.store.cf(CF_PLC), op.did.as_bytes(), store::to_cbor(&operand));
         self.stats.applied += 1;
-        crate::metrics::PLC_OPS.with_label_values(&["applied"]).inc();
-        self.count("plc", "ops");
         self.maybe_flush()
     }
 
@@ -234,6 +232,22 @@ impl<'s> Loader<'s> {
         if self.ops_in_batch == 0 && self.counters.is_empty() {
             return Ok(());
         }
+        let (s, f) = (&self.stats, &self.flushed);
+        let deltas = [
+            ("ops", s.applied - f.applied),
+            ("tombstones", s.tombstones - f.tombstones),
+            ("nullified_skipped", s.nullified_skipped - f.nullified_skipped),
+        ];
+        crate::metrics::PLC_OPS.with_label_values(&["applied"]).inc_by(s.applied - f.applied);
+        crate::metrics::PLC_OPS
+            .with_label_values(&["nullified_skipped"])
+            .inc_by(s.nullified_skipped - f.nullified_skipped);
+        for (label, d) in deltas {
+            if d > 0 {
+                *self.counters.entry(counter::key("plc", label)).or_default() += d as i64;
+            }
+        }
+        self.flushed = self.stats.clone();
         let mut wb = std::mem::take(&mut self.batch);
         let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in self.counters.drain() {
