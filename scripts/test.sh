@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec cargo test "$@"
+exec cargo test --lib --bins --tests "$@"
