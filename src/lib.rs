@@ -1,13 +1,14 @@
 //! instancemap: maps the ATProto network into instances by observation.
 //!
-//! Data flow (this issue's part is the ingest core; identity, clustering and
-//! the query API build on it):
+//! Data flow (built so far: the ingest core and the first part of identity;
+//! resolution on demand, hosts, clustering and the query API build on it):
 //!
 //! ```text
-//!  relay firehose (WebSocket)  ─┐
-//!  frame files (replay)        ─┴─► event::from_frame_bytes ─► queue ─► ingest (single writer) ─► store (RocksDB)
-//!                                   (firehose::frame, repo)                                       │
-//!                                                       api: /metrics, /healthz ◄─ metrics        └─► stats
+//!  relay firehose (WebSocket)  ─┐                                   identity::verify pool
+//!  frame files (replay)        ─┴─► event::from_frame_bytes ─► app::Checker ─► queue ─► ingest (single writer) ─► store (RocksDB)
+//!                                   (firehose::frame, repo)    (signature checks)                                   ▲   │
+//!  PLC export (HTTP or file) ─► plc::source ─► plc::load (merge operands) ──────────────────────────────────────────┘   ├─► stats, account
+//!                                                       api: /metrics, /healthz ◄─ metrics                              │
 //! ```
 //!
 //! Layout, one module per stage:
@@ -16,7 +17,8 @@
 //! - [`firehose`]: the relay subscription (`subscribe`), pure frame decoding
 //!   (`frame`), recorded frame files (`framelog`).
 //! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
-//! - [`identity`]: keys and signatures (DID and handle resolution to come).
+//! - [`identity`]: keys, DID documents, commit signature checks (resolution
+//!   on demand and handle verification to come).
 //! - [`plc`]: the PLC directory export → per-DID identity state.
 //! - [`event`]: the one event type from sources to the writer, and the
 //!   collections whose records are stored.
