@@ -17,7 +17,7 @@
 use thiserror::Error;
 
 /// Deepest nesting accepted. Real records nest about ten levels (embeds,
-/// facets); 64 leaves room and bounds the recursion of [`skip`] and friends.
+/// facets); 64 leaves room and bounds the recursion of [`Reader::skip`] and friends.
 pub const MAX_DEPTH: usize = 64;
 
 /// A declared length above this is a hostile or corrupt value, not a truncated
