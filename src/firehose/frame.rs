@@ -304,9 +304,9 @@ fn header<'a>(r: &mut Reader<'a>) -> Result<(i64, Option<&'a str>), FrameError> 
     let mut op = None;
     let mut t = None;
     for _ in 0..n {
-        match r.text().map_err(FrameError::Header)? {
-            "op" => op = Some(r.int().map_err(|_| FrameError::HeaderShape("op is not an integer"))?),
-            "t" => t = Some(r.text().map_err(|_| FrameError::HeaderShape("t is not a string"))?),
+        match r.key().map_err(FrameError::Header)? {
+            b"op" => op = Some(r.int().map_err(|_| FrameError::HeaderShape("op is not an integer"))?),
+            b"t" => t = Some(r.text().map_err(|_| FrameError::HeaderShape("t is not a string"))?),
             _ => r.skip().map_err(FrameError::Header)?,
         }
     }
@@ -367,16 +367,16 @@ fn commit<'a>(r: &mut Reader<'a>, verify: Verify<'_>) -> Result<Commit<'a>, Fram
     let (mut seq, mut repo, mut cid_, mut rev, mut since, mut time) = (None, None, None, None, None, None);
     let (mut blocks, mut prev_data, mut ops_at) = (None, None, None);
     for _ in 0..n {
-        match r.text().map_err(b.cbor())? {
-            "seq" => seq = Some(b.seq(r)?),
-            "repo" => repo = Some(b.did(r, "repo")?),
-            "commit" => cid_ = Some(b.field(r, "commit", Reader::cid)?),
-            "rev" => rev = Some(b.field(r, "rev", Reader::text)?),
-            "since" => since = Some(b.field(r, "since", Reader::text_or_null)?),
-            "time" => time = Some(b.field(r, "time", Reader::text)?),
-            "blocks" => blocks = Some(b.field(r, "blocks", Reader::bytes)?),
-            "prevData" => prev_data = b.field(r, "prevData", Reader::cid_or_null)?,
-            "ops" => {
+        match r.key().map_err(b.cbor())? {
+            b"seq" => seq = Some(b.seq(r)?),
+            b"repo" => repo = Some(b.did(r, "repo")?),
+            b"commit" => cid_ = Some(b.field(r, "commit", Reader::cid)?),
+            b"rev" => rev = Some(b.field(r, "rev", Reader::text)?),
+            b"since" => since = Some(b.field(r, "since", Reader::text_or_null)?),
+            b"time" => time = Some(b.field(r, "time", Reader::text)?),
+            b"blocks" => blocks = Some(b.field(r, "blocks", Reader::bytes)?),
+            b"prevData" => prev_data = b.field(r, "prevData", Reader::cid_or_null)?,
+            b"ops" => {
                 // Ops refer to blocks, which may come later in the map: note
                 // where the array is and read it once the slice is indexed.
                 ops_at = Some(r.clone());
@@ -419,8 +419,8 @@ fn op<'a>(b: &Body, r: &mut Reader<'a>, blocks: &CarSlice<'a>, verify: Verify<'_
     let n = b.field(r, "ops", Reader::map)?;
     let (mut action, mut path, mut cid_, mut prev) = (None, None, None, None);
     for _ in 0..n {
-        match r.text().map_err(b.cbor())? {
-            "action" => {
+        match r.key().map_err(b.cbor())? {
+            b"action" => {
                 action = Some(match b.field(r, "ops.action", Reader::text)? {
                     "create" => Action::Create,
                     "update" => Action::Update,
@@ -428,9 +428,9 @@ fn op<'a>(b: &Body, r: &mut Reader<'a>, blocks: &CarSlice<'a>, verify: Verify<'_
                     _ => return Err(b.bad("ops.action", "not create, update or delete")),
                 })
             }
-            "path" => path = Some(b.field(r, "ops.path", Reader::text)?),
-            "cid" => cid_ = b.field(r, "ops.cid", Reader::cid_or_null)?,
-            "prev" => prev = b.field(r, "ops.prev", Reader::cid_or_null)?,
+            b"path" => path = Some(b.field(r, "ops.path", Reader::text)?),
+            b"cid" => cid_ = b.field(r, "ops.cid", Reader::cid_or_null)?,
+            b"prev" => prev = b.field(r, "ops.prev", Reader::cid_or_null)?,
             _ => r.skip().map_err(b.cbor())?,
         }
     }
@@ -471,12 +471,12 @@ fn commit_object<'a>(
     let n = r.map().map_err(bad)?;
     let (mut odid, mut version, mut orev, mut data, mut sig) = (None, None, None, None, None);
     for _ in 0..n {
-        match r.text().map_err(bad)? {
-            "did" => odid = Some(r.text().map_err(bad)?),
-            "version" => version = Some(r.uint().map_err(bad)?),
-            "rev" => orev = Some(r.text().map_err(bad)?),
-            "data" => data = Some(r.cid().map_err(bad)?),
-            "sig" => sig = Some(r.bytes().map_err(bad)?),
+        match r.key().map_err(bad)? {
+            b"did" => odid = Some(r.text().map_err(bad)?),
+            b"version" => version = Some(r.uint().map_err(bad)?),
+            b"rev" => orev = Some(r.text().map_err(bad)?),
+            b"data" => data = Some(r.cid().map_err(bad)?),
+            b"sig" => sig = Some(r.bytes().map_err(bad)?),
             _ => r.skip().map_err(bad)?,
         }
     }
@@ -503,12 +503,12 @@ fn sync<'a>(r: &mut Reader<'a>) -> Result<Sync<'a>, FrameError> {
     let n = r.map().map_err(b.cbor())?;
     let (mut seq, mut did, mut rev, mut time, mut blocks) = (None, None, None, None, None);
     for _ in 0..n {
-        match r.text().map_err(b.cbor())? {
-            "seq" => seq = Some(b.seq(r)?),
-            "did" => did = Some(b.did(r, "did")?),
-            "rev" => rev = Some(b.field(r, "rev", Reader::text)?),
-            "time" => time = Some(b.field(r, "time", Reader::text)?),
-            "blocks" => blocks = Some(b.field(r, "blocks", Reader::bytes)?),
+        match r.key().map_err(b.cbor())? {
+            b"seq" => seq = Some(b.seq(r)?),
+            b"did" => did = Some(b.did(r, "did")?),
+            b"rev" => rev = Some(b.field(r, "rev", Reader::text)?),
+            b"time" => time = Some(b.field(r, "time", Reader::text)?),
+            b"blocks" => blocks = Some(b.field(r, "blocks", Reader::bytes)?),
             _ => r.skip().map_err(b.cbor())?,
         }
     }
@@ -527,11 +527,11 @@ fn identity<'a>(r: &mut Reader<'a>) -> Result<Identity<'a>, FrameError> {
     let n = r.map().map_err(b.cbor())?;
     let (mut seq, mut did, mut time, mut handle) = (None, None, None, None);
     for _ in 0..n {
-        match r.text().map_err(b.cbor())? {
-            "seq" => seq = Some(b.seq(r)?),
-            "did" => did = Some(b.did(r, "did")?),
-            "time" => time = Some(b.field(r, "time", Reader::text)?),
-            "handle" => handle = b.field(r, "handle", Reader::text_or_null)?,
+        match r.key().map_err(b.cbor())? {
+            b"seq" => seq = Some(b.seq(r)?),
+            b"did" => did = Some(b.did(r, "did")?),
+            b"time" => time = Some(b.field(r, "time", Reader::text)?),
+            b"handle" => handle = b.field(r, "handle", Reader::text_or_null)?,
             _ => r.skip().map_err(b.cbor())?,
         }
     }
@@ -543,12 +543,12 @@ fn account<'a>(r: &mut Reader<'a>) -> Result<Account<'a>, FrameError> {
     let n = r.map().map_err(b.cbor())?;
     let (mut seq, mut did, mut time, mut active, mut status) = (None, None, None, None, None);
     for _ in 0..n {
-        match r.text().map_err(b.cbor())? {
-            "seq" => seq = Some(b.seq(r)?),
-            "did" => did = Some(b.did(r, "did")?),
-            "time" => time = Some(b.field(r, "time", Reader::text)?),
-            "active" => active = Some(b.field(r, "active", Reader::bool)?),
-            "status" => status = b.field(r, "status", Reader::text_or_null)?,
+        match r.key().map_err(b.cbor())? {
+            b"seq" => seq = Some(b.seq(r)?),
+            b"did" => did = Some(b.did(r, "did")?),
+            b"time" => time = Some(b.field(r, "time", Reader::text)?),
+            b"active" => active = Some(b.field(r, "active", Reader::bool)?),
+            b"status" => status = b.field(r, "status", Reader::text_or_null)?,
             _ => r.skip().map_err(b.cbor())?,
         }
     }
@@ -575,9 +575,9 @@ fn text_and_message<'a>(
     let n = r.map().map_err(b.cbor())?;
     let (mut value, mut message) = (None, None);
     for _ in 0..n {
-        match r.text().map_err(b.cbor())? {
-            k if k == key => value = Some(b.field(r, key, Reader::text)?),
-            "message" => message = b.field(r, "message", Reader::text_or_null)?,
+        match r.key().map_err(b.cbor())? {
+            k if k == key.as_bytes() => value = Some(b.field(r, key, Reader::text)?),
+            b"message" => message = b.field(r, "message", Reader::text_or_null)?,
             _ => r.skip().map_err(b.cbor())?,
         }
     }

@@ -46,9 +46,9 @@ pub fn index(car: &[u8]) -> Result<CarSlice<'_>, CarError> {
     let mut roots = 0;
     let entries = r.map().map_err(CarError::HeaderCbor)?;
     for _ in 0..entries {
-        match r.text().map_err(CarError::HeaderCbor)? {
-            "version" => version = Some(r.uint().map_err(CarError::HeaderCbor)?),
-            "roots" => {
+        match r.key().map_err(CarError::HeaderCbor)? {
+            b"version" => version = Some(r.uint().map_err(CarError::HeaderCbor)?),
+            b"roots" => {
                 roots = r.array().map_err(CarError::HeaderCbor)?;
                 for i in 0..roots {
                     let c = r.cid().map_err(CarError::HeaderCbor)?;

@@ -184,6 +184,16 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(s).map_err(|_| CborError::Invalid("text is not UTF-8"))
     }
 
+    /// A map key: a text string whose bytes are compared with the names a
+    /// caller knows, so UTF-8 is not checked (a key that is not UTF-8 can
+    /// match no known name and is skipped with its value).
+    #[inline]
+    pub fn key(&mut self) -> Result<&'a [u8]> {
+        let n = self.expect(TEXT, "expected a text map key")?;
+        let n = self.check_len(n)?;
+        self.take(n)
+    }
+
     /// A byte string, borrowed.
     #[inline]
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
