@@ -20,6 +20,7 @@
 //! - [`identity`]: keys, DID documents, commit signature checks (resolution
 //!   on demand and handle verification to come).
 //! - [`plc`]: the PLC directory export → per-DID identity state.
+//! - [`net`]: guarded outbound HTTP to hosts named by network data (SSRF).
 //! - [`event`]: the one event type from sources to the writer, and the
 //!   collections whose records are stored.
 //! - [`ingest`]: the single writer: batches, exactly-once by cursor.
@@ -39,6 +40,7 @@ pub mod identity;
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;
+pub mod net;
 pub mod plc;
 pub mod repo;
 pub mod stats;

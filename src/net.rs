@@ -1,0 +1,220 @@
+//! Outbound HTTP to hosts named by network data (PDS endpoints, did:web
+//! hosts, handle domains), guarded: only http(s); no private, loopback,
+//! link-local, multicast or otherwise special addresses, checked on the
+//! addresses DNS returns (the connection uses exactly those, so DNS
+//! rebinding cannot slip a private address in) and on IP-literal URLs and
+//! redirects; bounded response size and time. `allow_loopback` admits
+//! 127.0.0.0/8 and ::1 (and `localhost`) for local test networks.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest response body read (DID documents are a few KB; describeServer
+/// and listRepos pages are well under this).
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Whole-request time limit.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("URL refused: {0}")]
+    Refused(&'static str),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("response over {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("request failed: {0}")]
+    Transport(String),
+}
+
+impl FetchError {
+    /// The bounded label of this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::Refused(_) => "refused_address",
+            FetchError::Status(404) | FetchError::Status(410) => "not_found",
+            FetchError::Status(429) => "rate_limited",
+            FetchError::Status(s) if *s >= 500 => "server_error",
+            FetchError::Status(_) => "http_error",
+            FetchError::TooLarge => "too_large",
+            FetchError::Transport(_) => "unreachable",
+        }
+    }
+}
+
+/// Whether an address may be contacted.
+pub fn ip_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4_allowed(v4, allow_loopback),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return v4_allowed(v4, allow_loopback);
+            }
+            if v6.is_loopback() {
+                return allow_loopback;
+            }
+            let seg0 = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (seg0 == 0x0064 && v6.segments()[1] == 0xff9b)) // NAT64 into anything
+        }
+    }
+}
+
+fn v4_allowed(v4: Ipv4Addr, allow_loopback: bool) -> bool {
+    if v4.is_loopback() {
+        return allow_loopback;
+    }
+    let o = v4.octets();
+    !(v4.is_private()
+        || v4.is_link_local()
+        || v4.is_multicast()
+        || v4.is_broadcast()
+        || v4.is_unspecified()
+        || v4.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64.0.0/10
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18.0.0/15
+        || o[0] >= 240) // reserved
+}
+
+/// A DNS resolver for reqwest that drops refused addresses (and fails when
+/// none is left).
+struct GuardedDns {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow_loopback;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let ok: Vec<SocketAddr> = addrs.into_iter().filter(|a| ip_allowed(a.ip(), allow)).collect();
+            if ok.is_empty() {
+                return Err(format!("{host}: no address that may be contacted").into());
+            }
+            Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Checks a URL's scheme and, for IP literals, its address.
+pub fn url_allowed(url: &reqwest::Url, allow_loopback: bool) -> Result<(), FetchError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::Refused("scheme is not http(s)"));
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) if !ip_allowed(IpAddr::V4(ip), allow_loopback) => {
+            Err(FetchError::Refused("address is private, loopback or special"))
+        }
+        Some(url::Host::Ipv6(ip)) if !ip_allowed(IpAddr::V6(ip), allow_loopback) => {
+            Err(FetchError::Refused("address is private, loopback or special"))
+        }
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") && !allow_loopback => {
+            Err(FetchError::Refused("localhost"))
+        }
+        None => Err(FetchError::Refused("no host")),
+        _ => Ok(()),
+    }
+}
+
+/// An HTTP client for network-named hosts.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    allow_loopback: bool,
+}
+
+impl Fetcher {
+    pub fn new(allow_loopback: bool) -> Fetcher {
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 3 {
+                attempt.error("too many redirects")
+            } else if url_allowed(attempt.url(), allow_loopback).is_err() {
+                attempt.error("redirect to a refused address")
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("instancemap/", env!("CARGO_PKG_VERSION")))
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(policy)
+            .dns_resolver(Arc::new(GuardedDns { allow_loopback }))
+            .build()
+            .expect("building the HTTP client");
+        Fetcher { client, allow_loopback }
+    }
+
+    /// GETs `url` and returns its body (at most [`MAX_BODY`] bytes).
+    pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::Refused("not a URL"))?;
+        url_allowed(&parsed, self.allow_loopback)?;
+        let mut resp = self.client.get(parsed).send().await.map_err(|e| FetchError::Transport(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status(resp.status().as_u16()));
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Transport(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_addresses_are_refused() {
+        for ip in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "198.18.0.1",
+        ] {
+            assert!(!ip_allowed(ip.parse().unwrap(), true), "{ip}");
+        }
+        for ip in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(!ip_allowed(ip.parse().unwrap(), false), "{ip}");
+            assert!(ip_allowed(ip.parse().unwrap(), true), "{ip}");
+        }
+        for ip in ["1.1.1.1", "2606:4700::1111", "8.8.8.8"] {
+            assert!(ip_allowed(ip.parse().unwrap(), false), "{ip}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_before_any_request() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(url_allowed(&u("https://pds.example.com"), false).is_ok());
+        assert!(url_allowed(&u("ftp://pds.example.com"), false).is_err());
+        assert!(url_allowed(&u("http://169.254.169.254/latest"), true).is_err());
+        assert!(url_allowed(&u("http://localhost:2583"), false).is_err());
+        assert!(url_allowed(&u("http://localhost:2583"), true).is_ok());
+        assert!(url_allowed(&u("http://[::1]:80"), false).is_err());
+    }
+}
