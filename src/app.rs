@@ -172,10 +172,15 @@ pub struct RunOptions {
     /// Check commit signatures (on by default; off for archives whose keys
     /// have since rotated).
     pub verify: bool,
-    /// PLC directory to load and follow (`None`: `--no-plc`), and how often
-    /// to poll it once caught up.
-    pub plc: Option<String>,
-    pub plc_poll: std::time::Duration,
+    /// The PLC directory (export and DID documents).
+    pub plc: String,
+    /// Load and follow its export, polling this often once caught up
+    /// (`None`: `--no-plc`).
+    pub follow_plc: Option<std::time::Duration>,
+    /// Resolve DIDs on demand (`--no-resolve` turns it off).
+    pub resolve: bool,
+    /// Let outbound requests reach loopback addresses (local test networks).
+    pub allow_loopback: bool,
 }
 
 /// Follows the relay until `cancel`; flushes and returns the store.
@@ -184,16 +189,24 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let store = Store::open(&opts.db).with_context(|| format!("opening database {}", opts.db.display()))?;
     let source = opts.subscribe.endpoint.clone();
     let checker = Checker::new(opts.verify, &store);
-    let ingest = Ingest::new(store.clone(), &source)?;
+    let mut ingest = Ingest::new(store.clone(), &source)?;
+    let mut resolver_task = None;
+    if opts.resolve {
+        let resolver =
+            std::sync::Arc::new(crate::identity::resolve::Resolver::new(store.clone(), &opts.plc, opts.allow_loopback));
+        let (queue, task) = crate::identity::resolve::start(resolver, cancel.clone());
+        ingest = ingest.with_resolver(queue);
+        resolver_task = Some(task);
+    }
     let cursor = ingest.cursor();
     tracing::info!(relay = %source, ?cursor, db = %opts.db.display(), "starting");
     let listener =
         tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
     let http = tokio::spawn(api::serve(listener, cancel.clone()));
-    let plc = opts.plc.clone().map(|base| {
-        tracing::info!(plc = %base, "loading and following the PLC export");
-        tokio::spawn(crate::plc::source::follow(store.clone(), base, opts.plc_poll, cancel.clone()))
+    let plc = opts.follow_plc.map(|every| {
+        tracing::info!(plc = %opts.plc, "loading and following the PLC export");
+        tokio::spawn(crate::plc::source::follow(store.clone(), opts.plc.clone(), every, cancel.clone()))
     });
     let (tx, writer) = spawn_writer(ingest);
     let mut fwd = Forward { tx, checker };
@@ -204,6 +217,9 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let _ = http.await;
     if let Some(p) = plc {
         let _ = p.await;
+    }
+    if let Some(r) = resolver_task {
+        let _ = r.await;
     }
     outcome.context("the writer stopped")?;
     Ok(store)

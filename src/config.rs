@@ -68,6 +68,13 @@ pub struct RunArgs {
     /// Do not load or follow the PLC export.
     #[arg(long, env = "INSTANCEMAP_NO_PLC")]
     pub no_plc: bool,
+    /// Do not resolve DIDs on demand.
+    #[arg(long, env = "INSTANCEMAP_NO_RESOLVE")]
+    pub no_resolve: bool,
+    /// Let requests to hosts named by network data reach loopback addresses
+    /// (for local test networks; private and link-local stay refused).
+    #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK")]
+    pub allow_loopback: bool,
 }
 
 #[derive(Debug, Args)]

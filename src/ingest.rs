@@ -57,6 +57,8 @@ pub struct Ingest {
     cache: HashMap<String, AccountState>,
     /// Reused buffer for counter keys.
     key: Vec<u8>,
+    /// Where DIDs go to be resolved (never waited on).
+    resolve: Option<crate::identity::resolve::ResolveQueue>,
 }
 
 impl Ingest {
@@ -76,7 +78,15 @@ impl Ingest {
             batch: Batch::default(),
             cache: HashMap::new(),
             key: Vec::with_capacity(128),
+            resolve: None,
         })
+    }
+
+    /// Asks `queue` to resolve each account the first time this process
+    /// sees it, and again after each `#identity`.
+    pub fn with_resolver(mut self, queue: crate::identity::resolve::ResolveQueue) -> Ingest {
+        self.resolve = Some(queue);
+        self
     }
 
     /// The last seq applied (committed or pending): where a reconnect resumes.
@@ -128,6 +138,9 @@ impl Ingest {
             self.batch.dirty.insert(did.to_owned());
         }
         if !self.cache.contains_key(did) {
+            if let Some(q) = &self.resolve {
+                q.request(did, false);
+            }
             let state = match self.store.account(did)? {
                 Some(s) => s,
                 None => {
@@ -210,6 +223,9 @@ impl Ingest {
                 a.rev = Some(rev.clone());
             }
             EventKind::Identity { did, handle } => {
+                if let Some(q) = &self.resolve {
+                    q.request(did, true);
+                }
                 let a = self.account(did, seq)?;
                 touch(a);
                 if handle.is_some() {

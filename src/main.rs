@@ -45,8 +45,10 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 db: a.db.db,
                 listen: a.listen,
                 verify: !a.verify.no_verify,
-                plc: (!a.no_plc).then_some(a.plc),
-                plc_poll: instancemap::plc::source::FOLLOW_INTERVAL,
+                plc: a.plc,
+                follow_plc: (!a.no_plc).then_some(instancemap::plc::source::FOLLOW_INTERVAL),
+                resolve: !a.no_resolve,
+                allow_loopback: a.allow_loopback,
             };
             app::run(opts, cancel).await?;
             Ok(ExitCode::SUCCESS)

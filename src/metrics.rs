@@ -72,6 +72,17 @@ pub static PLC_OPS: LazyLock<IntCounterVec> =
 pub static PLC_POSITION: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("instancemap_plc_position", "Last PLC export sequence number applied."));
 
+/// DID resolutions, by result (`resolved`, `queue_full`, or a failure
+/// reason: `not_found`, `unreachable`, `refused_address`, `server_error`,
+/// `rate_limited`, `http_error`, `too_large`, `bad_did_document`,
+/// `did_document_id_mismatch`, `unsupported_method`, `bad_did_web`).
+pub static RESOLUTIONS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("instancemap_identity_resolutions_total", "DID resolutions, by result.", &["result"]));
+
+/// DIDs waiting for resolution.
+pub static RESOLVE_QUEUE: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("instancemap_identity_resolve_queue_depth", "DIDs waiting to be resolved."));
+
 /// `#info` frames, by name (`OutdatedCursor` or `other`).
 pub static INFO: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("instancemap_firehose_info_total", "#info frames from the relay, by name.", &["name"])
@@ -141,6 +152,8 @@ pub const NAMES: &[&str] = &[
     "instancemap_ingest_ops_total",
     "instancemap_ingest_record_blocks_missing_total",
     "instancemap_identity_signature_checks_total",
+    "instancemap_identity_resolutions_total",
+    "instancemap_identity_resolve_queue_depth",
     "instancemap_plc_ops_total",
     "instancemap_plc_position",
     "instancemap_firehose_info_total",
@@ -182,6 +195,24 @@ pub fn init() {
         PLC_OPS.with_label_values(&[r]);
     }
     LazyLock::force(&PLC_POSITION);
+    for r in [
+        "resolved",
+        "queue_full",
+        "not_found",
+        "unreachable",
+        "refused_address",
+        "server_error",
+        "rate_limited",
+        "http_error",
+        "too_large",
+        "bad_did_document",
+        "did_document_id_mismatch",
+        "unsupported_method",
+        "bad_did_web",
+    ] {
+        RESOLUTIONS.with_label_values(&[r]);
+    }
+    LazyLock::force(&RESOLVE_QUEUE);
     for a in crate::firehose::frame::Action::ALL {
         OPS.with_label_values(&[a.as_str()]);
     }

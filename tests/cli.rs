@@ -35,7 +35,16 @@ async fn run_serves_metrics_and_health_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "--no-plc", "--relay", &format!("ws://{relay}"), "--listen", &listen.to_string(), "--db"])
+        .args([
+            "run",
+            "--no-plc",
+            "--no-resolve",
+            "--relay",
+            &format!("ws://{relay}"),
+            "--listen",
+            &listen.to_string(),
+            "--db",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

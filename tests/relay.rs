@@ -101,8 +101,10 @@ async fn run_survives_disconnects_with_every_event_exactly_once() {
         db: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         verify: true,
-        plc: None,
-        plc_poll: Duration::from_secs(1),
+        plc: "http://127.0.0.1:9".into(),
+        follow_plc: None,
+        resolve: false,
+        allow_loopback: true,
     };
     let cancel = CancellationToken::new();
     let run = tokio::spawn(app::run(opts, cancel.clone()));

@@ -49,8 +49,10 @@ async fn run_loads_then_follows_the_plc_export() {
         db: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         verify: true,
-        plc: Some(format!("http://{plc_addr}")),
-        plc_poll: Duration::from_millis(200),
+        plc: format!("http://{plc_addr}"),
+        follow_plc: Some(Duration::from_millis(200)),
+        resolve: false,
+        allow_loopback: true,
     };
     let cancel = CancellationToken::new();
     let run = tokio::spawn(app::run(opts, cancel.clone()));

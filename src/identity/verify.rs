@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::crypto::PublicKey;
+use super::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
-use crate::store::{self, Store, CF_PLC};
+use crate::store::{self, Store, CF_IDENTITY, CF_PLC};
 
 /// What a commit's signature is checked over: the SHA-256 of the unsigned
 /// commit, and the signature bytes.
@@ -50,15 +51,31 @@ pub trait KeySource: Send + Sync {
     fn signing_key(&self, did: &str) -> store::Result<Option<String>>;
 }
 
+/// The store's keys: the PLC state and the last resolution, whichever is
+/// newer (a resolution reflects the directory at its time; a PLC operation
+/// created after it supersedes it).
 impl KeySource for Store {
     fn signing_key(&self, did: &str) -> store::Result<Option<String>> {
-        match self.get_cf(CF_PLC, did.as_bytes())? {
-            Some(b) => {
-                let rec: PlcRecord = store::from_cbor(CF_PLC, &b)?;
-                Ok(rec.signing_key.filter(|_| !rec.tombstoned))
-            }
-            None => Ok(None),
-        }
+        let plc: Option<PlcRecord> = match self.get_cf(CF_PLC, did.as_bytes())? {
+            Some(b) => Some(store::from_cbor(CF_PLC, &b)?),
+            None => None,
+        };
+        let resolved: Option<IdentityRecord> = match self.get_cf(CF_IDENTITY, did.as_bytes())? {
+            Some(b) => Some(store::from_cbor(CF_IDENTITY, &b)?),
+            None => None,
+        };
+        let plc_ms = plc.as_ref().and_then(|p| crate::event::parse_time_us(&p.updated_at)).map(|us| us / 1000);
+        let res_ms = resolved.as_ref().and_then(|r| r.resolved_at_ms);
+        let use_resolved = match (res_ms, plc_ms) {
+            (Some(r), Some(p)) => r >= p,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        Ok(if use_resolved {
+            resolved.and_then(|r| r.signing_key)
+        } else {
+            plc.and_then(|p| p.signing_key.filter(|_| !p.tombstoned))
+        })
     }
 }
 

@@ -13,6 +13,8 @@
 //! | `counters` | `<group>/<label>` (see [`counter`])   | i64 little-endian, updated by an add merge operator |
 //! | `records`  | `<collection> 0x00 <did> 0x00 <rkey>` | [`StoredRecord`], CBOR |
 //! | `plc`      | did:plc (UTF-8)                       | [`crate::plc::load::PlcRecord`], CBOR: state from the PLC export, written as merge operands ([`crate::plc::load::PlcOperand`]) |
+//! | `identity` | DID (UTF-8)                           | [`crate::identity::resolve::IdentityRecord`], CBOR: the last resolution's outcome |
+//! | `retry`    | next try (i64 ms, big-endian) ‖ DID   | empty: DIDs whose resolution failed, by when to try again |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -29,7 +31,9 @@ pub const CF_ACCOUNTS: &str = "accounts";
 pub const CF_COUNTERS: &str = "counters";
 pub const CF_RECORDS: &str = "records";
 pub const CF_PLC: &str = "plc";
-const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS, CF_PLC];
+pub const CF_IDENTITY: &str = "identity";
+pub const CF_RETRY: &str = "retry";
+const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS, CF_PLC, CF_IDENTITY, CF_RETRY];
 
 /// Version of the on-disk layout above; a database with another version is
 /// refused rather than misread.
@@ -191,6 +195,9 @@ fn decode_i64(b: &[u8]) -> i64 {
     b.try_into().map(i64::from_le_bytes).unwrap_or(0)
 }
 
+/// A raw key and value.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// The database. Clones share one RocksDB handle (reads are thread-safe;
 /// writes go through the single writer).
 #[derive(Clone)]
@@ -279,6 +286,16 @@ impl Store {
     /// A value of any family.
     pub fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         Ok(self.db.get_pinned_cf(self.cf(cf), key)?)
+    }
+
+    /// Every entry of a family, in key order.
+    pub fn iter_cf(&self, cf: &str) -> impl Iterator<Item = Result<KeyValue>> + '_ {
+        self.db.iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start).map(|r| r.map_err(StoreError::from))
+    }
+
+    /// Deletes one key of a family.
+    pub fn delete_cf(&self, cf: &str, key: &[u8]) -> Result<()> {
+        Ok(self.db.delete_cf(self.cf(cf), key)?)
     }
 
     /// The cursor key of a source.

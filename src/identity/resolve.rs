@@ -1,0 +1,313 @@
+//! DID resolution on demand, off the ingest path: the writer asks (never
+//! waiting) through a bounded queue; workers resolve did:plc from the PLC
+//! directory (`/<did>`) and did:web from `https://<host>/.well-known/did.json`
+//! through the guarded fetcher, with a total and a per-host concurrency
+//! limit, and store the outcome in the `identity` family. A DID that does
+//! not resolve is stored as unresolved with the reason and retried with
+//! exponential backoff, never dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::did::{self, DidDoc};
+use crate::metrics;
+use crate::net::{FetchError, Fetcher};
+use crate::store::{self, Store, CF_IDENTITY, CF_RETRY};
+
+/// DIDs waiting for a worker. When full, a request is not queued but the
+/// DID is written to the retry schedule, so the sweep picks it up: the
+/// firehose never waits on resolution and nothing is lost.
+pub const QUEUE_CAPACITY: usize = 16_384;
+/// Resolutions in flight, in all.
+pub const CONCURRENCY: usize = 32;
+/// Resolutions in flight against one host (the PLC directory counts as one).
+pub const PER_HOST: usize = 4;
+/// A DID resolved this recently is not resolved again unless asked to
+/// refresh (an `#identity`).
+pub const FRESH_FOR: Duration = Duration::from_secs(6 * 3600);
+/// A failure is not retried before this, doubling per failure up to a day.
+pub const RETRY_MIN: Duration = Duration::from_secs(60);
+pub const RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// How often the retry schedule is swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// What is known from resolving a DID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub pds: Option<String>,
+    /// Handle the document claims (not yet verified both ways).
+    pub handle: Option<String>,
+    pub signing_key: Option<String>,
+    pub labeler: Option<String>,
+    /// What was wrong with the document, if anything.
+    pub problems: Vec<String>,
+    /// Last successful resolution, ms since the epoch.
+    pub resolved_at_ms: Option<i64>,
+    /// Last attempt, ms since the epoch.
+    pub checked_at_ms: i64,
+    /// Reason of the last attempt's failure; `None` when it succeeded.
+    pub unresolved: Option<String>,
+    /// The directory says the DID is tombstoned (deactivated for good).
+    pub tombstoned: bool,
+    /// Consecutive failures.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("unsupported DID method")]
+    Method,
+    #[error("did:web host is not valid")]
+    WebHost,
+    #[error("{0}")]
+    Fetch(#[from] FetchError),
+    #[error("{0}")]
+    Doc(#[from] did::DocError),
+}
+
+impl ResolveError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ResolveError::Method => "unsupported_method",
+            ResolveError::WebHost => "bad_did_web",
+            ResolveError::Fetch(e) => e.reason(),
+            ResolveError::Doc(e) => e.reason(),
+        }
+    }
+}
+
+/// The URL a DID document is fetched from.
+pub fn document_url(plc: &str, d: &str, allow_loopback: bool) -> Result<String, ResolveError> {
+    if d.starts_with("did:plc:") {
+        return Ok(format!("{}/{d}", plc.trim_end_matches('/')));
+    }
+    let Some(host) = d.strip_prefix("did:web:") else {
+        return Err(ResolveError::Method);
+    };
+    // hostname-level only; a port (`%3A`) only for localhost in development
+    if host.contains(':') {
+        return Err(ResolveError::WebHost);
+    }
+    let host = host.replace("%3A", ":").replace("%3a", ":");
+    let name = host.split(':').next().unwrap_or_default();
+    if host.contains(':') && !(allow_loopback && name == "localhost") {
+        return Err(ResolveError::WebHost);
+    }
+    if name != "localhost" && !crate::types::is_handle(name) {
+        return Err(ResolveError::WebHost);
+    }
+    let scheme = if name == "localhost" { "http" } else { "https" };
+    Ok(format!("{scheme}://{host}/.well-known/did.json"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn retry_key(at_ms: i64, d: &str) -> Vec<u8> {
+    let mut k = at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(d.as_bytes());
+    k
+}
+
+/// The resolver.
+pub struct Resolver {
+    fetcher: Fetcher,
+    plc: String,
+    allow_loopback: bool,
+    store: Store,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Recently handled DIDs (hit or miss), so a burst of events for one DID
+    /// resolves it once.
+    recent: Mutex<HashMap<String, Instant>>,
+}
+
+impl Resolver {
+    pub fn new(store: Store, plc: &str, allow_loopback: bool) -> Resolver {
+        Resolver {
+            fetcher: Fetcher::new(allow_loopback),
+            plc: plc.to_owned(),
+            allow_loopback,
+            store,
+            hosts: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn host_permit(&self, url: &str) -> Arc<Semaphore> {
+        let host = url.split('/').nth(2).unwrap_or_default().to_owned();
+        self.hosts.lock().expect("hosts lock").entry(host).or_insert_with(|| Arc::new(Semaphore::new(PER_HOST))).clone()
+    }
+
+    /// Fetches and parses a DID document.
+    pub async fn resolve(&self, d: &str) -> Result<DidDoc, ResolveError> {
+        let url = document_url(&self.plc, d, self.allow_loopback)?;
+        let sem = self.host_permit(&url);
+        let _permit = sem.acquire().await.expect("semaphore never closed");
+        let body = self.fetcher.get(&url).await?;
+        Ok(did::parse(d, &body)?)
+    }
+
+    pub fn record(&self, d: &str) -> store::Result<Option<IdentityRecord>> {
+        match self.store.get_cf(CF_IDENTITY, d.as_bytes())? {
+            Some(b) => Ok(Some(store::from_cbor(CF_IDENTITY, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `d` needs resolving now (`refresh`: an `#identity` asked).
+    pub fn wanted(&self, d: &str, refresh: bool) -> bool {
+        {
+            let mut recent = self.recent.lock().expect("recent lock");
+            if let Some(at) = recent.get(d) {
+                if at.elapsed() < RETRY_MIN {
+                    return false;
+                }
+            }
+            if recent.len() > 100_000 {
+                recent.clear();
+            }
+            recent.insert(d.to_owned(), Instant::now());
+        }
+        if refresh {
+            return true;
+        }
+        // A did:plc the PLC export already describes needs no request.
+        if d.starts_with("did:plc:") && self.store.get_cf(store::CF_PLC, d.as_bytes()).ok().flatten().is_some() {
+            return false;
+        }
+        match self.record(d) {
+            Ok(Some(r)) => r.resolved_at_ms.is_none_or(|t| now_ms() - t > FRESH_FOR.as_millis() as i64),
+            Ok(None) => true,
+            Err(_) => true,
+        }
+    }
+
+    /// Resolves and stores the outcome (and the retry schedule).
+    pub async fn resolve_and_store(&self, d: &str) -> store::Result<IdentityRecord> {
+        let mut rec = self.record(d)?.unwrap_or_default();
+        let old_retry = (rec.unresolved.is_some()).then(|| retry_key(next_retry(&rec), d));
+        let now = now_ms();
+        rec.checked_at_ms = now;
+        let outcome = self.resolve(d).await;
+        match &outcome {
+            Ok(doc) => {
+                metrics::RESOLUTIONS.with_label_values(&["resolved"]).inc();
+                rec.pds = doc.pds.clone();
+                rec.handle = doc.handle.clone();
+                rec.signing_key = doc.signing_key.clone();
+                rec.labeler = doc.labeler.clone();
+                rec.problems = doc.problems.iter().map(|p| (*p).to_owned()).collect();
+                rec.resolved_at_ms = Some(now);
+                rec.unresolved = None;
+                rec.tombstoned = false;
+                rec.failures = 0;
+            }
+            Err(e) => {
+                let reason = e.reason();
+                metrics::RESOLUTIONS.with_label_values(&[reason]).inc();
+                tracing::debug!(did = d, reason, error = %e, "DID did not resolve");
+                // The reference directory answers 404 for tombstoned DIDs and
+                // some deployments 410: both mean "not available".
+                rec.tombstoned = matches!(e, ResolveError::Fetch(FetchError::Status(410)));
+                rec.unresolved = Some(reason.to_owned());
+                rec.failures = rec.failures.saturating_add(1);
+            }
+        }
+        let mut wb = rocksdb::WriteBatch::default();
+        if let Some(k) = old_retry {
+            wb.delete_cf(self.store.cf(CF_RETRY), k);
+        }
+        if rec.unresolved.is_some() {
+            wb.put_cf(self.store.cf(CF_RETRY), retry_key(next_retry(&rec), d), b"");
+        }
+        wb.put_cf(self.store.cf(CF_IDENTITY), d.as_bytes(), store::to_cbor(&rec));
+        self.store.write(wb)?;
+        Ok(rec)
+    }
+}
+
+/// When a failed DID is next tried: exponential from [`RETRY_MIN`].
+fn next_retry(rec: &IdentityRecord) -> i64 {
+    let exp = RETRY_MIN.saturating_mul(1u32 << rec.failures.saturating_sub(1).min(16)).min(RETRY_MAX);
+    rec.checked_at_ms + exp.as_millis() as i64
+}
+
+/// The writer's handle: asks for a resolution without ever waiting.
+#[derive(Clone)]
+pub struct ResolveQueue {
+    tx: mpsc::Sender<(String, bool)>,
+    store: Store,
+}
+
+impl ResolveQueue {
+    /// Asks for `d` to be resolved (`refresh`: even if fresh). When the
+    /// queue is full the DID goes on the retry schedule instead.
+    pub fn request(&self, d: &str, refresh: bool) {
+        if let Err(mpsc::error::TrySendError::Full((d, _))) = self.tx.try_send((d.to_owned(), refresh)) {
+            metrics::RESOLUTIONS.with_label_values(&["queue_full"]).inc();
+            let _ = self.store.write({
+                let mut wb = rocksdb::WriteBatch::default();
+                wb.put_cf(self.store.cf(CF_RETRY), retry_key(now_ms(), &d), b"");
+                wb
+            });
+        }
+    }
+}
+
+/// Starts the resolver: workers and the retry sweep, until `cancel`.
+pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueue, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<(String, bool)>(QUEUE_CAPACITY);
+    let queue = ResolveQueue { tx: tx.clone(), store: resolver.store.clone() };
+    let handle = tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = sweep.tick() => sweep_due(&resolver, &tx),
+                next = rx.recv() => {
+                    let Some((d, refresh)) = next else { break };
+                    metrics::RESOLVE_QUEUE.set(rx.len() as i64);
+                    if !resolver.wanted(&d, refresh) {
+                        continue;
+                    }
+                    let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
+                    let r = resolver.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = r.resolve_and_store(&d).await {
+                            tracing::error!(error = %e, "storing a resolution");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    });
+    (queue, handle)
+}
+
+/// Queues every DID whose retry time has come.
+fn sweep_due(resolver: &Resolver, tx: &mpsc::Sender<(String, bool)>) {
+    let now = now_ms();
+    let store = &resolver.store;
+    for item in store.iter_cf(CF_RETRY) {
+        let Ok((k, _)) = item else { break };
+        let Some((at, d)) = k.split_first_chunk::<8>() else { continue };
+        if i64::from_be_bytes(*at) > now {
+            break;
+        }
+        let did = String::from_utf8_lossy(d).into_owned();
+        resolver.recent.lock().expect("recent lock").remove(&did);
+        if tx.try_send((did, true)).is_err() {
+            break; // full: the rest waits for the next sweep
+        }
+        // queued: a new failure writes a new retry time
+        let _ = store.delete_cf(CF_RETRY, &k);
+    }
+}
