@@ -1,0 +1,155 @@
+//! DID resolution against fake servers on loopback: a PLC directory
+//! serving real DID documents, a did:web host, failures stored as
+//! unresolved with a retry time, the address guard, and `run` resolving the
+//! accounts of the firehose.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use common::*;
+use instancemap::app::{self, RunOptions};
+use instancemap::firehose::subscribe::{SubscribeConfig, SUBSCRIBE_PATH};
+use instancemap::identity::resolve::{document_url, IdentityRecord, Resolver};
+use instancemap::store::{Store, CF_IDENTITY, CF_RETRY};
+use tokio_util::sync::CancellationToken;
+
+type Docs = Arc<HashMap<String, serde_json::Value>>;
+
+async fn plc_doc(State(docs): State<Docs>, Path(did): Path<String>) -> axum::response::Response {
+    match docs.get(&did) {
+        Some(d) => axum::Json(d.clone()).into_response(),
+        None if did.ends_with("tombstoned00000000") => StatusCode::GONE.into_response(),
+        None => (StatusCode::NOT_FOUND, format!("DID not registered: {did}")).into_response(),
+    }
+}
+
+/// Starts a fake directory (with every captured document but `skip`) that
+/// also serves a did:web document; returns its address.
+async fn directory(skip: &[&str]) -> (std::net::SocketAddr, String) {
+    let mut docs: HashMap<String, serde_json::Value> =
+        json("jetstream/did_docs.json").as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for s in skip {
+        docs.remove(*s);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let web_did = format!("did:web:localhost%3A{}", addr.port());
+    let web_doc = serde_json::json!({
+        "id": web_did,
+        "alsoKnownAs": ["at://web.example.com"],
+        "verificationMethod": [{"id": format!("{web_did}#atproto"), "type": "Multikey", "controller": web_did,
+            "publicKeyMultibase": "zQ3shP5TBe1sQfSttXty15FAEHV1DZgcxRZNxvEWnPfLFwLxJ"}],
+        "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "https://pds.web.example.com/"}]
+    });
+    let app = axum::Router::new()
+        .route("/{did}", axum::routing::get(plc_doc))
+        .route("/.well-known/did.json", axum::routing::get(move || async move { axum::Json(web_doc) }))
+        .with_state(Arc::new(docs));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, web_did)
+}
+
+fn identity(store: &Store, did: &str) -> Option<IdentityRecord> {
+    store.get_cf(CF_IDENTITY, did.as_bytes()).unwrap().map(|b| instancemap::store::from_cbor(CF_IDENTITY, &b).unwrap())
+}
+
+#[test]
+fn document_urls() {
+    assert_eq!(
+        document_url("https://plc.directory/", "did:plc:ewvi7nxzyoun6zhxrhs64oiz", false).unwrap(),
+        "https://plc.directory/did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+    );
+    assert_eq!(
+        document_url("x", "did:web:discover.bsky.social", false).unwrap(),
+        "https://discover.bsky.social/.well-known/did.json"
+    );
+    assert_eq!(
+        document_url("x", "did:web:localhost%3A2583", true).unwrap(),
+        "http://localhost:2583/.well-known/did.json"
+    );
+    assert!(document_url("x", "did:web:localhost%3A2583", false).is_err(), "ports only for localhost in test networks");
+    assert!(document_url("x", "did:web:example.com:path", false).is_err());
+    assert!(document_url("x", "did:key:zQ3sh", false).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolves_plc_and_web_and_stores_failures_for_retry() {
+    let (addr, web_did) = directory(&["did:plc:2a7ygipkrbh544aqhcav53oy"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r = Resolver::new(store.clone(), &format!("http://{addr}"), true);
+
+    let rec = r.resolve_and_store("did:plc:2c6wev5ei4jzcy4imh5afa35").await.unwrap();
+    assert!(rec.unresolved.is_none(), "{rec:?}");
+    assert!(rec.pds.as_deref().unwrap().starts_with("https://"));
+    assert!(rec.signing_key.as_deref().unwrap().starts_with("zQ3s"));
+    assert_eq!(identity(&store, "did:plc:2c6wev5ei4jzcy4imh5afa35"), Some(rec));
+
+    let web = r.resolve_and_store(&web_did).await.unwrap();
+    assert_eq!(web.pds.as_deref(), Some("https://pds.web.example.com"));
+    assert_eq!(web.handle.as_deref(), Some("web.example.com"));
+
+    let missing = r.resolve_and_store("did:plc:2a7ygipkrbh544aqhcav53oy").await.unwrap();
+    assert_eq!(missing.unresolved.as_deref(), Some("not_found"));
+    assert_eq!(missing.failures, 1);
+    let retries: Vec<_> = store.iter_cf(CF_RETRY).map(|r| r.unwrap()).collect();
+    assert_eq!(retries.len(), 1);
+    assert!(retries[0].0.ends_with(b"did:plc:2a7ygipkrbh544aqhcav53oy"));
+
+    let gone = r.resolve_and_store("did:plc:aaaaaatombstoned00000000").await.unwrap();
+    assert!(gone.tombstoned);
+
+    // the same directory on loopback is refused when loopback is not allowed
+    let strict = Resolver::new(store.clone(), &format!("http://{addr}"), false);
+    let refused = strict.resolve_and_store("did:plc:2edzkrybeyusfkz6yn7tm4ch").await.unwrap();
+    assert_eq!(refused.unresolved.as_deref(), Some("refused_address"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_resolves_the_accounts_it_sees() {
+    let (plc, _) = directory(&[]).await;
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let frames = Arc::new(jetstream_frames());
+    tokio::spawn(serve_frames(relay, frames.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        subscribe: SubscribeConfig::new(format!("ws://{relay_addr}{SUBSCRIBE_PATH}")),
+        db: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        verify: true,
+        plc: format!("http://{plc}"),
+        follow_plc: None,
+        resolve: true,
+        allow_loopback: true,
+    };
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(app::run(opts, cancel.clone()));
+    let want: Vec<String> = json("jetstream/manifest.json")["commit_dids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let resolved = instancemap::metrics::RESOLUTIONS.with_label_values(&["resolved"]).get();
+        if resolved as usize >= want.len() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {resolved} of {} resolved", want.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    let store = run.await.unwrap().unwrap();
+    for d in &want {
+        let rec = identity(&store, d).unwrap_or_else(|| panic!("{d} not resolved"));
+        assert!(rec.signing_key.is_some() && rec.pds.is_some(), "{d}: {rec:?}");
+    }
+}
