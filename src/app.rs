@@ -41,12 +41,13 @@ pub struct Checker {
 impl Checker {
     /// `verify`: whether commit signatures are checked (keys from `store`).
     pub fn new(verify: bool, store: &Store) -> Checker {
-        Checker::with_keys(verify.then(|| std::sync::Arc::new(store.clone()) as std::sync::Arc<dyn KeySource>))
+        Checker::with_keys(verify.then(|| std::sync::Arc::new(store.clone()) as std::sync::Arc<dyn KeySource>), None)
     }
 
-    /// Checks against keys from `keys` (`None`: checks off).
-    pub fn with_keys(keys: Option<std::sync::Arc<dyn KeySource>>) -> Checker {
-        Checker { pool: keys.map(|k| VerifyPool::new(verify::default_workers(), k)) }
+    /// Checks against keys from `keys` (`None`: checks off); `refresh`
+    /// re-resolves an account whose signature fails after an `#identity`.
+    pub fn with_keys(keys: Option<std::sync::Arc<dyn KeySource>>, refresh: Option<verify::Refresh>) -> Checker {
+        Checker { pool: keys.map(|k| VerifyPool::new(verify::default_workers(), k, refresh)) }
     }
 
     pub fn queue(&self, mut event: Event) -> Queued {
@@ -60,7 +61,7 @@ impl Checker {
                     },
                     None => *signature = SigStatus::Invalid("sig_malformed"),
                 },
-                EventKind::Identity { did, .. } => pool.cache.forget(did),
+                EventKind::Identity { did, .. } => pool.identity_changed(did),
                 _ => {}
             }
         }

@@ -24,7 +24,8 @@ fn keys() -> HashMap<String, String> {
 
 fn ingest_checked(keys: Option<HashMap<String, String>>) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let checker = Checker::with_keys(keys.map(|k| Arc::new(k) as Arc<dyn instancemap::identity::verify::KeySource>));
+    let checker =
+        Checker::with_keys(keys.map(|k| Arc::new(k) as Arc<dyn instancemap::identity::verify::KeySource>), None);
     let mut ingest = Ingest::new(Store::open(dir.path()).unwrap(), "replay").unwrap();
     for f in jetstream_frames() {
         ingest.apply(settle(checker.queue(event::from_frame_bytes(&f)))).unwrap();
@@ -81,7 +82,7 @@ fn synthetic_signed_commits_verify_and_a_tampered_one_does_not() {
             .unwrap()
             .to_multikey(),
     );
-    let checker = Checker::with_keys(Some(Arc::new(keys)));
+    let checker = Checker::with_keys(Some(Arc::new(keys)), None);
     let good = signed_commit_frame(1, did, "3mptbypluud2a", &[], Some(&key));
     let other = k256::ecdsa::SigningKey::from_bytes(&[8u8; 32].into()).unwrap();
     let forged = signed_commit_frame(2, did, "3mptbypluud2b", &[], Some(&other));
@@ -94,4 +95,48 @@ fn synthetic_signed_commits_verify_and_a_tampered_one_does_not() {
     let s = stats(&store);
     assert_eq!((s.signatures["valid"], s.signatures["sig_invalid"]), (1, 1));
     assert_eq!(store.account(did).unwrap().unwrap().rev.as_deref(), Some("3mptbypluud2a"));
+}
+
+#[test]
+fn a_key_change_announced_by_identity_is_re_resolved_before_failing() {
+    use instancemap::identity::crypto::PublicKey;
+    let old = k256::ecdsa::SigningKey::from_bytes(&[7u8; 32].into()).unwrap();
+    let new = k256::ecdsa::SigningKey::from_bytes(&[8u8; 32].into()).unwrap();
+    let mk = |k: &k256::ecdsa::SigningKey| {
+        PublicKey::from_sec1(instancemap::identity::crypto::Curve::K256, &k.verifying_key().to_sec1_bytes()).unwrap()
+    };
+    let did = "did:plc:eeeeeeeeeeeeeeeeeeeeeeee";
+    let mut keys = HashMap::new();
+    keys.insert(did.to_owned(), mk(&old).to_multikey()); // the store still has the old key
+    let fresh = mk(&new);
+    let refreshed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r2 = refreshed.clone();
+    let refresh: instancemap::identity::verify::Refresh = Arc::new(move |_d: &str| {
+        r2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(fresh.clone())
+    });
+    let checker = Checker::with_keys(Some(Arc::new(keys)), Some(refresh));
+    let identity = frame(
+        1,
+        Some("#identity"),
+        &map(vec![
+            ("seq", ciborium::Value::Integer(1.into())),
+            ("did", text(did)),
+            ("time", text("2026-07-04T14:38:07.517Z")),
+        ]),
+    );
+    // before any #identity, a commit with an unknown new key just fails
+    let early = signed_commit_frame(1, did, "3mptbypluud2a", &[], Some(&new));
+    let after = signed_commit_frame(3, did, "3mptbypluud2c", &[], Some(&new));
+    let dir = tempfile::tempdir().unwrap();
+    let mut ingest = Ingest::new(Store::open(dir.path()).unwrap(), "a").unwrap();
+    ingest.apply(settle(checker.queue(event::from_frame_bytes(&early)))).unwrap();
+    let mut ingest2 = Ingest::new(ingest.finish().unwrap(), "b").unwrap();
+    for f in [identity, after] {
+        ingest2.apply(settle(checker.queue(event::from_frame_bytes(&f)))).unwrap();
+    }
+    let store = ingest2.finish().unwrap();
+    let s = stats(&store);
+    assert_eq!((s.signatures["sig_invalid"], s.signatures["valid"]), (1, 1), "{:?}", s.signatures);
+    assert_eq!(refreshed.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

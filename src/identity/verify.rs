@@ -143,9 +143,27 @@ impl KeyCache {
 }
 
 struct Job {
+    did: String,
     key: PublicKey,
     input: SigInput,
+    /// The account announced an identity change (`#identity`) recently: on
+    /// failure, re-resolve and try the fresh key before failing.
+    changed: bool,
     reply: crossbeam_channel::Sender<SigStatus>,
+}
+
+/// Re-resolves a DID now and returns its current key (runs on a verify
+/// worker, so it may block).
+pub type Refresh = Arc<dyn Fn(&str) -> Option<PublicKey> + Send + Sync>;
+
+/// How long after an `#identity` a failing signature triggers a re-resolve.
+pub const CHANGE_WINDOW: Duration = Duration::from_secs(600);
+
+fn verify(key: &PublicKey, input: &SigInput) -> SigStatus {
+    match key.verify_prehash(&input.digest, &input.sig) {
+        Ok(()) => SigStatus::Valid,
+        Err(e) => SigStatus::Invalid(e.reason()),
+    }
 }
 
 /// A pending check: the writer waits on it when the event reaches the head
@@ -158,29 +176,47 @@ pub type Pending = crossbeam_channel::Receiver<SigStatus>;
 pub struct VerifyPool {
     jobs: crossbeam_channel::Sender<Job>,
     pub cache: Arc<KeyCache>,
+    changed: Mutex<HashMap<String, Instant>>,
 }
 
 impl VerifyPool {
     /// Starts `workers` threads (they end when the pool is dropped).
-    pub fn new(workers: usize, source: Arc<dyn KeySource>) -> VerifyPool {
+    pub fn new(workers: usize, source: Arc<dyn KeySource>, refresh: Option<Refresh>) -> VerifyPool {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let cache = Arc::new(KeyCache::new(source));
         for i in 0..workers.max(1) {
             let rx = rx.clone();
+            let refresh = refresh.clone();
+            let cache = cache.clone();
             std::thread::Builder::new()
                 .name(format!("verify-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let status = match job.key.verify_prehash(&job.input.digest, &job.input.sig) {
-                            Ok(()) => SigStatus::Valid,
-                            Err(e) => SigStatus::Invalid(e.reason()),
-                        };
+                        let mut status = verify(&job.key, &job.input);
+                        if let (SigStatus::Invalid(_), true, Some(refresh)) = (status, job.changed, &refresh) {
+                            cache.forget(&job.did);
+                            if let Some(fresh) = refresh(&job.did) {
+                                if fresh != job.key {
+                                    status = verify(&fresh, &job.input);
+                                }
+                            }
+                        }
                         let _ = job.reply.send(status);
                     }
                 })
                 .expect("spawning a verify worker");
         }
-        VerifyPool { jobs: tx, cache }
+        VerifyPool { jobs: tx, cache, changed: Mutex::new(HashMap::new()) }
+    }
+
+    /// Notes that `did` announced an identity change (and drops its key).
+    pub fn identity_changed(&self, did: &str) {
+        self.cache.forget(did);
+        let mut changed = self.changed.lock().expect("changed lock");
+        if changed.len() > 100_000 {
+            changed.retain(|_, t| t.elapsed() < CHANGE_WINDOW);
+        }
+        changed.insert(did.to_owned(), Instant::now());
     }
 
     /// Starts the check of one commit: `Err` with the outcome at once when
@@ -189,8 +225,9 @@ impl VerifyPool {
         let Some(key) = self.cache.key(did) else {
             return Err(SigStatus::NoKey);
         };
+        let changed = self.changed.lock().expect("changed lock").get(did).is_some_and(|t| t.elapsed() < CHANGE_WINDOW);
         let (reply, pending) = crossbeam_channel::bounded(1);
-        if self.jobs.send(Job { key, input, reply }).is_err() {
+        if self.jobs.send(Job { did: did.to_owned(), key, input, changed, reply }).is_err() {
             // no workers left: the pending check reads as disconnected
             tracing::error!("signature workers are gone");
         }
