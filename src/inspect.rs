@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
-use crate::store::{self, AccountState, Store, CF_PLC};
+use crate::store::{self, AccountState, Store, CF_IDENTITY, CF_PLC};
 
 /// The `account --json` object.
 #[derive(Debug, Serialize)]
@@ -14,6 +15,8 @@ pub struct AccountView {
     pub firehose: Option<FirehoseView>,
     /// What the PLC export says (absent for did:web or DIDs not loaded).
     pub plc: Option<PlcRecord>,
+    /// The last resolution of the DID document (absent if never resolved).
+    pub resolved: Option<IdentityRecord>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,10 +57,14 @@ impl AccountView {
             Some(b) => Some(store::from_cbor(CF_PLC, &b)?),
             None => None,
         };
-        if firehose.is_none() && plc.is_none() {
+        let resolved = match store.get_cf(CF_IDENTITY, did.as_bytes())? {
+            Some(b) => Some(store::from_cbor(CF_IDENTITY, &b)?),
+            None => None,
+        };
+        if firehose.is_none() && plc.is_none() && resolved.is_none() {
             return Ok(None);
         }
-        Ok(Some(AccountView { did: did.to_owned(), firehose, plc }))
+        Ok(Some(AccountView { did: did.to_owned(), firehose, plc, resolved }))
     }
 
     pub fn to_text(&self) -> String {
@@ -87,6 +94,25 @@ impl AccountView {
                 let _ = writeln!(out, "  updated at        {}", p.updated_at);
             }
             None => out.push_str("plc: not loaded\n"),
+        }
+        match &self.resolved {
+            Some(r) => {
+                let _ = writeln!(out, "resolved:");
+                let _ = writeln!(out, "  pds               {}", r.pds.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  handle (claimed)  {}", r.handle.as_deref().unwrap_or("-"));
+                let _ = writeln!(out, "  signing key       {}", r.signing_key.as_deref().unwrap_or("-"));
+                let _ = writeln!(
+                    out,
+                    "  last checked      {}",
+                    rfc3339_from_us(r.checked_at_ms.saturating_mul(1000)).unwrap_or_default()
+                );
+                let _ = writeln!(out, "  unresolved        {}", r.unresolved.as_deref().unwrap_or("no"));
+            }
+            None => out.push_str("resolved: never\n"),
+        }
+        let moves = self.plc.iter().flat_map(|p| &p.moves).chain(self.resolved.iter().flat_map(|r| &r.moves));
+        for m in moves {
+            let _ = writeln!(out, "moved {}  {} -> {}", m.at, m.from, m.to);
         }
         out
     }

@@ -227,3 +227,30 @@ async fn http_export_pages_through_a_fake_directory() {
     let s2 = source::load_http(&store, &format!("http://{addr}"), false, &cancel).await.unwrap();
     assert_eq!(s2.applied, 0);
 }
+
+#[test]
+fn a_pds_change_is_kept_as_a_dated_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = |seq: u64, cid: &str, prev: Option<&str>, at: &str, pds: &str| {
+        serde_json::json!({"did": "did:plc:ragtjsm2j2vknwkz3zp4oxrd", "cid": cid, "seq": seq, "type": "sequenced_op",
+            "createdAt": at, "operation": {"type": "plc_operation", "prev": prev, "sig": "x", "rotationKeys": [],
+            "alsoKnownAs": ["at://paul.example.com"], "verificationMethods": {},
+            "services": {"atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": pds}}}})
+    };
+    let lines = vec![
+        op(1, "bafyone", None, "2024-01-01T00:00:00.000Z", "https://a.example.com"),
+        op(2, "bafytwo", Some("bafyone"), "2024-02-01T00:00:00.000Z", "https://A.example.com/"),
+        op(3, "bafythree", Some("bafytwo"), "2024-03-01T00:00:00.000Z", "https://b.example.net"),
+    ];
+    let f = dir.path().join("moves.jsonl");
+    write_lines(&f, &lines);
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    source::load_file(&store, &f).unwrap();
+    let rec = record(&store, "did:plc:ragtjsm2j2vknwkz3zp4oxrd").unwrap();
+    assert_eq!(rec.pds.as_deref(), Some("https://b.example.net"));
+    assert_eq!(rec.moves.len(), 1, "the same host written two ways is not a move: {:?}", rec.moves);
+    assert_eq!(
+        (rec.moves[0].from.as_str(), rec.moves[0].to.as_str(), rec.moves[0].at.as_str()),
+        ("https://a.example.com", "https://b.example.net", "2024-03-01T00:00:00.000Z")
+    );
+}

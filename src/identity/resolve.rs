@@ -56,6 +56,9 @@ pub struct IdentityRecord {
     pub tombstoned: bool,
     /// Consecutive failures.
     pub failures: u32,
+    /// PDS changes seen between resolutions (`at`: resolution time).
+    #[serde(default)]
+    pub moves: Vec<crate::plc::load::Move>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,6 +201,11 @@ impl Resolver {
         match &outcome {
             Ok(doc) => {
                 metrics::RESOLUTIONS.with_label_values(&["resolved"]).inc();
+                let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default();
+                crate::plc::load::note_move(&mut rec.moves, &at, rec.pds.as_ref(), doc.pds.as_ref());
                 rec.pds = doc.pds.clone();
                 rec.handle = doc.handle.clone();
                 rec.signing_key = doc.signing_key.clone();

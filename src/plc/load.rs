@@ -30,6 +30,33 @@ pub struct PlcRecord {
     /// Operations whose `prev` was not the head: recoveries that forked
     /// (nullified) later operations.
     pub forks: u32,
+    /// PDS changes (migrations), oldest first; the last [`MAX_MOVES`].
+    #[serde(default)]
+    pub moves: Vec<Move>,
+}
+
+/// One PDS change of an account: when (the operation's `createdAt`, or the
+/// resolution time), from which endpoint, to which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub at: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Moves kept per account (the record stays bounded).
+pub const MAX_MOVES: usize = 64;
+
+/// Appends a move when the PDS changes from one endpoint to another.
+pub fn note_move(moves: &mut Vec<Move>, at: &str, from: Option<&String>, to: Option<&String>) {
+    if let (Some(from), Some(to)) = (from, to) {
+        if from != to {
+            if moves.len() >= MAX_MOVES {
+                moves.remove(0);
+            }
+            moves.push(Move { at: at.to_owned(), from: from.clone(), to: to.clone() });
+        }
+    }
 }
 
 /// Where the export was read up to.
@@ -109,6 +136,7 @@ impl PlcRecord {
             self.tombstoned = true;
         } else {
             self.tombstoned = false;
+            note_move(&mut self.moves, &self.updated_at, self.pds.as_ref(), op.pds.as_ref());
             self.pds = op.pds;
             self.handle = op.handle;
             self.signing_key = op.signing_key;
