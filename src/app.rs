@@ -182,6 +182,9 @@ pub struct RunOptions {
     pub resolve: bool,
     /// Let outbound requests reach loopback addresses (local test networks).
     pub allow_loopback: bool,
+    /// Crawl hosts (and read the relay's listHosts), checking for due hosts
+    /// this often (`None`: `--no-crawl`).
+    pub crawl: Option<std::time::Duration>,
 }
 
 /// Follows the relay until `cancel`; flushes and returns the store.
@@ -199,6 +202,15 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         ingest = ingest.with_resolver(queue);
         resolver_task = Some(task);
     }
+    let crawler = opts.crawl.map(|every| {
+        tokio::spawn(crate::hosts::keep_crawling(
+            store.clone(),
+            crate::net::Fetcher::new(opts.allow_loopback),
+            crate::hosts::relay_http_base(&source),
+            every,
+            cancel.clone(),
+        ))
+    });
     let cursor = ingest.cursor();
     tracing::info!(relay = %source, ?cursor, db = %opts.db.display(), "starting");
     let listener =
@@ -221,6 +233,9 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     }
     if let Some(r) = resolver_task {
         let _ = r.await;
+    }
+    if let Some(c) = crawler {
+        let _ = c.await;
     }
     outcome.context("the writer stopped")?;
     Ok(store)

@@ -40,6 +40,37 @@ pub enum Command {
     BackfillPlc(BackfillPlcArgs),
     /// Show what is known about one account: firehose state and PLC state.
     Account(AccountArgs),
+    /// Crawl every known host once (describeServer, _health, listRepos), after
+    /// reading the relay's listHosts.
+    CrawlHosts(CrawlHostsArgs),
+    /// Show what is known about one host.
+    Host(HostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CrawlHostsArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Relay whose listHosts is read first (as for `run`).
+    #[arg(long, env = "INSTANCEMAP_RELAY", default_value = DEFAULT_RELAY)]
+    pub relay: String,
+    /// Do not read the relay's listHosts.
+    #[arg(long)]
+    pub no_list_hosts: bool,
+    /// Let requests reach loopback addresses (local test networks).
+    #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK")]
+    pub allow_loopback: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// The host: `pds.example.com` or its URL.
+    pub host: String,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +102,9 @@ pub struct RunArgs {
     /// Do not resolve DIDs on demand.
     #[arg(long, env = "INSTANCEMAP_NO_RESOLVE")]
     pub no_resolve: bool,
+    /// Do not crawl hosts (describeServer, listRepos) or read the relay's listHosts.
+    #[arg(long, env = "INSTANCEMAP_NO_CRAWL")]
+    pub no_crawl: bool,
     /// Let requests to hosts named by network data reach loopback addresses
     /// (for local test networks; private and link-local stay refused).
     #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK")]

@@ -19,6 +19,8 @@
 //! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
 //! - [`identity`]: keys, DID documents, commit signature checks (resolution
 //!   on demand and handle verification to come).
+//! - [`hosts`]: the host table and its crawler (describeServer, _health,
+//!   listRepos; the relay's listHosts).
 //! - [`plc`]: the PLC directory export → per-DID identity state.
 //! - [`net`]: guarded outbound HTTP to hosts named by network data (SSRF).
 //! - [`event`]: the one event type from sources to the writer, and the
@@ -36,6 +38,7 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod firehose;
+pub mod hosts;
 pub mod identity;
 pub mod ingest;
 pub mod inspect;

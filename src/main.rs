@@ -49,6 +49,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 follow_plc: (!a.no_plc).then_some(instancemap::plc::source::FOLLOW_INTERVAL),
                 resolve: !a.no_resolve,
                 allow_loopback: a.allow_loopback,
+                crawl: (!a.no_crawl).then_some(instancemap::hosts::CRAWL_EVERY),
             };
             app::run(opts, cancel).await?;
             Ok(ExitCode::SUCCESS)
@@ -102,6 +103,42 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 Some(v) => print!("{}", v.to_text()),
                 None => {
                     eprintln!("{}: not in the database", a.did);
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CrawlHosts(a) => {
+            let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let fetcher = instancemap::net::Fetcher::new(a.allow_loopback);
+            if !a.no_list_hosts {
+                let relay = instancemap::hosts::relay_http_base(&relay_endpoint(&a.relay)?);
+                match instancemap::hosts::list_hosts(&store, &fetcher, &relay).await {
+                    Ok(n) => eprintln!("relay listHosts: {n} hosts"),
+                    Err(e) => eprintln!("relay listHosts failed: {e}"),
+                }
+            }
+            let n = instancemap::hosts::crawl_due(&store, &fetcher, true).await?;
+            store.flush()?;
+            eprintln!("crawled {n} hosts");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Host(a) => {
+            let host = instancemap::identity::did::normalize_endpoint(&if a.host.contains("://") {
+                a.host.clone()
+            } else {
+                format!("https://{}", a.host)
+            })
+            .map_err(|why| anyhow::anyhow!("{:?}: {why}", a.host))?;
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            match instancemap::hosts::get(&store, &host)? {
+                Some(h) if a.json => {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"host": host, "record": h}))?)
+                }
+                Some(h) => println!("{host}\n{}", serde_json::to_string_pretty(&h)?),
+                None => {
+                    eprintln!("{host}: not in the database");
                     return Ok(ExitCode::from(2));
                 }
             }

@@ -83,6 +83,12 @@ pub static RESOLUTIONS: LazyLock<IntCounterVec> =
 pub static RESOLVE_QUEUE: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("instancemap_identity_resolve_queue_depth", "DIDs waiting to be resolved."));
 
+/// Host crawls, by outcome (`online`, or a failure reason as for
+/// resolutions).
+pub static HOST_CRAWLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_hosts_crawls_total", "Host crawls (describeServer), by outcome.", &["result"])
+});
+
 /// `#info` frames, by name (`OutdatedCursor` or `other`).
 pub static INFO: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("instancemap_firehose_info_total", "#info frames from the relay, by name.", &["name"])
@@ -154,6 +160,7 @@ pub const NAMES: &[&str] = &[
     "instancemap_identity_signature_checks_total",
     "instancemap_identity_resolutions_total",
     "instancemap_identity_resolve_queue_depth",
+    "instancemap_hosts_crawls_total",
     "instancemap_plc_ops_total",
     "instancemap_plc_position",
     "instancemap_firehose_info_total",
@@ -213,6 +220,18 @@ pub fn init() {
         RESOLUTIONS.with_label_values(&[r]);
     }
     LazyLock::force(&RESOLVE_QUEUE);
+    for r in [
+        "online",
+        "not_found",
+        "unreachable",
+        "refused_address",
+        "server_error",
+        "rate_limited",
+        "http_error",
+        "too_large",
+    ] {
+        HOST_CRAWLS.with_label_values(&[r]);
+    }
     for a in crate::firehose::frame::Action::ALL {
         OPS.with_label_values(&[a.as_str()]);
     }

@@ -128,6 +128,7 @@ async fn run_resolves_the_accounts_it_sees() {
         follow_plc: None,
         resolve: true,
         allow_loopback: true,
+        crawl: None,
     };
     let cancel = CancellationToken::new();
     let run = tokio::spawn(app::run(opts, cancel.clone()));

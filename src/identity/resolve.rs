@@ -236,6 +236,9 @@ impl Resolver {
         }
         wb.put_cf(self.store.cf(CF_IDENTITY), d.as_bytes(), store::to_cbor(&rec));
         self.store.write(wb)?;
+        if let Some(p) = &rec.pds {
+            crate::hosts::note(&self.store, p, "did_document")?;
+        }
         Ok(rec)
     }
 }

@@ -176,6 +176,9 @@ pub struct Loader<'s> {
     ops_in_batch: usize,
     /// `stats` as of the last flush (counters are written as differences).
     flushed: LoadStats,
+    /// PDS endpoints named in this batch, and all registered by this load.
+    hosts: std::collections::HashSet<String>,
+    known_hosts: std::collections::HashSet<String>,
     pub position: Position,
     pub stats: LoadStats,
 }
@@ -188,6 +191,8 @@ impl<'s> Loader<'s> {
             counters: HashMap::new(),
             ops_in_batch: 0,
             flushed: LoadStats::default(),
+            hosts: Default::default(),
+            known_hosts: Default::default(),
             position: Position::load(store)?,
             stats: LoadStats::default(),
         })
@@ -276,6 +281,10 @@ impl<'s> Loader<'s> {
             }
         }
         self.flushed = self.stats.clone();
+        for h in std::mem::take(&mut self.hosts) {
+            crate::hosts::note(self.store, &h, "did_document")?;
+            self.known_hosts.insert(h);
+        }
         let mut wb = std::mem::take(&mut self.batch);
         let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in self.counters.drain() {

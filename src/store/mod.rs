@@ -15,6 +15,7 @@
 //! | `plc`      | did:plc (UTF-8)                       | [`crate::plc::load::PlcRecord`], CBOR: state from the PLC export, written as merge operands ([`crate::plc::load::PlcOperand`]) |
 //! | `identity` | DID (UTF-8)                           | [`crate::identity::resolve::IdentityRecord`], CBOR: the last resolution's outcome |
 //! | `retry`    | next try (i64 ms, big-endian) ‖ DID   | empty: DIDs whose resolution failed, by when to try again |
+//! | `hosts`    | normalised endpoint (`https://host`)  | [`crate::hosts::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -33,7 +34,8 @@ pub const CF_RECORDS: &str = "records";
 pub const CF_PLC: &str = "plc";
 pub const CF_IDENTITY: &str = "identity";
 pub const CF_RETRY: &str = "retry";
-const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS, CF_PLC, CF_IDENTITY, CF_RETRY];
+pub const CF_HOSTS: &str = "hosts";
+const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS, CF_PLC, CF_IDENTITY, CF_RETRY, CF_HOSTS];
 
 /// Version of the on-disk layout above; a database with another version is
 /// refused rather than misread.

@@ -1,0 +1,379 @@
+//! The host table and its crawler. Hosts come from DID documents and the
+//! PLC export (every PDS endpoint named) and from the relay's
+//! `com.atproto.sync.listHosts`; the crawler fetches each host's
+//! `describeServer`, `/xrpc/_health` and `listRepos` through the guarded
+//! fetcher. A host is `pending` until first reached, then `online`, or
+//! `offline` since a time, retried with exponential backoff; a reachable
+//! host is recrawled every [`RECRAWL`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics;
+use crate::net::{FetchError, Fetcher};
+use crate::store::{self, Store, CF_HOSTS};
+
+/// A reachable host is crawled again after this.
+pub const RECRAWL: Duration = Duration::from_secs(6 * 3600);
+/// An unreachable host is retried after this, doubling per failure up to a day.
+pub const RETRY_MIN: Duration = Duration::from_secs(300);
+pub const RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Hosts crawled at once.
+pub const CONCURRENCY: usize = 16;
+/// `listRepos` pages read per host per crawl (1,000 repos each).
+pub const MAX_REPO_PAGES: usize = 200;
+
+/// What `describeServer` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Describe {
+    pub did: Option<String>,
+    pub available_user_domains: Vec<String>,
+    pub invite_code_required: Option<bool>,
+    pub privacy_policy: Option<String>,
+    pub terms_of_service: Option<String>,
+    pub contact_email: Option<String>,
+}
+
+/// What the relay's `listHosts` says of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayView {
+    pub status: Option<String>,
+    pub account_count: Option<i64>,
+    pub seq: Option<i64>,
+    pub seen_at_ms: i64,
+}
+
+/// Accounts the host lists (`listRepos`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repos {
+    pub total: u64,
+    pub active: u64,
+    /// Inactive accounts by status (`deactivated`, `takendown`, …, `none`).
+    pub inactive: BTreeMap<String, u64>,
+    /// Whether the listing ended within the page cap.
+    pub complete: bool,
+}
+
+/// One host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Where it was learned of: `did_document`, `relay`.
+    pub sources: Vec<String>,
+    pub first_seen_ms: i64,
+    /// `pending`, `online` or `offline`.
+    pub state: String,
+    pub offline_since_ms: Option<i64>,
+    pub last_ok_ms: Option<i64>,
+    pub last_checked_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub failures: u32,
+    pub next_check_ms: i64,
+    pub describe: Option<Describe>,
+    pub version: Option<String>,
+    pub repos: Option<Repos>,
+    pub relay: Option<RelayView>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {
+    match store.get_cf(CF_HOSTS, host.as_bytes())? {
+        Some(b) => Ok(Some(store::from_cbor(CF_HOSTS, &b)?)),
+        None => Ok(None),
+    }
+}
+
+fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
+    let mut wb = rocksdb::WriteBatch::default();
+    wb.put_cf(store.cf(CF_HOSTS), host.as_bytes(), store::to_cbor(rec));
+    store.write(wb)
+}
+
+/// Records that `host` (a normalised endpoint) was named by `source`.
+pub fn note(store: &Store, host: &str, source: &str) -> store::Result<()> {
+    let mut rec = get(store, host)?.unwrap_or_else(|| HostRecord {
+        first_seen_ms: now_ms(),
+        state: "pending".into(),
+        ..HostRecord::default()
+    });
+    if rec.sources.iter().any(|s| s == source) {
+        return Ok(());
+    }
+    rec.sources.push(source.to_owned());
+    put(store, host, &rec)
+}
+
+#[derive(Deserialize)]
+struct RawDescribe {
+    did: Option<String>,
+    #[serde(default, rename = "availableUserDomains")]
+    available_user_domains: Vec<String>,
+    #[serde(rename = "inviteCodeRequired")]
+    invite_code_required: Option<bool>,
+    #[serde(default)]
+    links: Option<RawLinks>,
+    #[serde(default)]
+    contact: Option<RawContact>,
+}
+
+#[derive(Deserialize)]
+struct RawLinks {
+    #[serde(rename = "privacyPolicy")]
+    privacy_policy: Option<String>,
+    #[serde(rename = "termsOfService")]
+    terms_of_service: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawContact {
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRepos {
+    cursor: Option<String>,
+    #[serde(default)]
+    repos: Vec<RawRepo>,
+}
+
+#[derive(Deserialize)]
+struct RawRepo {
+    #[serde(default = "yes")]
+    active: bool,
+    status: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, FetchError> {
+    serde_json::from_slice(b).map_err(|_| FetchError::Transport("response is not the expected JSON".into()))
+}
+
+/// Crawls one host now and stores the outcome.
+pub async fn crawl(store: &Store, fetcher: &Fetcher, host: &str) -> store::Result<HostRecord> {
+    let mut rec = get(store, host)?.unwrap_or_default();
+    let now = now_ms();
+    rec.last_checked_ms = Some(now);
+    let describe = fetcher
+        .get(&format!("{host}/xrpc/com.atproto.server.describeServer"))
+        .await
+        .and_then(|b| json::<RawDescribe>(&b));
+    match describe {
+        Ok(d) => {
+            let (links, contact) = (d.links, d.contact);
+            rec.describe = Some(Describe {
+                did: d.did,
+                available_user_domains: d.available_user_domains.into_iter().take(64).collect(),
+                invite_code_required: d.invite_code_required,
+                privacy_policy: links.as_ref().and_then(|l| l.privacy_policy.clone()),
+                terms_of_service: links.and_then(|l| l.terms_of_service),
+                contact_email: contact.and_then(|c| c.email),
+            });
+            rec.version = fetcher
+                .get(&format!("{host}/xrpc/_health"))
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["version"].as_str().map(str::to_owned));
+            rec.repos = list_repos(fetcher, host).await.ok();
+            rec.state = "online".into();
+            rec.offline_since_ms = None;
+            rec.last_ok_ms = Some(now);
+            rec.last_error = None;
+            rec.failures = 0;
+            rec.next_check_ms = now + RECRAWL.as_millis() as i64;
+            metrics::HOST_CRAWLS.with_label_values(&["online"]).inc();
+        }
+        Err(e) => {
+            if rec.state != "offline" {
+                rec.offline_since_ms = Some(now);
+            }
+            rec.state = "offline".into();
+            rec.last_error = Some(e.reason().to_owned());
+            rec.failures = rec.failures.saturating_add(1);
+            let wait = RETRY_MIN.saturating_mul(1 << rec.failures.saturating_sub(1).min(16)).min(RETRY_MAX);
+            rec.next_check_ms = now + wait.as_millis() as i64;
+            metrics::HOST_CRAWLS.with_label_values(&[e.reason()]).inc();
+        }
+    }
+    put(store, host, &rec)?;
+    Ok(rec)
+}
+
+async fn list_repos(fetcher: &Fetcher, host: &str) -> Result<Repos, FetchError> {
+    let mut repos = Repos::default();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_REPO_PAGES {
+        let mut url = format!("{host}/xrpc/com.atproto.sync.listRepos?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(&url_escape(c));
+        }
+        let page: RawRepos = json(&fetcher.get(&url).await?)?;
+        for r in &page.repos {
+            repos.total += 1;
+            if r.active {
+                repos.active += 1;
+            } else {
+                *repos.inactive.entry(r.status.clone().unwrap_or_else(|| "none".into())).or_default() += 1;
+            }
+        }
+        match page.cursor {
+            Some(c) if !page.repos.is_empty() && cursor.as_deref() != Some(c.as_str()) => cursor = Some(c),
+            _ => {
+                repos.complete = true;
+                break;
+            }
+        }
+    }
+    Ok(repos)
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct RawHosts {
+    cursor: Option<String>,
+    #[serde(default)]
+    hosts: Vec<RawHost>,
+}
+
+#[derive(Deserialize)]
+struct RawHost {
+    hostname: String,
+    seq: Option<i64>,
+    #[serde(rename = "accountCount")]
+    account_count: Option<i64>,
+    status: Option<String>,
+}
+
+/// Reads the relay's `listHosts` (all pages) into the host table; returns
+/// the number of hosts listed. `relay` is the relay's http(s) base URL.
+pub async fn list_hosts(store: &Store, fetcher: &Fetcher, relay: &str) -> Result<usize, FetchError> {
+    let mut cursor: Option<String> = None;
+    let mut n = 0;
+    loop {
+        let mut url = format!("{}/xrpc/com.atproto.sync.listHosts?limit=1000", relay.trim_end_matches('/'));
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(&url_escape(c));
+        }
+        let page: RawHosts = json(&fetcher.get(&url).await?)?;
+        for h in &page.hosts {
+            let Ok(host) = crate::identity::did::normalize_endpoint(&format!("https://{}", h.hostname)) else {
+                continue;
+            };
+            let mut rec = get(store, &host).ok().flatten().unwrap_or_else(|| HostRecord {
+                first_seen_ms: now_ms(),
+                state: "pending".into(),
+                ..HostRecord::default()
+            });
+            if !rec.sources.iter().any(|s| s == "relay") {
+                rec.sources.push("relay".into());
+            }
+            rec.relay = Some(RelayView {
+                status: h.status.clone(),
+                account_count: h.account_count,
+                seq: h.seq,
+                seen_at_ms: now_ms(),
+            });
+            let _ = put(store, &host, &rec);
+            n += 1;
+        }
+        match page.cursor {
+            Some(c) if !page.hosts.is_empty() && cursor.as_deref() != Some(c.as_str()) => cursor = Some(c),
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Crawls every host whose check is due (every host with `force`); returns
+/// how many were crawled.
+pub async fn crawl_due(store: &Store, fetcher: &Fetcher, force: bool) -> store::Result<usize> {
+    let now = if force { i64::MAX } else { now_ms() };
+    let mut due = Vec::new();
+    for item in store.iter_cf(CF_HOSTS) {
+        let (k, v) = item?;
+        let rec: HostRecord = store::from_cbor(CF_HOSTS, &v)?;
+        if rec.next_check_ms <= now {
+            due.push(String::from_utf8_lossy(&k).into_owned());
+        }
+    }
+    let n = due.len();
+    futures_util::stream::iter(due)
+        .map(|h| async move {
+            if let Err(e) = crawl(store, fetcher, &h).await {
+                tracing::error!(error = %e, "storing a host crawl");
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    Ok(n)
+}
+
+/// The relay's http(s) base from its firehose endpoint.
+pub fn relay_http_base(endpoint: &str) -> String {
+    let base = endpoint.strip_suffix(crate::firehose::subscribe::SUBSCRIBE_PATH).unwrap_or(endpoint);
+    if let Some(rest) = base.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = base.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        base.to_owned()
+    }
+}
+
+/// How often `run` looks for hosts due a crawl, and re-reads `listHosts`.
+pub const CRAWL_EVERY: Duration = Duration::from_secs(60);
+pub const LIST_HOSTS_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// `run`'s crawler: the relay's `listHosts` now and every
+/// [`LIST_HOSTS_EVERY`], due hosts every [`CRAWL_EVERY`], until `cancel`.
+pub async fn keep_crawling(
+    store: Store,
+    fetcher: Fetcher,
+    relay_http: String,
+    every: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut last_list: Option<std::time::Instant> = None;
+    loop {
+        if last_list.is_none_or(|t| t.elapsed() >= LIST_HOSTS_EVERY) {
+            match list_hosts(&store, &fetcher, &relay_http).await {
+                Ok(n) => tracing::info!(hosts = n, "relay listHosts read"),
+                Err(e) => tracing::warn!(error = %e, "relay listHosts failed"),
+            }
+            last_list = Some(std::time::Instant::now());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = crawl_due(&store, &fetcher, false) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "host crawl");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
