@@ -182,6 +182,8 @@ pub struct RunOptions {
     pub resolve: bool,
     /// Let outbound requests reach loopback addresses (local test networks).
     pub allow_loopback: bool,
+    /// A DNS server for handle checks instead of the system's.
+    pub dns: Option<std::net::SocketAddr>,
     /// Crawl hosts (and read the relay's listHosts), checking for due hosts
     /// this often (`None`: `--no-crawl`).
     pub crawl: Option<std::time::Duration>,
@@ -196,8 +198,12 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let mut ingest = Ingest::new(store.clone(), &source)?;
     let mut resolver_task = None;
     if opts.resolve {
-        let resolver =
-            std::sync::Arc::new(crate::identity::resolve::Resolver::new(store.clone(), &opts.plc, opts.allow_loopback));
+        let resolver = std::sync::Arc::new(crate::identity::resolve::Resolver::new(
+            store.clone(),
+            &opts.plc,
+            opts.allow_loopback,
+            opts.dns,
+        ));
         let (queue, task) = crate::identity::resolve::start(resolver, cancel.clone());
         ingest = ingest.with_resolver(queue);
         resolver_task = Some(task);

@@ -102,6 +102,9 @@ pub struct RunArgs {
     /// Do not resolve DIDs on demand.
     #[arg(long, env = "INSTANCEMAP_NO_RESOLVE")]
     pub no_resolve: bool,
+    /// A DNS server (`ip:port`) for handle checks instead of the system's.
+    #[arg(long, env = "INSTANCEMAP_DNS")]
+    pub dns: Option<SocketAddr>,
     /// Do not crawl hosts (describeServer, listRepos) or read the relay's listHosts.
     #[arg(long, env = "INSTANCEMAP_NO_CRAWL")]
     pub no_crawl: bool,

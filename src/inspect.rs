@@ -107,6 +107,15 @@ impl AccountView {
                     rfc3339_from_us(r.checked_at_ms.saturating_mul(1000)).unwrap_or_default()
                 );
                 let _ = writeln!(out, "  unresolved        {}", r.unresolved.as_deref().unwrap_or("no"));
+                if let Some(c) = &r.handle_check {
+                    let how = match (&c.method, &c.reason) {
+                        (Some(m), _) => format!("verified by {m}"),
+                        (None, Some(why)) => format!("not verified: {why} (handle.invalid)"),
+                        _ => "not verified".into(),
+                    };
+                    let when = rfc3339_from_us(c.checked_at_ms.saturating_mul(1000)).unwrap_or_default();
+                    let _ = writeln!(out, "  handle check      {} {how}, {when}", c.handle);
+                }
             }
             None => out.push_str("resolved: never\n"),
         }

@@ -49,6 +49,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 follow_plc: (!a.no_plc).then_some(instancemap::plc::source::FOLLOW_INTERVAL),
                 resolve: !a.no_resolve,
                 allow_loopback: a.allow_loopback,
+                dns: a.dns,
                 crawl: (!a.no_crawl).then_some(instancemap::hosts::CRAWL_EVERY),
             };
             app::run(opts, cancel).await?;

@@ -83,6 +83,12 @@ pub static RESOLUTIONS: LazyLock<IntCounterVec> =
 pub static RESOLVE_QUEUE: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("instancemap_identity_resolve_queue_depth", "DIDs waiting to be resolved."));
 
+/// Handle checks, by outcome (`verified`, `invalid_syntax`, `no_record`,
+/// `ambiguous_dns`, `other_did`).
+pub static HANDLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_identity_handle_checks_total", "Bidirectional handle checks, by outcome.", &["result"])
+});
+
 /// Host crawls, by outcome (`online`, or a failure reason as for
 /// resolutions).
 pub static HOST_CRAWLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -160,6 +166,7 @@ pub const NAMES: &[&str] = &[
     "instancemap_identity_signature_checks_total",
     "instancemap_identity_resolutions_total",
     "instancemap_identity_resolve_queue_depth",
+    "instancemap_identity_handle_checks_total",
     "instancemap_hosts_crawls_total",
     "instancemap_plc_ops_total",
     "instancemap_plc_position",
@@ -220,6 +227,9 @@ pub fn init() {
         RESOLUTIONS.with_label_values(&[r]);
     }
     LazyLock::force(&RESOLVE_QUEUE);
+    for r in ["verified", "invalid_syntax", "no_record", "ambiguous_dns", "other_did"] {
+        HANDLES.with_label_values(&[r]);
+    }
     for r in [
         "online",
         "not_found",

@@ -84,17 +84,26 @@ fn v4_allowed(v4: Ipv4Addr, allow_loopback: bool) -> bool {
 }
 
 /// A DNS resolver for reqwest that drops refused addresses (and fails when
-/// none is left).
+/// none is left). With a nameserver set, names are asked of it (hickory)
+/// instead of the system; `localhost` is always 127.0.0.1 / ::1.
 struct GuardedDns {
     allow_loopback: bool,
+    dns: Option<hickory_resolver::TokioResolver>,
 }
 
 impl reqwest::dns::Resolve for GuardedDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let allow = self.allow_loopback;
         let host = name.as_str().to_owned();
+        let dns = self.dns.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = if host.eq_ignore_ascii_case("localhost") {
+                vec![SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))]
+            } else if let Some(dns) = dns {
+                dns.lookup_ip(format!("{host}.")).await?.iter().map(|ip| SocketAddr::new(ip, 0)).collect()
+            } else {
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+            };
             let ok: Vec<SocketAddr> = addrs.into_iter().filter(|a| ip_allowed(a.ip(), allow)).collect();
             if ok.is_empty() {
                 return Err(format!("{host}: no address that may be contacted").into());
@@ -131,8 +140,24 @@ pub struct Fetcher {
     allow_loopback: bool,
 }
 
+/// A hickory resolver asking only `ns` (local test networks).
+pub fn dns_resolver(ns: SocketAddr) -> hickory_resolver::TokioResolver {
+    use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+    let group = NameServerConfigGroup::from_ips_clear(&[ns.ip()], ns.port(), true);
+    hickory_resolver::TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], group),
+        hickory_resolver::name_server::TokioConnectionProvider::default(),
+    )
+    .build()
+}
+
 impl Fetcher {
     pub fn new(allow_loopback: bool) -> Fetcher {
+        Fetcher::with_dns(allow_loopback, None)
+    }
+
+    /// As [`Fetcher::new`], resolving names with the DNS server `dns` when set.
+    pub fn with_dns(allow_loopback: bool, dns: Option<SocketAddr>) -> Fetcher {
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 3 {
                 attempt.error("too many redirects")
@@ -147,7 +172,7 @@ impl Fetcher {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .redirect(policy)
-            .dns_resolver(Arc::new(GuardedDns { allow_loopback }))
+            .dns_resolver(Arc::new(GuardedDns { allow_loopback, dns: dns.map(dns_resolver) }))
             .build()
             .expect("building the HTTP client");
         Fetcher { client, allow_loopback }

@@ -105,6 +105,7 @@ async fn run_survives_disconnects_with_every_event_exactly_once() {
         follow_plc: None,
         resolve: false,
         allow_loopback: true,
+        dns: None,
         crawl: None,
     };
     let cancel = CancellationToken::new();

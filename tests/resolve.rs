@@ -83,37 +83,47 @@ async fn resolves_plc_and_web_and_stores_failures_for_retry() {
     let (addr, web_did) = directory(&["did:plc:2a7ygipkrbh544aqhcav53oy"]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let r = Resolver::new(store.clone(), &format!("http://{addr}"), true);
+    let dns = fake_dns(HashMap::from([(
+        "_atproto.web.example.com".to_owned(),
+        vec![web_did.clone().replace("did:", "did=did:")],
+    )]))
+    .await;
+    let r = Resolver::new(store.clone(), &format!("http://{addr}"), true, Some(dns));
 
-    let rec = r.resolve_and_store("did:plc:2c6wev5ei4jzcy4imh5afa35").await.unwrap();
+    let rec = r.resolve_and_store("did:plc:2c6wev5ei4jzcy4imh5afa35", false).await.unwrap();
     assert!(rec.unresolved.is_none(), "{rec:?}");
     assert!(rec.pds.as_deref().unwrap().starts_with("https://"));
     assert!(rec.signing_key.as_deref().unwrap().starts_with("zQ3s"));
     assert_eq!(identity(&store, "did:plc:2c6wev5ei4jzcy4imh5afa35"), Some(rec));
 
-    let web = r.resolve_and_store(&web_did).await.unwrap();
+    let web = r.resolve_and_store(&web_did, false).await.unwrap();
     assert_eq!(web.pds.as_deref(), Some("https://pds.web.example.com"));
     assert_eq!(web.handle.as_deref(), Some("web.example.com"));
+    assert_eq!(web.verified_handle(), Some("web.example.com"), "{:?}", web.handle_check);
+    // the real documents' handles do not resolve back here (no DNS for them)
+    let plc = identity(&store, "did:plc:2c6wev5ei4jzcy4imh5afa35").unwrap();
+    assert_eq!(plc.verified_handle(), Some("handle.invalid"));
 
-    let missing = r.resolve_and_store("did:plc:2a7ygipkrbh544aqhcav53oy").await.unwrap();
+    let missing = r.resolve_and_store("did:plc:2a7ygipkrbh544aqhcav53oy", false).await.unwrap();
     assert_eq!(missing.unresolved.as_deref(), Some("not_found"));
     assert_eq!(missing.failures, 1);
     let retries: Vec<_> = store.iter_cf(CF_RETRY).map(|r| r.unwrap()).collect();
     assert_eq!(retries.len(), 1);
     assert!(retries[0].0.ends_with(b"did:plc:2a7ygipkrbh544aqhcav53oy"));
 
-    let gone = r.resolve_and_store("did:plc:aaaaaatombstoned00000000").await.unwrap();
+    let gone = r.resolve_and_store("did:plc:aaaaaatombstoned00000000", false).await.unwrap();
     assert!(gone.tombstoned);
 
     // the same directory on loopback is refused when loopback is not allowed
-    let strict = Resolver::new(store.clone(), &format!("http://{addr}"), false);
-    let refused = strict.resolve_and_store("did:plc:2edzkrybeyusfkz6yn7tm4ch").await.unwrap();
+    let strict = Resolver::new(store.clone(), &format!("http://{addr}"), false, Some(dns));
+    let refused = strict.resolve_and_store("did:plc:2edzkrybeyusfkz6yn7tm4ch", false).await.unwrap();
     assert_eq!(refused.unresolved.as_deref(), Some("refused_address"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_resolves_the_accounts_it_sees() {
     let (plc, _) = directory(&[]).await;
+    let dns = fake_dns(HashMap::new()).await;
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
     let frames = Arc::new(jetstream_frames());
@@ -128,6 +138,7 @@ async fn run_resolves_the_accounts_it_sees() {
         follow_plc: None,
         resolve: true,
         allow_loopback: true,
+        dns: Some(dns),
         crawl: None,
     };
     let cancel = CancellationToken::new();

@@ -53,6 +53,7 @@ async fn run_loads_then_follows_the_plc_export() {
         follow_plc: Some(Duration::from_millis(200)),
         resolve: false,
         allow_loopback: true,
+        dns: None,
         crawl: None,
     };
     let cancel = CancellationToken::new();

@@ -6,5 +6,6 @@
 
 pub mod crypto;
 pub mod did;
+pub mod handle;
 pub mod resolve;
 pub mod verify;

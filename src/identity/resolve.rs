@@ -59,6 +59,17 @@ pub struct IdentityRecord {
     /// PDS changes seen between resolutions (`at`: resolution time).
     #[serde(default)]
     pub moves: Vec<crate::plc::load::Move>,
+    /// The last bidirectional check of the claimed handle.
+    #[serde(default)]
+    pub handle_check: Option<super::handle::HandleCheck>,
+}
+
+impl IdentityRecord {
+    /// The handle if verified both ways, else `handle.invalid`, as the
+    /// protocol renders an unverifiable handle (`None` before any check).
+    pub fn verified_handle(&self) -> Option<&str> {
+        self.handle_check.as_ref().map(|c| if c.verified { c.handle.as_str() } else { "handle.invalid" })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +132,7 @@ fn retry_key(at_ms: i64, d: &str) -> Vec<u8> {
 /// The resolver.
 pub struct Resolver {
     fetcher: Fetcher,
+    handles: super::handle::HandleResolver,
     plc: String,
     allow_loopback: bool,
     store: Store,
@@ -131,9 +143,12 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(store: Store, plc: &str, allow_loopback: bool) -> Resolver {
+    /// `dns`: a DNS server for handle checks instead of the system's.
+    pub fn new(store: Store, plc: &str, allow_loopback: bool, dns: Option<std::net::SocketAddr>) -> Resolver {
+        let fetcher = Fetcher::with_dns(allow_loopback, dns);
         Resolver {
-            fetcher: Fetcher::new(allow_loopback),
+            handles: super::handle::HandleResolver::new(fetcher.clone(), dns),
+            fetcher,
             plc: plc.to_owned(),
             allow_loopback,
             store,
@@ -180,24 +195,40 @@ impl Resolver {
         if refresh {
             return true;
         }
-        // A did:plc the PLC export already describes needs no request.
-        if d.starts_with("did:plc:") && self.store.get_cf(store::CF_PLC, d.as_bytes()).ok().flatten().is_some() {
-            return false;
-        }
         match self.record(d) {
-            Ok(Some(r)) => r.resolved_at_ms.is_none_or(|t| now_ms() - t > FRESH_FOR.as_millis() as i64),
+            Ok(Some(r)) => now_ms() - r.checked_at_ms > FRESH_FOR.as_millis() as i64,
             Ok(None) => true,
             Err(_) => true,
         }
     }
 
-    /// Resolves and stores the outcome (and the retry schedule).
-    pub async fn resolve_and_store(&self, d: &str) -> store::Result<IdentityRecord> {
+    /// The document as the PLC export describes it, for a did:plc the
+    /// export has loaded (saves a request to the directory).
+    fn doc_from_plc(&self, d: &str) -> Option<DidDoc> {
+        let b = self.store.get_cf(store::CF_PLC, d.as_bytes()).ok()??;
+        let p: crate::plc::load::PlcRecord = store::from_cbor(store::CF_PLC, &b).ok()?;
+        (!p.tombstoned).then(|| DidDoc {
+            did: d.to_owned(),
+            handle: p.handle,
+            signing_key: p.signing_key,
+            pds: p.pds,
+            labeler: None,
+            problems: Vec::new(),
+        })
+    }
+
+    /// Resolves (from the PLC state when the export has the DID and
+    /// `refresh` is not asked, else from the network), verifies the claimed
+    /// handle both ways, and stores the outcome and the retry schedule.
+    pub async fn resolve_and_store(&self, d: &str, refresh: bool) -> store::Result<IdentityRecord> {
         let mut rec = self.record(d)?.unwrap_or_default();
         let old_retry = (rec.unresolved.is_some()).then(|| retry_key(next_retry(&rec), d));
         let now = now_ms();
         rec.checked_at_ms = now;
-        let outcome = self.resolve(d).await;
+        let outcome = match (refresh, self.doc_from_plc(d)) {
+            (false, Some(doc)) => Ok(doc),
+            _ => self.resolve(d).await,
+        };
         match &outcome {
             Ok(doc) => {
                 metrics::RESOLUTIONS.with_label_values(&["resolved"]).inc();
@@ -215,6 +246,15 @@ impl Resolver {
                 rec.unresolved = None;
                 rec.tombstoned = false;
                 rec.failures = 0;
+                rec.handle_check = match &doc.handle {
+                    Some(h) => {
+                        let check = self.handles.verify(h, d, now).await;
+                        let label = if check.verified { "verified" } else { check.reason.as_deref().unwrap_or("") };
+                        metrics::HANDLES.with_label_values(&[label]).inc();
+                        Some(check)
+                    }
+                    None => None,
+                };
             }
             Err(e) => {
                 let reason = e.reason();
@@ -291,7 +331,7 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
                     let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
                     let r = resolver.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = r.resolve_and_store(&d).await {
+                        if let Err(e) = r.resolve_and_store(&d, refresh).await {
                             tracing::error!(error = %e, "storing a resolution");
                         }
                         drop(permit);

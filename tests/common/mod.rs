@@ -294,3 +294,53 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+// ---- a fake DNS server ----
+
+/// Serves TXT answers from `txt` (name without trailing dot → strings) on
+/// UDP 127.0.0.1; everything else is NXDOMAIN. Returns its address.
+pub async fn fake_dns(txt: std::collections::HashMap<String, Vec<String>>) -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::rdata::TXT;
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { return };
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let mut resp = Message::new();
+            resp.set_id(q.id());
+            resp.set_message_type(MessageType::Response);
+            resp.set_op_code(q.op_code());
+            resp.set_recursion_desired(q.recursion_desired());
+            resp.set_recursion_available(true);
+            resp.add_queries(q.queries().to_vec());
+            let mut answered = false;
+            for query in q.queries() {
+                let name = query.name().to_string();
+                let key = name.trim_end_matches('.').to_ascii_lowercase();
+                if query.query_type() == RecordType::TXT {
+                    if let Some(values) = txt.get(&key) {
+                        for v in values {
+                            resp.add_answer(Record::from_rdata(
+                                query.name().clone(),
+                                60,
+                                RData::TXT(TXT::new(vec![v.clone()])),
+                            ));
+                            answered = true;
+                        }
+                    }
+                }
+            }
+            if !answered {
+                resp.set_response_code(ResponseCode::NXDomain);
+            }
+            if let Ok(bytes) = resp.to_vec() {
+                let _ = sock.send_to(&bytes, peer).await;
+            }
+        }
+    });
+    addr
+}
