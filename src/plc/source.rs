@@ -17,9 +17,9 @@ use crate::store::{self, Store};
 /// Lines per page requested from the directory (its maximum).
 pub const PAGE_LINES: usize = 1000;
 
-/// Lines parsed per chunk handed from the parser thread to the loader.
+/// Lines per chunk handed between the reader, parser and loader threads.
 const CHUNK: usize = 4096;
-/// Chunks in flight between the threads (bounded; the parser waits when full).
+/// Chunks in flight between stages (bounded; a stage waits when full).
 const CHUNKS_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +106,13 @@ impl<R: Read> Read for Counting<R> {
 
 type Chunk = Vec<Result<ExportOp, PlcError>>;
 
+/// Lines read but not parsed: one buffer and each line's span.
+#[derive(Default)]
+struct RawChunk {
+    buf: Vec<u8>,
+    ends: Vec<(usize, usize)>,
+}
+
 /// Loads a local export file into the store; resumes after the stored
 /// position (lines at or before it are skipped).
 pub fn load_file(store: &Store, path: &Path) -> Result<LoadStats, SourceError> {
@@ -119,47 +126,81 @@ pub fn load_file(store: &Store, path: &Path) -> Result<LoadStats, SourceError> {
     } else {
         Box::new(counting)
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
-    let parser = std::thread::Builder::new()
-        .name("plc-parse".into())
+    // reader → (chunks of raw lines) → parsers, one per core → (parsed
+    // chunks, numbered) → this thread, which applies them in order
+    let (raw_tx, raw_rx) = crossbeam_channel::bounded::<(u64, RawChunk)>(CHUNKS_IN_FLIGHT);
+    let (parsed_tx, parsed_rx) = crossbeam_channel::bounded::<(u64, Chunk)>(CHUNKS_IN_FLIGHT);
+    let reader_thread = std::thread::Builder::new()
+        .name("plc-read".into())
         .spawn(move || -> std::io::Result<()> {
             let mut r = BufReader::with_capacity(1 << 20, reader);
-            let mut line = Vec::with_capacity(1024);
-            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut chunk = RawChunk::default();
+            let mut n = 0u64;
             loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line)? == 0 {
+                let start = chunk.buf.len();
+                if r.read_until(b'\n', &mut chunk.buf)? == 0 {
                     break;
                 }
-                let l = line.trim_ascii();
-                if l.is_empty() {
-                    continue;
-                }
-                chunk.push(parse_line(l));
-                if chunk.len() == CHUNK && tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
-                    return Ok(());
+                chunk.ends.push((start, chunk.buf.len()));
+                if chunk.ends.len() == CHUNK {
+                    if raw_tx.send((n, std::mem::take(&mut chunk))).is_err() {
+                        return Ok(());
+                    }
+                    n += 1;
                 }
             }
-            if !chunk.is_empty() {
-                let _ = tx.send(chunk);
+            if !chunk.ends.is_empty() {
+                let _ = raw_tx.send((n, chunk));
             }
             Ok(())
         })
-        .expect("spawning the parser thread");
+        .expect("spawning the reader thread");
+    let parsers: Vec<_> = (0..crate::identity::verify::default_workers())
+        .map(|i| {
+            let (raw_rx, parsed_tx) = (raw_rx.clone(), parsed_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("plc-parse-{i}"))
+                .spawn(move || {
+                    for (n, raw) in raw_rx {
+                        let parsed = raw
+                            .ends
+                            .iter()
+                            .map(|&(a, b)| raw.buf[a..b].trim_ascii())
+                            .filter(|l| !l.is_empty())
+                            .map(parse_line)
+                            .collect();
+                        if parsed_tx.send((n, parsed)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("spawning a parser thread")
+        })
+        .collect();
+    drop((raw_rx, parsed_tx));
     let mut loader = Loader::new(store)?;
     let mut progress = Progress::new(total, true);
-    for chunk in rx {
-        for item in chunk {
-            match item {
-                Ok(op) => loader.apply(op)?,
-                Err(e) => loader.reject(&e),
+    let mut next = 0u64;
+    let mut waiting = std::collections::BTreeMap::new();
+    for (n, chunk) in parsed_rx {
+        waiting.insert(n, chunk);
+        while let Some(chunk) = waiting.remove(&next) {
+            for item in chunk {
+                match item {
+                    Ok(op) => loader.apply(op)?,
+                    Err(e) => loader.reject(&e),
+                }
             }
+            next += 1;
         }
         progress.report(&loader.stats, Some(read.load(Ordering::Relaxed)), total);
     }
     loader.flush()?;
     progress.finish();
-    parser.join().map_err(|_| SourceError::Http("parser thread panicked".into()))?.map_err(io_err)?;
+    for p in parsers {
+        p.join().map_err(|_| SourceError::Http("parser thread panicked".into()))?;
+    }
+    reader_thread.join().map_err(|_| SourceError::Http("reader thread panicked".into()))?.map_err(io_err)?;
     Ok(loader.stats)
 }
 
