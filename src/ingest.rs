@@ -16,6 +16,7 @@ use crate::event::{Event, EventKind};
 use crate::firehose::frame::Action;
 use crate::identity::verify::SigStatus;
 use crate::metrics;
+use crate::store::now_ms;
 use crate::store::{self, counter, AccountState, Store, StoredRecord, CF_ACCOUNTS, CF_COUNTERS, CF_META, CF_RECORDS};
 
 /// Events per write batch. Large enough that the commit cost (one WAL
@@ -318,8 +319,4 @@ impl Ingest {
         self.flush()?;
         Ok(self.store)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

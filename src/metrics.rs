@@ -209,37 +209,17 @@ pub fn init() {
         PLC_OPS.with_label_values(&[r]);
     }
     LazyLock::force(&PLC_POSITION);
-    for r in [
-        "resolved",
-        "queue_full",
-        "not_found",
-        "unreachable",
-        "refused_address",
-        "server_error",
-        "rate_limited",
-        "http_error",
-        "too_large",
-        "bad_did_document",
-        "did_document_id_mismatch",
-        "unsupported_method",
-        "bad_did_web",
-    ] {
+    let fetch = crate::net::FETCH_REASONS.iter();
+    let doc =
+        ["resolved", "queue_full", "bad_did_document", "did_document_id_mismatch", "unsupported_method", "bad_did_web"];
+    for r in fetch.clone().chain(doc.iter()) {
         RESOLUTIONS.with_label_values(&[r]);
     }
     LazyLock::force(&RESOLVE_QUEUE);
     for r in ["verified", "invalid_syntax", "no_record", "ambiguous_dns", "other_did"] {
         HANDLES.with_label_values(&[r]);
     }
-    for r in [
-        "online",
-        "not_found",
-        "unreachable",
-        "refused_address",
-        "server_error",
-        "rate_limited",
-        "http_error",
-        "too_large",
-    ] {
+    for r in fetch.chain(["online"].iter()) {
         HOST_CRAWLS.with_label_values(&[r]);
     }
     for a in crate::firehose::frame::Action::ALL {

@@ -28,6 +28,10 @@ pub enum FetchError {
     Transport(String),
 }
 
+/// Every label [`FetchError::reason`] can return.
+pub const FETCH_REASONS: &[&str] =
+    &["refused_address", "not_found", "rate_limited", "server_error", "http_error", "too_large", "unreachable"];
+
 impl FetchError {
     /// The bounded label of this error.
     pub fn reason(&self) -> &'static str {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
+use crate::store::now_ms;
 use crate::store::{self, Store, CF_HOSTS};
 
 /// A reachable host is crawled again after this.
@@ -75,10 +76,6 @@ pub struct HostRecord {
     pub version: Option<String>,
     pub repos: Option<Repos>,
     pub relay: Option<RelayView>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::did::{self, DidDoc};
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
+use crate::store::now_ms;
 use crate::store::{self, Store, CF_IDENTITY, CF_RETRY};
 
 /// DIDs waiting for a worker. When full, a request is not queued but the
@@ -117,10 +118,6 @@ pub fn document_url(plc: &str, d: &str, allow_loopback: bool) -> Result<String, 
     }
     let scheme = if name == "localhost" { "http" } else { "https" };
     Ok(format!("{scheme}://{host}/.well-known/did.json"))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn retry_key(at_ms: i64, d: &str) -> Vec<u8> {

@@ -163,6 +163,11 @@ mod serde_bytes_vec {
     }
 }
 
+/// Wall-clock milliseconds since the epoch (the store's timestamps).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// Encodes a value as CBOR (ciborium).
 pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
