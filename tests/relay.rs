@@ -96,18 +96,7 @@ async fn run_survives_disconnects_with_every_event_exactly_once() {
     let mut sub = SubscribeConfig::new(format!("ws://{addr}{SUBSCRIBE_PATH}"));
     sub.backoff_min = Duration::from_millis(10);
     sub.backoff_max = Duration::from_millis(50);
-    let opts = RunOptions {
-        subscribe: sub,
-        db: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        verify: true,
-        plc: "http://127.0.0.1:9".into(),
-        follow_plc: None,
-        resolve: false,
-        allow_loopback: true,
-        dns: None,
-        crawl: None,
-    };
+    let opts = RunOptions { subscribe: sub, ..run_options(addr, dir.path()) };
     let cancel = CancellationToken::new();
     let run = tokio::spawn(app::run(opts, cancel.clone()));
 

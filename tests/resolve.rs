@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use common::*;
 use instancemap::app::{self, RunOptions};
-use instancemap::firehose::subscribe::{SubscribeConfig, SUBSCRIBE_PATH};
 use instancemap::identity::resolve::{document_url, IdentityRecord, Resolver};
 use instancemap::store::{Store, CF_IDENTITY, CF_RETRY};
 use tokio_util::sync::CancellationToken;
@@ -130,16 +129,10 @@ async fn run_resolves_the_accounts_it_sees() {
     tokio::spawn(serve_frames(relay, frames.clone()));
     let dir = tempfile::tempdir().unwrap();
     let opts = RunOptions {
-        subscribe: SubscribeConfig::new(format!("ws://{relay_addr}{SUBSCRIBE_PATH}")),
-        db: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        verify: true,
         plc: format!("http://{plc}"),
-        follow_plc: None,
         resolve: true,
-        allow_loopback: true,
         dns: Some(dns),
-        crawl: None,
+        ..run_options(relay_addr, dir.path())
     };
     let cancel = CancellationToken::new();
     let run = tokio::spawn(app::run(opts, cancel.clone()));

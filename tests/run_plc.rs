@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use common::*;
 use instancemap::app::{self, RunOptions};
-use instancemap::firehose::subscribe::{SubscribeConfig, SUBSCRIBE_PATH};
 use instancemap::metrics;
 use instancemap::plc::load::PlcRecord;
 use instancemap::store::{Store, CF_PLC};
@@ -45,16 +44,9 @@ async fn run_loads_then_follows_the_plc_export() {
 
     let dir = tempfile::tempdir().unwrap();
     let opts = RunOptions {
-        subscribe: SubscribeConfig::new(format!("ws://{relay_addr}{SUBSCRIBE_PATH}")),
-        db: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        verify: true,
         plc: format!("http://{plc_addr}"),
         follow_plc: Some(Duration::from_millis(200)),
-        resolve: false,
-        allow_loopback: true,
-        dns: None,
-        crawl: None,
+        ..run_options(relay_addr, dir.path())
     };
     let cancel = CancellationToken::new();
     let run = tokio::spawn(app::run(opts, cancel.clone()));

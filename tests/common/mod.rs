@@ -344,3 +344,21 @@ pub async fn fake_dns(txt: std::collections::HashMap<String, Vec<String>>) -> st
     });
     addr
 }
+
+/// `run` options for a test: the relay at `relay` (a `ws://host:port`),
+/// the database at `db`, everything optional off and loopback allowed.
+pub fn run_options(relay: std::net::SocketAddr, db: &Path) -> instancemap::app::RunOptions {
+    use instancemap::firehose::subscribe::{SubscribeConfig, SUBSCRIBE_PATH};
+    instancemap::app::RunOptions {
+        subscribe: SubscribeConfig::new(format!("ws://{relay}{SUBSCRIBE_PATH}")),
+        db: db.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        verify: true,
+        plc: "http://127.0.0.1:9".into(),
+        follow_plc: None,
+        resolve: false,
+        allow_loopback: true,
+        dns: None,
+        crawl: None,
+    }
+}
