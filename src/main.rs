@@ -100,8 +100,8 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             match instancemap::inspect::AccountView::read(&store, &a.did)? {
-                Some(v) if a.json => println!("{}", serde_json::to_string_pretty(&v)?),
-                Some(v) => print!("{}", v.to_text()),
+                Some(v) if a.json => out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?,
+                Some(v) => out(&v.to_text())?,
                 None => {
                     eprintln!("{}: not in the database", a.did);
                     return Ok(ExitCode::from(2));
@@ -134,10 +134,11 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             match instancemap::hosts::get(&store, &host)? {
-                Some(h) if a.json => {
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"host": host, "record": h}))?)
-                }
-                Some(h) => println!("{host}\n{}", serde_json::to_string_pretty(&h)?),
+                Some(h) if a.json => out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&serde_json::json!({"host": host, "record": h}))?
+                ))?,
+                Some(h) => out(&format!("{host}\n{}\n", serde_json::to_string_pretty(&h)?))?,
                 None => {
                     eprintln!("{host}: not in the database");
                     return Ok(ExitCode::from(2));
@@ -150,11 +151,21 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             let stats = Stats::read(&store)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                out(&format!("{}\n", serde_json::to_string_pretty(&stats)?))?;
             } else {
-                print!("{}", stats.to_text());
+                out(&stats.to_text())?;
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Writes command output to stdout; a reader that went away (`| head`) is
+/// not an error.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
 }

@@ -34,6 +34,8 @@ pub const FRESH_FOR: Duration = Duration::from_secs(6 * 3600);
 /// A failure is not retried before this, doubling per failure up to a day.
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
 pub const RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Refreshes of one DID closer together than this are merged.
+pub const REFRESH_DEDUP: Duration = Duration::from_secs(5);
 /// How often the retry schedule is swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -134,9 +136,9 @@ pub struct Resolver {
     allow_loopback: bool,
     store: Store,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Recently handled DIDs (hit or miss), so a burst of events for one DID
-    /// resolves it once.
-    recent: Mutex<HashMap<String, Instant>>,
+    /// DIDs resolved lately (and whether as a refresh), so a burst of
+    /// events for one DID resolves it once.
+    recent: Mutex<HashMap<String, (Instant, bool)>>,
 }
 
 impl Resolver {
@@ -175,28 +177,36 @@ impl Resolver {
         }
     }
 
-    /// Whether `d` needs resolving now (`refresh`: an `#identity` asked).
+    /// Whether `d` needs resolving now. A refresh (an `#identity`) always
+    /// does, but one per DID per [`REFRESH_DEDUP`]; otherwise only a DID
+    /// never resolved or last checked more than [`FRESH_FOR`] ago, and not
+    /// one handled in the last [`RETRY_MIN`].
     pub fn wanted(&self, d: &str, refresh: bool) -> bool {
-        {
-            let mut recent = self.recent.lock().expect("recent lock");
-            if let Some(at) = recent.get(d) {
-                if at.elapsed() < RETRY_MIN {
-                    return false;
-                }
-            }
-            if recent.len() > 100_000 {
-                recent.clear();
-            }
-            recent.insert(d.to_owned(), Instant::now());
+        let mut recent = self.recent.lock().expect("recent lock");
+        if recent.len() > 100_000 {
+            recent.clear();
         }
+        let last = recent.get(d).copied();
         if refresh {
+            if last.is_some_and(|(at, was_refresh)| was_refresh && at.elapsed() < REFRESH_DEDUP) {
+                return false;
+            }
+            recent.insert(d.to_owned(), (Instant::now(), true));
             return true;
         }
-        match self.record(d) {
+        if last.is_some_and(|(at, _)| at.elapsed() < RETRY_MIN) {
+            return false;
+        }
+        drop(recent);
+        let want = match self.record(d) {
             Ok(Some(r)) => now_ms() - r.checked_at_ms > FRESH_FOR.as_millis() as i64,
             Ok(None) => true,
             Err(_) => true,
+        };
+        if want {
+            self.recent.lock().expect("recent lock").insert(d.to_owned(), (Instant::now(), false));
         }
+        want
     }
 
     /// The document as the PLC export describes it, for a did:plc the

@@ -226,15 +226,22 @@ impl<'s> Loader<'s> {
             return self.maybe_flush();
         }
         let operand = match op.state {
-            OpState::Update { pds, handle, signing_key } => PlcOperand {
-                cid: op.cid,
-                prev: op.prev,
-                created_at: op.created_at,
-                tombstone: false,
-                pds,
-                handle,
-                signing_key,
-            },
+            OpState::Update { pds, handle, signing_key } => {
+                if let Some(p) = &pds {
+                    if !self.known_hosts.contains(p) {
+                        self.hosts.insert(p.clone());
+                    }
+                }
+                PlcOperand {
+                    cid: op.cid,
+                    prev: op.prev,
+                    created_at: op.created_at,
+                    tombstone: false,
+                    pds,
+                    handle,
+                    signing_key,
+                }
+            }
             OpState::Tombstone => {
                 self.stats.tombstones += 1;
                 PlcOperand {
