@@ -254,3 +254,14 @@ fn a_pds_change_is_kept_as_a_dated_move() {
         ("https://a.example.com", "https://b.example.net", "2024-03-01T00:00:00.000Z")
     );
 }
+
+/// Regression: the PLC load named no hosts (the host table stayed empty
+/// until a resolution named one).
+#[test]
+fn backfill_registers_the_pds_hosts_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    source::load_file(&store, &common::fixture("plc/export_seq_after0_count2.jsonl")).unwrap();
+    let h = instancemap::hosts::get(&store, "https://bsky.social").unwrap().expect("host registered");
+    assert_eq!((h.state.as_str(), h.sources.as_slice()), ("pending", &["did_document".to_owned()][..]));
+}

@@ -158,3 +158,21 @@ async fn run_resolves_the_accounts_it_sees() {
         assert!(rec.signing_key.is_some() && rec.pds.is_some(), "{d}: {rec:?}");
     }
 }
+
+/// Regression: an `#identity` within a minute of a routine lookup of the
+/// same DID was dropped, so the identity change went unseen for hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_right_after_a_routine_lookup_still_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Resolver::new(
+        Store::open(dir.path()).unwrap(),
+        "http://127.0.0.1:9",
+        true,
+        Some("127.0.0.1:9".parse().unwrap()),
+    );
+    let d = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+    assert!(r.wanted(d, false), "never resolved");
+    assert!(!r.wanted(d, false), "a burst resolves once");
+    assert!(r.wanted(d, true), "an #identity asks again");
+    assert!(!r.wanted(d, true), "two refreshes at once are one");
+}
