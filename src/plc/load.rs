@@ -10,6 +10,9 @@ use crate::store::{self, counter, Store, CF_COUNTERS, CF_META, CF_PLC};
 
 /// Operations per write batch.
 pub const BATCH_OPS: usize = 10_000;
+/// Bytes reserved for a batch up front (~300 bytes an operation), so it is
+/// not copied as it grows.
+const BATCH_BYTES: usize = BATCH_OPS * 320;
 
 /// What is kept per did:plc.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,14 +113,23 @@ impl Position {
 /// family's merge operator ([`merge`]) folds into the DID's [`PlcRecord`],
 /// so a load writes blindly (no read per operation) and RocksDB applies the
 /// operands in order when the record is read or compacted.
+/// Field names are one letter: there is one operand per operation of the
+/// export (86M), so every byte counts in the write path and the WAL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlcOperand {
+    #[serde(rename = "c")]
     pub cid: String,
+    #[serde(rename = "v")]
     pub prev: Option<String>,
+    #[serde(rename = "t")]
     pub created_at: String,
+    #[serde(rename = "x")]
     pub tombstone: bool,
+    #[serde(rename = "p")]
     pub pds: Option<String>,
+    #[serde(rename = "h")]
     pub handle: Option<String>,
+    #[serde(rename = "k")]
     pub signing_key: Option<String>,
 }
 
@@ -187,7 +199,7 @@ impl<'s> Loader<'s> {
     pub fn new(store: &'s Store) -> store::Result<Loader<'s>> {
         Ok(Loader {
             store,
-            batch: rocksdb::WriteBatch::default(),
+            batch: rocksdb::WriteBatch::with_capacity_bytes(BATCH_BYTES),
             counters: HashMap::new(),
             ops_in_batch: 0,
             flushed: LoadStats::default(),
@@ -292,7 +304,7 @@ impl<'s> Loader<'s> {
             crate::hosts::note(self.store, &h, "did_document")?;
             self.known_hosts.insert(h);
         }
-        let mut wb = std::mem::take(&mut self.batch);
+        let mut wb = std::mem::replace(&mut self.batch, rocksdb::WriteBatch::with_capacity_bytes(BATCH_BYTES));
         let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in self.counters.drain() {
             wb.merge_cf(counters, k, v.to_le_bytes());
