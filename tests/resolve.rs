@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use common::*;
 use instancemap::app::{self, RunOptions};
-use instancemap::identity::resolve::{document_url, IdentityRecord, Resolver};
+use instancemap::identity::resolve::{document_url, Ask, IdentityRecord, Resolver};
 use instancemap::store::{Store, CF_IDENTITY, CF_RETRY};
 use tokio_util::sync::CancellationToken;
 
@@ -106,9 +106,11 @@ async fn resolves_plc_and_web_and_stores_failures_for_retry() {
     let missing = r.resolve_and_store("did:plc:2a7ygipkrbh544aqhcav53oy", false).await.unwrap();
     assert_eq!(missing.unresolved.as_deref(), Some("not_found"));
     assert_eq!(missing.failures, 1);
+    // every DID has its next check scheduled: the failure soon (backoff),
+    // the successes after FRESH_FOR
     let retries: Vec<_> = store.iter_cf(CF_RETRY).map(|r| r.unwrap()).collect();
-    assert_eq!(retries.len(), 1);
-    assert!(retries[0].0.ends_with(b"did:plc:2a7ygipkrbh544aqhcav53oy"));
+    assert_eq!(retries.len(), 3);
+    assert!(retries[0].0.ends_with(b"did:plc:2a7ygipkrbh544aqhcav53oy"), "the failure comes first");
 
     let gone = r.resolve_and_store("did:plc:aaaaaatombstoned00000000", false).await.unwrap();
     assert!(gone.tombstoned);
@@ -171,8 +173,8 @@ async fn an_identity_right_after_a_routine_lookup_still_refreshes() {
         Some("127.0.0.1:9".parse().unwrap()),
     );
     let d = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
-    assert!(r.wanted(d, false), "never resolved");
-    assert!(!r.wanted(d, false), "a burst resolves once");
-    assert!(r.wanted(d, true), "an #identity asks again");
-    assert!(!r.wanted(d, true), "two refreshes at once are one");
+    assert!(r.wanted(d, Ask::Seen), "never resolved");
+    assert!(!r.wanted(d, Ask::Seen), "a burst resolves once");
+    assert!(r.wanted(d, Ask::Identity), "an #identity asks again");
+    assert!(!r.wanted(d, Ask::Identity), "two refreshes at once are one");
 }

@@ -177,17 +177,17 @@ impl Resolver {
         }
     }
 
-    /// Whether `d` needs resolving now. A refresh (an `#identity`) always
-    /// does, but one per DID per [`REFRESH_DEDUP`]; otherwise only a DID
-    /// never resolved or last checked more than [`FRESH_FOR`] ago, and not
-    /// one handled in the last [`RETRY_MIN`].
-    pub fn wanted(&self, d: &str, refresh: bool) -> bool {
+    /// Whether `d` needs resolving now. An `#identity` or a scheduled check
+    /// always does, but one per DID per [`REFRESH_DEDUP`]; an account merely
+    /// seen only when never resolved or last checked more than
+    /// [`FRESH_FOR`] ago, and not handled in the last [`RETRY_MIN`].
+    pub fn wanted(&self, d: &str, ask: Ask) -> bool {
         let mut recent = self.recent.lock().expect("recent lock");
         if recent.len() > 100_000 {
             recent.clear();
         }
         let last = recent.get(d).copied();
-        if refresh {
+        if ask != Ask::Seen {
             if last.is_some_and(|(at, was_refresh)| was_refresh && at.elapsed() < REFRESH_DEDUP) {
                 return false;
             }
@@ -278,9 +278,10 @@ impl Resolver {
         if let Some(k) = old_retry {
             wb.delete_cf(self.store.cf(CF_RETRY), k);
         }
-        if rec.unresolved.is_some() {
-            wb.put_cf(self.store.cf(CF_RETRY), retry_key(next_retry(&rec), d), b"");
-        }
+        // the next check: a retry with backoff after a failure, else the
+        // scheduled re-check (handle and document) after FRESH_FOR
+        let next = if rec.unresolved.is_some() { next_retry(&rec) } else { now + FRESH_FOR.as_millis() as i64 };
+        wb.put_cf(self.store.cf(CF_RETRY), retry_key(next, d), b"");
         wb.put_cf(self.store.cf(CF_IDENTITY), d.as_bytes(), store::to_cbor(&rec));
         self.store.write(wb)?;
         if let Some(p) = &rec.pds {
@@ -296,10 +297,21 @@ fn next_retry(rec: &IdentityRecord) -> i64 {
     rec.checked_at_ms + exp.as_millis() as i64
 }
 
+/// Why a DID is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Its account was seen (resolve if never resolved or stale).
+    Seen,
+    /// An `#identity` said it may have changed (fetch it fresh).
+    Identity,
+    /// Its retry or re-check time has come.
+    Scheduled,
+}
+
 /// The writer's handle: asks for a resolution without ever waiting.
 #[derive(Clone)]
 pub struct ResolveQueue {
-    tx: mpsc::Sender<(String, bool)>,
+    tx: mpsc::Sender<(String, Ask)>,
     store: Store,
 }
 
@@ -307,7 +319,8 @@ impl ResolveQueue {
     /// Asks for `d` to be resolved (`refresh`: even if fresh). When the
     /// queue is full the DID goes on the retry schedule instead.
     pub fn request(&self, d: &str, refresh: bool) {
-        if let Err(mpsc::error::TrySendError::Full((d, _))) = self.tx.try_send((d.to_owned(), refresh)) {
+        let ask = if refresh { Ask::Identity } else { Ask::Seen };
+        if let Err(mpsc::error::TrySendError::Full((d, _))) = self.tx.try_send((d.to_owned(), ask)) {
             metrics::RESOLUTIONS.with_label_values(&["queue_full"]).inc();
             let _ = self.store.write({
                 let mut wb = rocksdb::WriteBatch::default();
@@ -320,7 +333,7 @@ impl ResolveQueue {
 
 /// Starts the resolver: workers and the retry sweep, until `cancel`.
 pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueue, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<(String, bool)>(QUEUE_CAPACITY);
+    let (tx, mut rx) = mpsc::channel::<(String, Ask)>(QUEUE_CAPACITY);
     let queue = ResolveQueue { tx: tx.clone(), store: resolver.store.clone() };
     let handle = tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
@@ -330,15 +343,15 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
                 _ = cancel.cancelled() => break,
                 _ = sweep.tick() => sweep_due(&resolver, &tx),
                 next = rx.recv() => {
-                    let Some((d, refresh)) = next else { break };
+                    let Some((d, ask)) = next else { break };
                     metrics::RESOLVE_QUEUE.set(rx.len() as i64);
-                    if !resolver.wanted(&d, refresh) {
+                    if !resolver.wanted(&d, ask) {
                         continue;
                     }
                     let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
                     let r = resolver.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = r.resolve_and_store(&d, refresh).await {
+                        if let Err(e) = r.resolve_and_store(&d, ask == Ask::Identity).await {
                             tracing::error!(error = %e, "storing a resolution");
                         }
                         drop(permit);
@@ -350,8 +363,8 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
     (queue, handle)
 }
 
-/// Queues every DID whose retry time has come.
-fn sweep_due(resolver: &Resolver, tx: &mpsc::Sender<(String, bool)>) {
+/// Queues every DID whose retry or re-check time has come.
+fn sweep_due(resolver: &Resolver, tx: &mpsc::Sender<(String, Ask)>) {
     let now = now_ms();
     let store = &resolver.store;
     for item in store.iter_cf(CF_RETRY) {
@@ -362,7 +375,7 @@ fn sweep_due(resolver: &Resolver, tx: &mpsc::Sender<(String, bool)>) {
         }
         let did = String::from_utf8_lossy(d).into_owned();
         resolver.recent.lock().expect("recent lock").remove(&did);
-        if tx.try_send((did, true)).is_err() {
+        if tx.try_send((did, Ask::Scheduled)).is_err() {
             break; // full: the rest waits for the next sweep
         }
         // queued: a new failure writes a new retry time
