@@ -19,6 +19,8 @@
 //! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
 //! - [`identity`]: keys, DID documents, commit signature checks (resolution
 //!   on demand and handle verification to come).
+//! - [`cluster`]: evidence and instance assignment, pure (the start of the
+//!   instance map; not yet wired to the store).
 //! - [`hosts`]: the host table and its crawler (describeServer, _health,
 //!   listRepos; the relay's listHosts).
 //! - [`plc`]: the PLC directory export → per-DID identity state.
@@ -35,6 +37,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod firehose;
