@@ -45,6 +45,19 @@ pub enum Command {
     CrawlHosts(CrawlHostsArgs),
     /// Show what is known about one host.
     Host(HostArgs),
+    /// Recompute the instance map from the hosts and accounts in the database.
+    Recluster(DbArg),
+    /// List instances, largest first.
+    Instances(InstancesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// One JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,10 @@ pub struct AccountView {
     pub plc: Option<PlcRecord>,
     /// The last resolution of the DID document (absent if never resolved).
     pub resolved: Option<IdentityRecord>,
+    /// The instance under the last `recluster`, or why there is none.
+    pub instance: Option<String>,
+    pub instance_name: Option<String>,
+    pub instance_state: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,12 +68,25 @@ impl AccountView {
         if firehose.is_none() && plc.is_none() && resolved.is_none() {
             return Ok(None);
         }
-        Ok(Some(AccountView { did: did.to_owned(), firehose, plc, resolved }))
+        let (instance, instance_name, instance_state) = match crate::cluster::map::instance_of_account(store, did)? {
+            Ok(i) => (Some(i.id), Some(i.name), None),
+            Err(why) => (None, None, Some(why)),
+        };
+        Ok(Some(AccountView { did: did.to_owned(), firehose, plc, resolved, instance, instance_name, instance_state }))
     }
 
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
         let mut out = format!("{}\n", self.did);
+        match (&self.instance, &self.instance_name, &self.instance_state) {
+            (Some(id), Some(name), _) => {
+                let _ = writeln!(out, "instance: {name} ({id})");
+            }
+            (_, _, Some(why)) => {
+                let _ = writeln!(out, "instance: none ({why})");
+            }
+            _ => {}
+        }
         match &self.firehose {
             Some(f) => {
                 let _ = writeln!(out, "firehose:");

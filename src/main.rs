@@ -146,6 +146,40 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Recluster(db) => {
+            let store = Store::open(&db.db).with_context(|| format!("opening database {}", db.db.display()))?;
+            let s = instancemap::cluster::map::recompute(&store)?;
+            store.flush()?;
+            eprintln!(
+                "{} instances over {} hosts; {} accounts, unassigned: {:?}",
+                s.instances, s.hosts, s.accounts, s.unassigned
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Instances(a) => {
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let list = instancemap::cluster::map::instances(&store)?;
+            if a.json {
+                let v: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({"id": i.id, "name": i.name, "anchor": i.anchor, "hosts": i.hosts,
+                            "user_domains": i.user_domains, "registrable_domains": i.registrable_domains,
+                            "members": i.members, "evidence": i.evidence.len()})
+                    })
+                    .collect();
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                let mut text = String::new();
+                for i in &list {
+                    let n = i.members.get("registered").copied().unwrap_or(0);
+                    text.push_str(&format!("{:<18} {:>10}  {:<30} {} host(s)\n", i.id, n, i.name, i.hosts.len()));
+                }
+                out(&text)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(a) => {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;

@@ -17,6 +17,8 @@
 //! with another instance can, and then the merged instance keeps the
 //! smaller anchor (one of the two ids survives).
 
+pub mod map;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};

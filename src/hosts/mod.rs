@@ -85,7 +85,7 @@ pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {
     }
 }
 
-fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
+pub fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
     let mut wb = rocksdb::WriteBatch::default();
     wb.put_cf(store.cf(CF_HOSTS), host.as_bytes(), store::to_cbor(rec));
     store.write(wb)

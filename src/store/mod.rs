@@ -16,6 +16,8 @@
 //! | `identity` | DID (UTF-8)                           | [`crate::identity::resolve::IdentityRecord`], CBOR: the last resolution's outcome |
 //! | `retry`    | next try (i64 ms, big-endian) ‖ DID   | empty: DIDs whose resolution failed, by when to try again |
 //! | `hosts`    | normalised endpoint (`https://host`)  | [`crate::hosts::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view |
+//! | `instances` | instance id                          | [`crate::cluster::map::InstanceRecord`], CBOR (written whole by `recluster`) |
+//! | `host_instance` | normalised endpoint              | instance id |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -35,7 +37,20 @@ pub const CF_PLC: &str = "plc";
 pub const CF_IDENTITY: &str = "identity";
 pub const CF_RETRY: &str = "retry";
 pub const CF_HOSTS: &str = "hosts";
-const CFS: &[&str] = &[CF_META, CF_ACCOUNTS, CF_COUNTERS, CF_RECORDS, CF_PLC, CF_IDENTITY, CF_RETRY, CF_HOSTS];
+pub const CF_INSTANCES: &str = "instances";
+pub const CF_HOST_INSTANCE: &str = "host_instance";
+const CFS: &[&str] = &[
+    CF_META,
+    CF_ACCOUNTS,
+    CF_COUNTERS,
+    CF_RECORDS,
+    CF_PLC,
+    CF_IDENTITY,
+    CF_RETRY,
+    CF_HOSTS,
+    CF_INSTANCES,
+    CF_HOST_INSTANCE,
+];
 
 /// Version of the on-disk layout above; a database with another version is
 /// refused rather than misread.
