@@ -10,7 +10,8 @@ use crate::metrics;
 /// The collections whose records are stored (the instance map reads them).
 /// The one place to add a collection: ingest hashes, validates and keeps the
 /// records of exactly these.
-pub const STORED_COLLECTIONS: &[&str] = &["app.bsky.labeler.service"];
+pub const STORED_COLLECTIONS: &[&str] =
+    &["app.bsky.labeler.service", "dev.instancemap.declaration", "dev.instancemap.membership"];
 
 /// A record write of a stored collection.
 #[derive(Debug, Clone, PartialEq, Eq)]

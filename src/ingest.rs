@@ -204,6 +204,13 @@ impl Ingest {
                     self.count(counter::TOTAL, "record_blocks_missing", i64::from(*blocks_missing));
                 }
                 for w in records {
+                    if let (Some(record), Action::Create | Action::Update) = (&w.record, w.action) {
+                        if let Err(reason) = check_record(&w.collection, &w.rkey, record) {
+                            tracing::warn!(did, collection = %w.collection, reason, "record does not match its lexicon; not stored");
+                            self.count_parts(counter::INVALID_RECORD, &[&w.collection, "/", reason], 1);
+                            continue;
+                        }
+                    }
                     let key = store::record_key(&w.collection, did, &w.rkey);
                     let cf = self.store.cf(CF_RECORDS);
                     match (w.action, &w.record, &w.cid) {
@@ -319,4 +326,15 @@ impl Ingest {
         self.flush()?;
         Ok(self.store)
     }
+}
+
+/// Checks a kept record against the project's own lexicons (other stored
+/// collections pass as they are).
+fn check_record(collection: &str, rkey: &str, record: &[u8]) -> Result<(), &'static str> {
+    use crate::cluster::declaration;
+    if collection != declaration::DECLARATION && collection != declaration::MEMBERSHIP {
+        return Ok(());
+    }
+    let json = crate::repo::cbor::to_json(record).map_err(|_| "shape")?;
+    declaration::validate(collection, rkey, &json)
 }

@@ -40,6 +40,9 @@ pub struct Stats {
     pub record_blocks_missing: i64,
     /// Kept records, by collection.
     pub records: BTreeMap<String, i64>,
+    /// Records of the project's own collections refused by their lexicon,
+    /// by `<collection>/<reason>` (not stored).
+    pub invalid_records: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -71,6 +74,7 @@ impl Stats {
                 counter::ACCOUNT_EVENT => _ = s.account_events.insert(label, v),
                 counter::INFO => _ = s.info.insert(label, v),
                 counter::SIGNATURE => _ = s.signatures.insert(label, v),
+                counter::INVALID_RECORD => _ = s.invalid_records.insert(label, v),
                 counter::ERROR_FRAME => _ = s.error_frames.insert(label, v),
                 counter::TOTAL => match label.as_str() {
                     "accounts" => s.accounts.total = v,

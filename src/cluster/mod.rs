@@ -17,6 +17,7 @@
 //! with another instance can, and then the merged instance keeps the
 //! smaller anchor (one of the two ids survives).
 
+pub mod declaration;
 pub mod map;
 
 use std::collections::{BTreeMap, BTreeSet};

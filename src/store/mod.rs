@@ -84,6 +84,8 @@ pub mod counter {
     pub const STATUS: &str = "status";
     /// `#account` events by status.
     pub const ACCOUNT_EVENT: &str = "account_event";
+    /// Kept records refused by their lexicon: `invalid_record/<nsid>/<reason>`.
+    pub const INVALID_RECORD: &str = "invalid_record";
     /// Commit signature checks by result.
     pub const SIGNATURE: &str = "sig";
     /// `#info` frames by name label.
