@@ -91,3 +91,89 @@ fn recluster_assigns_every_account_an_instance_or_a_reason() {
     let ids = |l: &[map::InstanceRecord]| l.iter().map(|i| (i.id.clone(), i.hosts.clone())).collect::<Vec<_>>();
     assert_eq!(ids(&again), ids(&list));
 }
+
+#[test]
+fn declarations_count_only_for_what_the_operator_controls() {
+    use instancemap::identity::handle::HandleCheck;
+    use instancemap::identity::resolve::IdentityRecord;
+    let op = "did:plc:oooooooooooooooooooooooo";
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    {
+        let mut l = Loader::new(&store).unwrap();
+        l.apply(plc_op(1, "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", Some("https://pds.one-coop.org"), false)).unwrap();
+        l.apply(plc_op(2, "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", Some("https://pds.two-coop.org"), false)).unwrap();
+        l.apply(plc_op(3, "did:plc:cccccccccccccccccccccccc", Some("https://pds.stranger.org"), false)).unwrap();
+        l.flush().unwrap();
+    }
+    let describe = |did: Option<&str>| Describe { did: did.map(str::to_owned), ..Describe::default() };
+    for (h, did) in [
+        ("https://pds.one-coop.org", Some(op)), // names the operator
+        ("https://pds.two-coop.org", None),     // under the operator's handle's domain
+        ("https://pds.stranger.org", Some("did:web:stranger.org")),
+    ] {
+        let rec = HostRecord {
+            state: "online".into(),
+            describe: Some(describe(did)),
+            ..hosts::get(&store, h).unwrap().unwrap()
+        };
+        hosts::put(&store, h, &rec).unwrap();
+    }
+    // the operator's verified handle
+    let ident = IdentityRecord {
+        handle: Some("op.two-coop.org".into()),
+        resolved_at_ms: Some(1),
+        handle_check: Some(HandleCheck {
+            handle: "op.two-coop.org".into(),
+            verified: true,
+            method: Some("dns".into()),
+            reason: None,
+            checked_at_ms: 1,
+        }),
+        ..IdentityRecord::default()
+    };
+    let mut wb = rocksdb::WriteBatch::default();
+    wb.put_cf(store.cf(instancemap::store::CF_IDENTITY), op.as_bytes(), instancemap::store::to_cbor(&ident));
+    store.write(wb).unwrap();
+    let declaration = map(vec![
+        ("$type", text("dev.instancemap.declaration")),
+        ("name", text("Example Co-op")),
+        (
+            "pdsHosts",
+            Value::Array(vec![
+                text("https://pds.one-coop.org"),
+                text("https://pds.two-coop.org/"),
+                text("https://pds.stranger.org"),
+            ]),
+        ),
+        ("accountDomains", Value::Array(vec![text(".two-coop.org"), text(".elsewhere.org")])),
+        ("createdAt", text("2026-11-26T00:00:00.000Z")),
+    ]);
+    let f = commit_frame(
+        9,
+        op,
+        "3mptbypluud2a",
+        &[TestOp {
+            action: "create",
+            path: "dev.instancemap.declaration/self",
+            record: Some(declaration),
+            omit_block: false,
+        }],
+    );
+    let store = ingest_frames(store, "replay", &[f]);
+
+    let s = map::recompute(&store).unwrap();
+    assert_eq!((s.declarations, s.verified_declarations), (1, 1));
+    let list = map::instances(&store).unwrap();
+    let coop = list.iter().find(|i| i.name == "Example Co-op").expect("declared instance");
+    assert_eq!(coop.hosts, vec!["https://pds.one-coop.org", "https://pds.two-coop.org"]);
+    assert!(coop.evidence.iter().any(|e| e.1 == "declaration" && e.2 == op));
+    let stranger = map::instance_of_account(&store, "did:plc:cccccccccccccccccccccccc").unwrap().unwrap();
+    assert_ne!(stranger.id, coop.id, "an unverified claim moves no account");
+
+    let st = map::declaration_status(&store, op).unwrap().unwrap();
+    assert_eq!(st.verified_hosts.len(), 2);
+    assert_eq!(st.verified_domains, vec!["two-coop.org"]);
+    let unverified: Vec<&str> = st.unverified.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(unverified, vec!["https://pds.stranger.org", ".elsewhere.org"]);
+}

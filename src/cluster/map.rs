@@ -14,7 +14,8 @@ use crate::hosts::HostRecord;
 use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
 use crate::store::{
-    self, AccountState, Store, CF_ACCOUNTS, CF_HOSTS, CF_HOST_INSTANCE, CF_IDENTITY, CF_INSTANCES, CF_PLC,
+    self, AccountState, Store, CF_ACCOUNTS, CF_DECLARATIONS, CF_HOSTS, CF_HOST_INSTANCE, CF_IDENTITY, CF_INSTANCES,
+    CF_PLC,
 };
 
 /// One stored instance.
@@ -44,6 +45,9 @@ pub struct Summary {
     pub accounts: u64,
     /// Accounts in an explicit state rather than an instance, by reason.
     pub unassigned: BTreeMap<String, u64>,
+    pub declarations: usize,
+    /// Declarations with at least one verified host.
+    pub verified_declarations: usize,
 }
 
 /// Each account's current PDS: from the newer of its PLC state and its
@@ -91,9 +95,11 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
         dids.entry(String::from_utf8_lossy(&k).into_owned()).or_default().2 = Some(decode(CF_ACCOUNTS, &v)?);
     }
     let mut facts: BTreeMap<String, HostFacts> = BTreeMap::new();
+    let mut host_dids: HashMap<String, Option<String>> = HashMap::new();
     for item in store.iter_cf(CF_HOSTS) {
         let (k, v) = item?;
         let h: HostRecord = decode(CF_HOSTS, &v)?;
+        let h_did = h.describe.as_ref().and_then(|d| d.did.clone());
         let endpoint = String::from_utf8_lossy(&k).into_owned();
         facts.insert(
             endpoint.clone(),
@@ -101,8 +107,30 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
                 endpoint,
                 user_domains: h.describe.map(|d| d.available_user_domains).unwrap_or_default(),
                 observed_at_ms: h.last_ok_ms.unwrap_or(h.first_seen_ms),
+                declared_by: None,
             },
         );
+        host_dids.insert(String::from_utf8_lossy(&k).into_owned(), h_did);
+    }
+    // declarations: verify each claim, mark the hosts of verified ones
+    let mut statuses = Vec::new();
+    for (operator, _rkey, rec) in store.records(super::declaration::DECLARATION)? {
+        let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
+        let Ok(decl) = serde_json::from_value::<super::declaration::Declaration>(json) else { continue };
+        let handle = dids
+            .get(&operator)
+            .and_then(|k| k.1.as_ref())
+            .and_then(|r| r.handle_check.as_ref())
+            .filter(|c| c.verified)
+            .map(|c| c.handle.clone());
+        let status = verify_declaration(&operator, &decl, handle.as_deref(), &host_dids);
+        for h in &status.verified_hosts {
+            let f = facts.entry(h.clone()).or_insert_with(|| HostFacts { endpoint: h.clone(), ..HostFacts::default() });
+            if f.declared_by.as_ref().is_none_or(|(op, _)| operator < *op) {
+                f.declared_by = Some((operator.clone(), decl.name.clone()));
+            }
+        }
+        statuses.push(status);
     }
     let mut assignment: Vec<(Result<String, &'static str>, Option<&'static str>)> = Vec::with_capacity(dids.len());
     for (plc, res, acct) in dids.values() {
@@ -161,6 +189,7 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
                         EvidenceKind::UserDomain(d) => ("user_domain", d.clone()),
                         EvidenceKind::RegistrableDomain(d) => ("registrable_domain", d.clone()),
                         EvidenceKind::HostAlone => ("host_alone", String::new()),
+                        EvidenceKind::Declaration(op) => ("declaration", op.clone()),
                     };
                     (e.host.clone(), kind.to_owned(), value, e.observed_at_ms)
                 })
@@ -173,8 +202,82 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
             wb.put_cf(store.cf(CF_HOST_INSTANCE), h.as_bytes(), inst.id.as_bytes());
         }
     }
+    for cf_key in store.iter_cf(CF_DECLARATIONS) {
+        let (k, _) = cf_key?;
+        wb.delete_cf(store.cf(CF_DECLARATIONS), k);
+    }
+    for st in &statuses {
+        wb.put_cf(store.cf(CF_DECLARATIONS), st.operator.as_bytes(), store::to_cbor(st));
+    }
+    summary.declarations = statuses.len();
+    summary.verified_declarations = statuses.iter().filter(|s| !s.verified_hosts.is_empty()).count();
     store.write(wb)?;
     Ok(summary)
+}
+
+/// What a declaration's claims came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclarationStatus {
+    pub operator: String,
+    pub name: String,
+    /// Claimed hosts the operator demonstrably controls.
+    pub verified_hosts: Vec<String>,
+    /// Claimed account domains it demonstrably controls.
+    pub verified_domains: Vec<String>,
+    /// Claims that did not verify: `(claim, why)`.
+    pub unverified: Vec<(String, String)>,
+}
+
+/// Checks a declaration's claims. A host counts when its `describeServer`
+/// names the operator's DID, or the operator's verified handle is under
+/// the host's registrable domain; an account domain counts when the
+/// operator's verified handle is under it, or a verified host advertises it
+/// (checked by the caller's host facts through `host_dids`' owners).
+pub fn verify_declaration(
+    operator: &str,
+    decl: &super::declaration::Declaration,
+    verified_handle: Option<&str>,
+    host_dids: &HashMap<String, Option<String>>,
+) -> DeclarationStatus {
+    let mut st = DeclarationStatus { operator: operator.to_owned(), name: decl.name.clone(), ..Default::default() };
+    let handle_rd = verified_handle.and_then(super::registrable_domain);
+    for claim in &decl.pds_hosts {
+        let Ok(host) = crate::identity::did::normalize_endpoint(claim) else {
+            st.unverified.push((claim.clone(), "not a host URL".into()));
+            continue;
+        };
+        let names_operator = host_dids.get(&host).and_then(|d| d.as_deref()) == Some(operator);
+        let (name, alone) = super::host_name(&host);
+        let same_domain = !alone && handle_rd.is_some() && super::registrable_domain(name) == handle_rd;
+        if names_operator || same_domain {
+            st.verified_hosts.push(host);
+        } else {
+            let why = if host_dids.contains_key(&host) {
+                "the host's describeServer does not name the operator, and the operator's verified handle is not under its domain"
+            } else {
+                "host not crawled yet, and the operator's verified handle is not under its domain"
+            };
+            st.unverified.push((host, why.into()));
+        }
+    }
+    for claim in &decl.account_domains {
+        let d = claim.trim_start_matches('.').to_ascii_lowercase();
+        let under = verified_handle.is_some_and(|h| h == d || h.ends_with(&format!(".{d}")));
+        if under {
+            st.verified_domains.push(d);
+        } else {
+            st.unverified.push((claim.clone(), "the operator's verified handle is not under this domain".into()));
+        }
+    }
+    st
+}
+
+/// The stored status of an operator's declaration.
+pub fn declaration_status(store: &Store, operator: &str) -> store::Result<Option<DeclarationStatus>> {
+    match store.get_cf(CF_DECLARATIONS, operator.as_bytes())? {
+        Some(b) => Ok(Some(decode(CF_DECLARATIONS, &b)?)),
+        None => Ok(None),
+    }
 }
 
 /// Every stored instance, largest (registered members) first.

@@ -10,8 +10,9 @@
 //! alone. IP addresses and `localhost:port` stand alone.
 //!
 //! **Instance ids.** An instance's id is derived from its *anchor*: the
-//! smallest (byte-wise) of its evidence keys (`ud:<user domain>`,
-//! `rd:<registrable domain>`, `host:<endpoint>`). A host that is not
+//! smallest (byte-wise) of its evidence keys (`decl:<operator DID>`,
+//! `host:<endpoint>`, `rd:<registrable domain>`, `ud:<user domain>`; a
+//! verified declaration therefore anchors the instance it covers). A host that is not
 //! connected to an instance by evidence never changes that instance's keys,
 //! so unrelated hosts joining or leaving never change its id; only a merge
 //! with another instance can, and then the merged instance keeps the
@@ -33,11 +34,15 @@ pub struct HostFacts {
     pub user_domains: Vec<String>,
     /// When the facts were last observed (ms since the epoch).
     pub observed_at_ms: i64,
+    /// A verified declaration claims this host: `(operator DID, name)`.
+    pub declared_by: Option<(String, String)>,
 }
 
 /// Why hosts are grouped.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EvidenceKind {
+    /// A verified declaration by this operator (DID) claims the host.
+    Declaration(String),
     /// The host advertises this user-domain suffix.
     UserDomain(String),
     /// The host is under this registrable domain.
@@ -140,6 +145,14 @@ pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
     for (i, h) in hosts.iter().enumerate() {
         let (name, alone) = host_name(&h.endpoint);
         let mut ev = Vec::new();
+        if let Some((op, _)) = &h.declared_by {
+            keys.entry(format!("decl:{op}")).or_default().push(i);
+            ev.push(Evidence {
+                host: h.endpoint.clone(),
+                kind: EvidenceKind::Declaration(op.clone()),
+                observed_at_ms: h.observed_at_ms,
+            });
+        }
         let ud: BTreeSet<String> = h.user_domains.iter().filter_map(|d| user_domain_key(d)).collect();
         for d in ud {
             keys.entry(format!("ud:{d}")).or_default().push(i);
@@ -186,7 +199,13 @@ pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
             let mut rd_count: BTreeMap<String, usize> = BTreeMap::new();
             let mut anchors = BTreeSet::new();
             let mut ev = Vec::new();
+            let mut declared: Option<&(String, String)> = None;
             for &i in &members {
+                if let Some(d) = &hosts[i].declared_by {
+                    if declared.is_none_or(|cur| d.0 < cur.0) {
+                        declared = Some(d);
+                    }
+                }
                 for e in &evidence[i] {
                     match &e.kind {
                         EvidenceKind::UserDomain(d) => {
@@ -198,6 +217,7 @@ pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
                             anchors.insert(format!("rd:{d}"));
                         }
                         EvidenceKind::HostAlone => _ = anchors.insert(format!("host:{}", e.host)),
+                        EvidenceKind::Declaration(op) => _ = anchors.insert(format!("decl:{op}")),
                     }
                     ev.push(e.clone());
                 }
@@ -208,7 +228,9 @@ pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
             let most = |m: &BTreeMap<String, usize>| {
                 m.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| k.clone())
             };
-            let name = most(&ud_count)
+            let name = declared
+                .map(|d| d.1.clone())
+                .or_else(|| most(&ud_count))
                 .or_else(|| most(&rd_count))
                 .unwrap_or_else(|| host_name(&hosts[members[0]].endpoint).0.to_owned());
             Instance {
@@ -235,6 +257,7 @@ mod tests {
             endpoint: endpoint.into(),
             user_domains: ud.iter().map(|s| (*s).to_owned()).collect(),
             observed_at_ms: 1,
+            declared_by: None,
         }
     }
 
@@ -279,6 +302,19 @@ mod tests {
         let mut rev = hosts.clone();
         rev.reverse();
         assert_eq!(cluster(&rev), out);
+    }
+
+    #[test]
+    fn a_verified_declaration_joins_its_hosts_and_names_the_instance() {
+        let mut a = h("https://pds.one.example", &[]);
+        let mut b = h("https://pds.two.example", &[]);
+        a.declared_by = Some(("did:plc:oooooooooooooooooooooooo".into(), "Example Co-op".into()));
+        b.declared_by = a.declared_by.clone();
+        let out = cluster(&[a, b, h("https://pds.three.example", &[])]);
+        assert_eq!(out.len(), 2);
+        let coop = out.iter().find(|i| i.name == "Example Co-op").unwrap();
+        assert_eq!(coop.hosts.len(), 2);
+        assert_eq!(coop.anchor, "decl:did:plc:oooooooooooooooooooooooo");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | `hosts`    | normalised endpoint (`https://host`)  | [`crate::hosts::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view |
 //! | `instances` | instance id                          | [`crate::cluster::map::InstanceRecord`], CBOR (written whole by `recluster`) |
 //! | `host_instance` | normalised endpoint              | instance id |
+//! | `declarations` | operator DID                      | [`crate::cluster::map::DeclarationStatus`], CBOR: which claims verified and why not |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -39,6 +40,7 @@ pub const CF_RETRY: &str = "retry";
 pub const CF_HOSTS: &str = "hosts";
 pub const CF_INSTANCES: &str = "instances";
 pub const CF_HOST_INSTANCE: &str = "host_instance";
+pub const CF_DECLARATIONS: &str = "declarations";
 const CFS: &[&str] = &[
     CF_META,
     CF_ACCOUNTS,
@@ -50,6 +52,7 @@ const CFS: &[&str] = &[
     CF_HOSTS,
     CF_INSTANCES,
     CF_HOST_INSTANCE,
+    CF_DECLARATIONS,
 ];
 
 /// Version of the on-disk layout above; a database with another version is
