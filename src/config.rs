@@ -49,6 +49,16 @@ pub enum Command {
     Recluster(DbArg),
     /// List instances, largest first.
     Instances(InstancesArgs),
+    /// Show one instance: hosts, domains, evidence, governance, members.
+    Instance(InstanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    /// The instance id (`inst_…`), or a host it contains.
+    pub id: String,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]

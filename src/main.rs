@@ -180,6 +180,32 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Instance(a) => {
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let found = if a.id.starts_with("inst_") {
+                instancemap::cluster::map::instances(&store)?.into_iter().find(|i| i.id == a.id)
+            } else {
+                let host = instancemap::identity::did::normalize_endpoint(&if a.id.contains("://") {
+                    a.id.clone()
+                } else {
+                    format!("https://{}", a.id)
+                })
+                .map_err(|why| anyhow::anyhow!("{:?}: {why}", a.id))?;
+                instancemap::cluster::map::instance_of_host(&store, &host)?
+            };
+            let Some(i) = found else {
+                eprintln!("{}: no such instance (run recluster?)", a.id);
+                return Ok(ExitCode::from(2));
+            };
+            let status = match &i.operator {
+                Some(op) => instancemap::cluster::map::declaration_status(&store, op)?,
+                None => None,
+            };
+            let v = serde_json::json!({"instance": i, "declaration": status});
+            out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(a) => {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;

@@ -186,3 +186,32 @@ fn account_shows_firehose_and_plc_state() {
     let out = Command::new(BIN).args(["account", "nope", "--db"]).arg(&db).output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn recluster_then_instances_and_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let out = Command::new(BIN)
+        .args(["backfill-plc", "--db"])
+        .arg(&db)
+        .arg("--file")
+        .arg(fixture("plc/export_seq_after0_count2.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).args(["recluster", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).args(["instances", "--json", "--db"]).arg(&db).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "bsky.social");
+    assert_eq!(v[0]["members"]["registered"], 2);
+    let out = Command::new(BIN).args(["instance", "bsky.social", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success());
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(i["instance"]["hosts"][0], "https://bsky.social");
+    let out = Command::new(BIN).args(["instance", "inst_000000000000", "--db"]).arg(&db).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out =
+        Command::new(BIN).args(["account", "did:plc:ragtjsm2j2vknwkz3zp4oxrd", "--db"]).arg(&db).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("instance: bsky.social (inst_"));
+}

@@ -168,6 +168,8 @@ fn declarations_count_only_for_what_the_operator_controls() {
     let coop = list.iter().find(|i| i.name == "Example Co-op").expect("declared instance");
     assert_eq!(coop.hosts, vec!["https://pds.one-coop.org", "https://pds.two-coop.org"]);
     assert!(coop.evidence.iter().any(|e| e.1 == "declaration" && e.2 == op));
+    assert_eq!(coop.operator.as_deref(), Some(op));
+    assert_eq!(coop.governance.as_ref().map(|g| g.name.as_str()), Some("Example Co-op"));
     let stranger = map::instance_of_account(&store, "did:plc:cccccccccccccccccccccccc").unwrap().unwrap();
     assert_ne!(stranger.id, coop.id, "an unverified claim moves no account");
 

@@ -35,6 +35,12 @@ pub struct InstanceRecord {
     /// `#account` status), `seen_on_firehose`.
     pub members: BTreeMap<String, u64>,
     pub computed_at_ms: i64,
+    /// The operator whose verified declaration covers the instance, and
+    /// its governance data (contacts, policies, labelers, jurisdiction).
+    #[serde(default)]
+    pub operator: Option<String>,
+    #[serde(default)]
+    pub governance: Option<super::declaration::Declaration>,
 }
 
 /// What a recompute did.
@@ -114,6 +120,7 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
     }
     // declarations: verify each claim, mark the hosts of verified ones
     let mut statuses = Vec::new();
+    let mut governance: BTreeMap<String, super::declaration::Declaration> = BTreeMap::new();
     for (operator, _rkey, rec) in store.records(super::declaration::DECLARATION)? {
         let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
         let Ok(decl) = serde_json::from_value::<super::declaration::Declaration>(json) else { continue };
@@ -124,6 +131,9 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
             .filter(|c| c.verified)
             .map(|c| c.handle.clone());
         let status = verify_declaration(&operator, &decl, handle.as_deref(), &host_dids);
+        if !status.verified_hosts.is_empty() {
+            governance.insert(operator.clone(), decl.clone());
+        }
         for h in &status.verified_hosts {
             let f = facts.entry(h.clone()).or_insert_with(|| HostFacts { endpoint: h.clone(), ..HostFacts::default() });
             if f.declared_by.as_ref().is_none_or(|(op, _)| operator < *op) {
@@ -174,7 +184,17 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
         }
     }
     for (inst, m) in instances.iter().zip(members) {
+        let operator = inst
+            .evidence
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EvidenceKind::Declaration(op) => Some(op.clone()),
+                _ => None,
+            })
+            .min();
         let rec = InstanceRecord {
+            governance: operator.as_ref().and_then(|op| governance.get(op).cloned()),
+            operator,
             id: inst.id.clone(),
             anchor: inst.anchor.clone(),
             name: inst.name.clone(),
