@@ -160,15 +160,36 @@ fn declarations_count_only_for_what_the_operator_controls() {
             omit_block: false,
         }],
     );
-    let store = ingest_frames(store, "replay", &[f]);
+    // memberships: one from an account on a verified host, one from an
+    // account on the stranger's host (the declaration does not cover it)
+    let member = |seq: i64, did: &str| {
+        commit_frame(
+            seq,
+            did,
+            "3mptbypluud2a",
+            &[TestOp {
+                action: "create",
+                path: "dev.instancemap.membership/self",
+                record: Some(map(vec![("operator", text(op)), ("createdAt", text("2026-11-26T00:00:00.000Z"))])),
+                omit_block: false,
+            }],
+        )
+    };
+    let store = ingest_frames(
+        store,
+        "replay",
+        &[f, member(10, "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"), member(11, "did:plc:cccccccccccccccccccccccc")],
+    );
 
     let s = map::recompute(&store).unwrap();
     assert_eq!((s.declarations, s.verified_declarations), (1, 1));
+    assert_eq!((s.memberships, s.verified_memberships), (2, 1), "two-sided: only the covered member counts");
     let list = map::instances(&store).unwrap();
     let coop = list.iter().find(|i| i.name == "Example Co-op").expect("declared instance");
     assert_eq!(coop.hosts, vec!["https://pds.one-coop.org", "https://pds.two-coop.org"]);
     assert!(coop.evidence.iter().any(|e| e.1 == "declaration" && e.2 == op));
     assert_eq!(coop.operator.as_deref(), Some(op));
+    assert_eq!(coop.members.get("declared_members"), Some(&1));
     assert_eq!(coop.governance.as_ref().map(|g| g.name.as_str()), Some("Example Co-op"));
     let stranger = map::instance_of_account(&store, "did:plc:cccccccccccccccccccccccc").unwrap().unwrap();
     assert_ne!(stranger.id, coop.id, "an unverified claim moves no account");

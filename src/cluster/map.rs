@@ -32,7 +32,8 @@ pub struct InstanceRecord {
     pub evidence: Vec<(String, String, String, i64)>,
     /// Members by status: `registered` (a current PLC/DID document names
     /// one of its hosts), `active` / `deactivated` / … (the firehose's last
-    /// `#account` status), `seen_on_firehose`.
+    /// `#account` status), `seen_on_firehose`, `declared_members`
+    /// (membership records the operator's verified declaration covers).
     pub members: BTreeMap<String, u64>,
     pub computed_at_ms: i64,
     /// The operator whose verified declaration covers the instance, and
@@ -54,6 +55,9 @@ pub struct Summary {
     pub declarations: usize,
     /// Declarations with at least one verified host.
     pub verified_declarations: usize,
+    pub memberships: usize,
+    /// Membership records the operator's verified declaration covers.
+    pub verified_memberships: usize,
 }
 
 /// Each account's current PDS: from the newer of its PLC state and its
@@ -172,6 +176,36 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
                 }
             }
             Err(reason) => *summary.unassigned.entry((*reason).to_owned()).or_default() += 1,
+        }
+    }
+    // membership records count two-sided: the operator's declaration must
+    // have verified and cover the member's host or its verified handle
+    let verified: HashMap<&str, &DeclarationStatus> =
+        statuses.iter().filter(|s| !s.verified_hosts.is_empty()).map(|s| (s.operator.as_str(), s)).collect();
+    for (member, _rkey, rec) in store.records(super::declaration::MEMBERSHIP)? {
+        let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
+        let Ok(m) = serde_json::from_value::<super::declaration::Membership>(json) else { continue };
+        let known = dids.get(&member);
+        let pds = known.map(|k| current_pds(k.0.as_ref(), k.1.as_ref()));
+        let handle = known
+            .and_then(|k| k.1.as_ref())
+            .and_then(|r| r.handle_check.as_ref())
+            .filter(|c| c.verified)
+            .map(|c| c.handle.clone());
+        let counted = verified.get(m.operator.as_str()).is_some_and(|st| {
+            let by_host = matches!(&pds, Some(Ok(p)) if st.verified_hosts.contains(p));
+            let by_handle = handle
+                .as_deref()
+                .is_some_and(|h| st.verified_domains.iter().any(|d| h == d || h.ends_with(&format!(".{d}"))));
+            by_host || by_handle
+        });
+        summary.memberships += 1;
+        if counted {
+            summary.verified_memberships += 1;
+            // counted in the instance the operator's declaration anchors
+            if let Some(i) = instances.iter().position(|i| i.anchor == format!("decl:{}", m.operator)) {
+                *members[i].entry("declared_members".into()).or_default() += 1;
+            }
         }
     }
     let now = store::now_ms();
