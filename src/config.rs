@@ -46,7 +46,7 @@ pub enum Command {
     /// Show what is known about one host.
     Host(HostArgs),
     /// Recompute the instance map from the hosts and accounts in the database.
-    Recluster(DbArg),
+    Recluster(ReclusterArgs),
     /// List instances, largest first.
     Instances(InstancesArgs),
     /// Show one instance: hosts, domains, evidence, governance, members.
@@ -59,6 +59,15 @@ pub struct InstanceArgs {
     pub id: String,
     #[command(flatten)]
     pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ReclusterArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Overrides file (TOML: `[[pin]]` hosts to join, `[[split]]` hosts to keep apart).
+    #[arg(long, env = "INSTANCEMAP_OVERRIDES")]
+    pub overrides: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

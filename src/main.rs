@@ -146,9 +146,18 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Recluster(db) => {
+        Command::Recluster(a) => {
+            let overrides = match &a.overrides {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    instancemap::cluster::overrides::Overrides::parse(&text)
+                        .with_context(|| format!("overrides file {}", p.display()))?
+                }
+                None => Default::default(),
+            };
+            let db = &a.db;
             let store = Store::open(&db.db).with_context(|| format!("opening database {}", db.db.display()))?;
-            let s = instancemap::cluster::map::recompute(&store)?;
+            let s = instancemap::cluster::map::recompute(&store, &overrides)?;
             store.flush()?;
             eprintln!(
                 "{} instances over {} hosts; {} accounts, unassigned: {:?}",

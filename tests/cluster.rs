@@ -68,7 +68,7 @@ fn recluster_assigns_every_account_an_instance_or_a_reason() {
     );
     let store = ingest_frames(store, "replay", &[account]);
 
-    let s = map::recompute(&store).unwrap();
+    let s = map::recompute(&store, &Default::default()).unwrap();
     assert_eq!((s.instances, s.hosts, s.accounts), (2, 3, 5));
     assert_eq!(s.unassigned.get("deleted"), Some(&1));
     assert_eq!(s.unassigned.get("no_pds"), Some(&1));
@@ -86,7 +86,7 @@ fn recluster_assigns_every_account_an_instance_or_a_reason() {
     assert_eq!(map::instance_of_account(&store, dids[3]).unwrap().unwrap_err(), "deleted");
 
     // a second recompute gives the same map
-    map::recompute(&store).unwrap();
+    map::recompute(&store, &Default::default()).unwrap();
     let again = map::instances(&store).unwrap();
     let ids = |l: &[map::InstanceRecord]| l.iter().map(|i| (i.id.clone(), i.hosts.clone())).collect::<Vec<_>>();
     assert_eq!(ids(&again), ids(&list));
@@ -181,7 +181,7 @@ fn declarations_count_only_for_what_the_operator_controls() {
         &[f, member(10, "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"), member(11, "did:plc:cccccccccccccccccccccccc")],
     );
 
-    let s = map::recompute(&store).unwrap();
+    let s = map::recompute(&store, &Default::default()).unwrap();
     assert_eq!((s.declarations, s.verified_declarations), (1, 1));
     assert_eq!((s.memberships, s.verified_memberships), (2, 1), "two-sided: only the covered member counts");
     let list = map::instances(&store).unwrap();

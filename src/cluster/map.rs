@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::{cluster, EvidenceKind, HostFacts};
+use super::{EvidenceKind, HostFacts};
 use crate::hosts::HostRecord;
 use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
@@ -88,8 +88,8 @@ fn decode<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> store::Re
 /// What the store knows of one DID: PLC state, last resolution, firehose state.
 type Known = (Option<PlcRecord>, Option<IdentityRecord>, Option<AccountState>);
 
-/// Recomputes the whole map and stores it.
-pub fn recompute(store: &Store) -> store::Result<Summary> {
+/// Recomputes the whole map (with the operator's `overrides`) and stores it.
+pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<Summary> {
     // accounts: DID → (pds or reason, firehose status)
     let mut dids: BTreeMap<String, Known> = BTreeMap::new();
     for item in store.iter_cf(CF_PLC) {
@@ -155,7 +155,7 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
         assignment.push((pds, acct.as_ref().map(AccountState::status_label)));
     }
     let facts: Vec<HostFacts> = facts.into_values().collect();
-    let instances = cluster(&facts);
+    let instances = super::cluster_with(&facts, overrides);
     let mut host_instance: HashMap<&str, usize> = HashMap::new();
     for (i, inst) in instances.iter().enumerate() {
         for h in &inst.hosts {
@@ -244,6 +244,7 @@ pub fn recompute(store: &Store) -> store::Result<Summary> {
                         EvidenceKind::RegistrableDomain(d) => ("registrable_domain", d.clone()),
                         EvidenceKind::HostAlone => ("host_alone", String::new()),
                         EvidenceKind::Declaration(op) => ("declaration", op.clone()),
+                        EvidenceKind::Override(what) => ("override", what.clone()),
                     };
                     (e.host.clone(), kind.to_owned(), value, e.observed_at_ms)
                 })

@@ -20,6 +20,7 @@
 
 pub mod declaration;
 pub mod map;
+pub mod overrides;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +42,8 @@ pub struct HostFacts {
 /// Why hosts are grouped.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EvidenceKind {
+    /// The operator's overrides file pins or splits the host (the text says which).
+    Override(String),
     /// A verified declaration by this operator (DID) claims the host.
     Declaration(String),
     /// The host advertises this user-domain suffix.
@@ -133,18 +136,48 @@ pub fn instance_id(anchor: &str) -> String {
     format!("inst_{hex}")
 }
 
-/// Groups hosts into instances. Deterministic: the same facts in any order
-/// give the same instances, sorted by id.
+/// Groups hosts into instances with no overrides.
 pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
+    cluster_with(hosts, &overrides::Overrides::default())
+}
+
+/// Groups hosts into instances. Deterministic: the same facts in any order
+/// give the same instances, sorted by id. `overrides` pins hosts together
+/// (joining their groups, and naming the result) or splits a host from
+/// everything its evidence links it to; each shows as evidence.
+pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Vec<Instance> {
     let mut hosts: Vec<&HostFacts> = hosts.iter().collect();
     hosts.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
     hosts.dedup_by(|a, b| a.endpoint == b.endpoint);
     // evidence per host, and the keys that link hosts
     let mut keys: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut evidence: Vec<Vec<Evidence>> = Vec::with_capacity(hosts.len());
+    let mut pin_names: BTreeMap<usize, String> = BTreeMap::new();
     for (i, h) in hosts.iter().enumerate() {
         let (name, alone) = host_name(&h.endpoint);
         let mut ev = Vec::new();
+        let now = h.observed_at_ms;
+        if let Some((n, pin)) = overrides.pin_of(&h.endpoint) {
+            keys.entry(format!("pin:{n:04}")).or_default().push(i);
+            if let Some(pn) = &pin.name {
+                pin_names.insert(i, pn.clone());
+            }
+            let what = format!(
+                "pinned with {} host(s){}",
+                pin.hosts.len(),
+                pin.name.as_ref().map(|n| format!(" as {n}")).unwrap_or_default()
+            );
+            ev.push(Evidence { host: h.endpoint.clone(), kind: EvidenceKind::Override(what), observed_at_ms: now });
+        }
+        if overrides.is_split(&h.endpoint) {
+            ev.push(Evidence {
+                host: h.endpoint.clone(),
+                kind: EvidenceKind::Override("split: stands alone".into()),
+                observed_at_ms: now,
+            });
+            evidence.push(ev);
+            continue;
+        }
         if let Some((op, _)) = &h.declared_by {
             keys.entry(format!("decl:{op}")).or_default().push(i);
             ev.push(Evidence {
@@ -218,6 +251,13 @@ pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
                         }
                         EvidenceKind::HostAlone => _ = anchors.insert(format!("host:{}", e.host)),
                         EvidenceKind::Declaration(op) => _ = anchors.insert(format!("decl:{op}")),
+                        EvidenceKind::Override(_) => {
+                            let key = match overrides.pin_of(&e.host) {
+                                Some((n, _)) => format!("pin:{n:04}"),
+                                None => format!("host:{}", e.host),
+                            };
+                            anchors.insert(key);
+                        }
                     }
                     ev.push(e.clone());
                 }
@@ -228,8 +268,9 @@ pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
             let most = |m: &BTreeMap<String, usize>| {
                 m.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| k.clone())
             };
-            let name = declared
-                .map(|d| d.1.clone())
+            let pinned = members.iter().find_map(|i| pin_names.get(i).cloned());
+            let name = pinned
+                .or_else(|| declared.map(|d| d.1.clone()))
                 .or_else(|| most(&ud_count))
                 .or_else(|| most(&rd_count))
                 .unwrap_or_else(|| host_name(&hosts[members[0]].endpoint).0.to_owned());
@@ -315,6 +356,34 @@ mod tests {
         let coop = out.iter().find(|i| i.name == "Example Co-op").unwrap();
         assert_eq!(coop.hosts.len(), 2);
         assert_eq!(coop.anchor, "decl:did:plc:oooooooooooooooooooooooo");
+    }
+
+    #[test]
+    fn overrides_pin_and_split_and_show_as_evidence() {
+        let o = overrides::Overrides::parse(
+            r#"
+            [[pin]]
+            name = "Example Network"
+            hosts = ["pds.example.com", "https://PDS.example-cdn.net/"]
+            [[split]]
+            host = "https://b.host.bsky.network"
+            "#,
+        )
+        .unwrap();
+        let hosts = vec![
+            h("https://pds.example.com", &[]),
+            h("https://pds.example-cdn.net", &[]),
+            h("https://a.host.bsky.network", &[".bsky.social"]),
+            h("https://b.host.bsky.network", &[".bsky.social"]),
+        ];
+        let out = cluster_with(&hosts, &o);
+        let by_name: BTreeMap<&str, &Instance> = out.iter().map(|i| (i.name.as_str(), i)).collect();
+        assert_eq!(by_name["Example Network"].hosts.len(), 2);
+        assert!(by_name["Example Network"].evidence.iter().any(|e| matches!(e.kind, EvidenceKind::Override(_))));
+        assert_eq!(by_name["bsky.social"].hosts, vec!["https://a.host.bsky.network"], "b was split off");
+        assert_eq!(out.len(), 3);
+        assert!(overrides::Overrides::parse("[[split]]\nhost = \"ftp://x\"").is_err());
+        assert!(overrides::Overrides::parse("pin = 3").is_err());
     }
 
     #[test]
