@@ -88,22 +88,52 @@ fn decode<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> store::Re
 /// What the store knows of one DID: PLC state, last resolution, firehose state.
 type Known = (Option<PlcRecord>, Option<IdentityRecord>, Option<AccountState>);
 
+/// The three records of one DID, by point reads.
+fn known(store: &Store, did: &str) -> store::Result<Known> {
+    let get = |cf: &'static str| store.get_cf(cf, did.as_bytes());
+    Ok((
+        get(CF_PLC)?.map(|b| decode(CF_PLC, &b)).transpose()?,
+        get(CF_IDENTITY)?.map(|b| decode(CF_IDENTITY, &b)).transpose()?,
+        get(CF_ACCOUNTS)?.map(|b| decode(CF_ACCOUNTS, &b)).transpose()?,
+    ))
+}
+
+/// Calls `f` once per DID known to any of the three families, in DID
+/// order, streaming them side by side (a merge join on the key): memory
+/// stays constant however many accounts there are.
+fn for_each_account(
+    store: &Store,
+    mut f: impl FnMut(&[u8], Option<&PlcRecord>, Option<&IdentityRecord>, Option<&AccountState>),
+) -> store::Result<()> {
+    let mut plc = store.iter_cf(CF_PLC).peekable();
+    let mut ident = store.iter_cf(CF_IDENTITY).peekable();
+    let mut acct = store.iter_cf(CF_ACCOUNTS).peekable();
+    fn head<I: Iterator<Item = store::Result<store::KeyValue>>>(
+        it: &mut std::iter::Peekable<I>,
+    ) -> store::Result<Option<Box<[u8]>>> {
+        match it.peek() {
+            Some(Ok((k, _))) => Ok(Some(k.clone())),
+            Some(Err(_)) => Err(it.next().expect("peeked").expect_err("peeked an error")),
+            None => Ok(None),
+        }
+    }
+    loop {
+        let keys = [head(&mut plc)?, head(&mut ident)?, head(&mut acct)?];
+        let Some(min) = keys.iter().flatten().min().cloned() else { return Ok(()) };
+        let take = |k: &Option<Box<[u8]>>| k.as_deref() == Some(&*min);
+        let p: Option<PlcRecord> =
+            if take(&keys[0]) { Some(decode(CF_PLC, &plc.next().expect("peeked")?.1)?) } else { None };
+        let i: Option<IdentityRecord> =
+            if take(&keys[1]) { Some(decode(CF_IDENTITY, &ident.next().expect("peeked")?.1)?) } else { None };
+        let a: Option<AccountState> =
+            if take(&keys[2]) { Some(decode(CF_ACCOUNTS, &acct.next().expect("peeked")?.1)?) } else { None };
+        f(&min, p.as_ref(), i.as_ref(), a.as_ref());
+    }
+}
+
 /// Recomputes the whole map (with the operator's `overrides`) and stores it.
 pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<Summary> {
     // accounts: DID → (pds or reason, firehose status)
-    let mut dids: BTreeMap<String, Known> = BTreeMap::new();
-    for item in store.iter_cf(CF_PLC) {
-        let (k, v) = item?;
-        dids.entry(String::from_utf8_lossy(&k).into_owned()).or_default().0 = Some(decode(CF_PLC, &v)?);
-    }
-    for item in store.iter_cf(CF_IDENTITY) {
-        let (k, v) = item?;
-        dids.entry(String::from_utf8_lossy(&k).into_owned()).or_default().1 = Some(decode(CF_IDENTITY, &v)?);
-    }
-    for item in store.iter_cf(CF_ACCOUNTS) {
-        let (k, v) = item?;
-        dids.entry(String::from_utf8_lossy(&k).into_owned()).or_default().2 = Some(decode(CF_ACCOUNTS, &v)?);
-    }
     let mut facts: BTreeMap<String, HostFacts> = BTreeMap::new();
     let mut host_dids: HashMap<String, Option<String>> = HashMap::new();
     for item in store.iter_cf(CF_HOSTS) {
@@ -128,12 +158,8 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
     for (operator, _rkey, rec) in store.records(super::declaration::DECLARATION)? {
         let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
         let Ok(decl) = serde_json::from_value::<super::declaration::Declaration>(json) else { continue };
-        let handle = dids
-            .get(&operator)
-            .and_then(|k| k.1.as_ref())
-            .and_then(|r| r.handle_check.as_ref())
-            .filter(|c| c.verified)
-            .map(|c| c.handle.clone());
+        let handle =
+            known(store, &operator)?.1.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle.clone());
         let status = verify_declaration(&operator, &decl, handle.as_deref(), &host_dids);
         if !status.verified_hosts.is_empty() {
             governance.insert(operator.clone(), decl.clone());
@@ -146,14 +172,16 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
         }
         statuses.push(status);
     }
-    let mut assignment: Vec<(Result<String, &'static str>, Option<&'static str>)> = Vec::with_capacity(dids.len());
-    for (plc, res, acct) in dids.values() {
-        let pds = current_pds(plc.as_ref(), res.as_ref());
-        if let Ok(p) = &pds {
-            facts.entry(p.clone()).or_insert_with(|| HostFacts { endpoint: p.clone(), ..HostFacts::default() });
+    // pass 1: every PDS an account names is a host of the map
+    let mut accounts = 0u64;
+    for_each_account(store, |_, plc, res, _| {
+        accounts += 1;
+        if let Ok(p) = current_pds(plc, res) {
+            if !facts.contains_key(&p) {
+                facts.insert(p.clone(), HostFacts { endpoint: p, ..HostFacts::default() });
+            }
         }
-        assignment.push((pds, acct.as_ref().map(AccountState::status_label)));
-    }
+    })?;
     let facts: Vec<HostFacts> = facts.into_values().collect();
     let instances = super::cluster_with(&facts, overrides);
     let mut host_instance: HashMap<&str, usize> = HashMap::new();
@@ -163,21 +191,19 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
         }
     }
     let mut members: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); instances.len()];
-    let mut summary =
-        Summary { hosts: facts.len(), instances: instances.len(), accounts: dids.len() as u64, ..Summary::default() };
-    for (pds, status) in &assignment {
-        match pds {
-            Ok(p) => {
-                let m = &mut members[host_instance[p.as_str()]];
-                *m.entry("registered".into()).or_default() += 1;
-                if let Some(s) = status {
-                    *m.entry("seen_on_firehose".into()).or_default() += 1;
-                    *m.entry((*s).to_owned()).or_default() += 1;
-                }
+    let mut summary = Summary { hosts: facts.len(), instances: instances.len(), accounts, ..Summary::default() };
+    // pass 2: count each account in its instance, or its state
+    for_each_account(store, |_, plc, res, acct| match current_pds(plc, res) {
+        Ok(p) => {
+            let m = &mut members[host_instance[p.as_str()]];
+            *m.entry("registered".into()).or_default() += 1;
+            if let Some(a) = acct {
+                *m.entry("seen_on_firehose".into()).or_default() += 1;
+                *m.entry(a.status_label().to_owned()).or_default() += 1;
             }
-            Err(reason) => *summary.unassigned.entry((*reason).to_owned()).or_default() += 1,
         }
-    }
+        Err(reason) => *summary.unassigned.entry(reason.to_owned()).or_default() += 1,
+    })?;
     // membership records count two-sided: the operator's declaration must
     // have verified and cover the member's host or its verified handle
     let verified: HashMap<&str, &DeclarationStatus> =
@@ -185,13 +211,9 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
     for (member, _rkey, rec) in store.records(super::declaration::MEMBERSHIP)? {
         let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
         let Ok(m) = serde_json::from_value::<super::declaration::Membership>(json) else { continue };
-        let known = dids.get(&member);
-        let pds = known.map(|k| current_pds(k.0.as_ref(), k.1.as_ref()));
-        let handle = known
-            .and_then(|k| k.1.as_ref())
-            .and_then(|r| r.handle_check.as_ref())
-            .filter(|c| c.verified)
-            .map(|c| c.handle.clone());
+        let (plc, res, _) = known(store, &member)?;
+        let pds = Some(current_pds(plc.as_ref(), res.as_ref()));
+        let handle = res.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle);
         let counted = verified.get(m.operator.as_str()).is_some_and(|st| {
             let by_host = matches!(&pds, Some(Ok(p)) if st.verified_hosts.contains(p));
             let by_handle = handle
