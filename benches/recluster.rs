@@ -39,7 +39,10 @@ fn build(dir: &std::path::Path, accounts: usize) {
         let h = host(i);
         let rec = HostRecord {
             state: "online".into(),
-            describe: Some(Describe { available_user_domains: vec![format!(".social{}.net", i % 300)], ..Describe::default() }),
+            describe: Some(Describe {
+                available_user_domains: vec![format!(".social{}.net", i % 300)],
+                ..Describe::default()
+            }),
             ..hosts::get(&store, &h).unwrap().unwrap_or_default()
         };
         hosts::put(&store, &h, &rec).unwrap();
