@@ -23,6 +23,18 @@ async fn start_relay() -> (std::net::SocketAddr, Arc<Vec<Vec<u8>>>) {
     (addr, frames)
 }
 
+/// `backfill-plc` of the two real export lines into `db`.
+fn backfill_sample(db: &std::path::Path) {
+    let out = Command::new(BIN)
+        .args(["backfill-plc", "--db"])
+        .arg(db)
+        .arg("--file")
+        .arg(fixture("plc/export_seq_after0_count2.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn stats_json(db: &std::path::Path) -> serde_json::Value {
     let out = Command::new(BIN).args(["stats", "--json", "--db"]).arg(db).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -158,14 +170,7 @@ fn account_shows_firehose_and_plc_state() {
     let out =
         Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(fixture("reference-pds.frames")).output().unwrap();
     assert!(out.status.success());
-    let out = Command::new(BIN)
-        .args(["backfill-plc", "--db"])
-        .arg(&db)
-        .arg("--file")
-        .arg(fixture("plc/export_seq_after0_count2.jsonl"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    backfill_sample(&db);
 
     let did = "did:plc:ws2wfasybq3zbzrn77esrbsz"; // deleted at the end of the corpus
     let out = Command::new(BIN).args(["account", did, "--json", "--db"]).arg(&db).output().unwrap();
@@ -191,14 +196,7 @@ fn account_shows_firehose_and_plc_state() {
 fn recluster_then_instances_and_instance() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let out = Command::new(BIN)
-        .args(["backfill-plc", "--db"])
-        .arg(&db)
-        .arg("--file")
-        .arg(fixture("plc/export_seq_after0_count2.jsonl"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    backfill_sample(&db);
     let out = Command::new(BIN).args(["recluster", "--db"]).arg(&db).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(BIN).args(["instances", "--json", "--db"]).arg(&db).output().unwrap();
