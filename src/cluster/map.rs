@@ -66,12 +66,10 @@ fn current_pds(plc: Option<&PlcRecord>, res: Option<&IdentityRecord>) -> Result<
     if plc.is_some_and(|p| p.tombstoned) || res.is_some_and(|r| r.tombstoned) {
         return Err("deleted");
     }
-    let plc_ms = plc.and_then(|p| crate::event::parse_time_us(&p.updated_at)).map(|us| us / 1000);
-    let res_ms = res.and_then(|r| r.resolved_at_ms);
-    let pds = match (res_ms, plc_ms) {
-        (Some(r), Some(p)) if r >= p => res.and_then(|r| r.pds.clone()),
-        (Some(_), None) => res.and_then(|r| r.pds.clone()),
-        _ => plc.and_then(|p| p.pds.clone()),
+    let pds = if crate::identity::resolve::resolution_is_current(plc, res) {
+        res.and_then(|r| r.pds.clone())
+    } else {
+        plc.and_then(|p| p.pds.clone())
     };
     match (pds, plc, res) {
         (Some(p), _, _) => Ok(p),

@@ -233,16 +233,9 @@ async fn list_repos(fetcher: &Fetcher, host: &str) -> Result<Repos, FetchError> 
     Ok(repos)
 }
 
+/// A query-string value, percent-encoded.
 fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[derive(Deserialize)]

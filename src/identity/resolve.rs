@@ -67,6 +67,19 @@ pub struct IdentityRecord {
     pub handle_check: Option<super::handle::HandleCheck>,
 }
 
+/// Whether a DID's last resolution is its current identity rather than its
+/// PLC state: a resolution reflects the directory at its time, and a PLC
+/// operation created after it supersedes it. The one rule for every reader
+/// of both (signing keys, current PDS).
+pub fn resolution_is_current(plc: Option<&crate::plc::load::PlcRecord>, res: Option<&IdentityRecord>) -> bool {
+    let plc_ms = plc.and_then(|p| crate::event::parse_time_us(&p.updated_at)).map(|us| us / 1000);
+    match (res.and_then(|r| r.resolved_at_ms), plc_ms) {
+        (Some(r), Some(p)) => r >= p,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
 impl IdentityRecord {
     /// The handle if verified both ways, else `handle.invalid`, as the
     /// protocol renders an unverifiable handle (`None` before any check).

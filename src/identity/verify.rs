@@ -64,14 +64,7 @@ impl KeySource for Store {
             Some(b) => Some(store::from_cbor(CF_IDENTITY, &b)?),
             None => None,
         };
-        let plc_ms = plc.as_ref().and_then(|p| crate::event::parse_time_us(&p.updated_at)).map(|us| us / 1000);
-        let res_ms = resolved.as_ref().and_then(|r| r.resolved_at_ms);
-        let use_resolved = match (res_ms, plc_ms) {
-            (Some(r), Some(p)) => r >= p,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        Ok(if use_resolved {
+        Ok(if super::resolve::resolution_is_current(plc.as_ref(), resolved.as_ref()) {
             resolved.and_then(|r| r.signing_key)
         } else {
             plc.and_then(|p| p.signing_key.filter(|_| !p.tombstoned))
@@ -128,17 +121,6 @@ impl KeyCache {
     /// Drops a DID's cached key (its identity changed).
     pub fn forget(&self, did: &str) {
         self.map.lock().expect("key cache lock").remove(did);
-    }
-
-    /// Checks one commit signature.
-    pub fn check(&self, did: &str, input: &SigInput) -> SigStatus {
-        match self.key(did) {
-            None => SigStatus::NoKey,
-            Some(k) => match k.verify_prehash(&input.digest, &input.sig) {
-                Ok(()) => SigStatus::Valid,
-                Err(e) => SigStatus::Invalid(e.reason()),
-            },
-        }
     }
 }
 
