@@ -5,7 +5,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 /// The registry `/metrics` serves.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -156,6 +159,87 @@ pub static BATCH_EVENTS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static QUEUE_DEPTH: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("instancemap_ingest_queue_depth", "Events queued between the source and the writer."));
 
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn int_gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+/// Instances in the map.
+pub static MAP_INSTANCES: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("instancemap_map_instances", "Instances in the map."));
+
+/// Accounts by map state: `assigned` (in an instance) or the reason they
+/// are not (`deleted`, `no_pds`, `unresolved`, `unclustered`).
+pub static MAP_ACCOUNTS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    int_gauge_vec("instancemap_map_accounts", "Accounts by map state (assigned, or why not).", &["state"])
+});
+
+/// Accounts in the N-th largest instance (rank 1..=10), never a name.
+pub static MAP_TOP_ACCOUNTS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    int_gauge_vec("instancemap_map_top_instance_accounts", "Accounts in the instance of this size rank.", &["rank"])
+});
+
+/// Herfindahl–Hirschman index (0..1) of accounts over instances or hosts.
+pub static MAP_HHI: LazyLock<GaugeVec> = LazyLock::new(|| {
+    gauge_vec("instancemap_map_concentration_hhi", "Herfindahl-Hirschman index of accounts (0..1).", &["over"])
+});
+
+/// Share of accounts in the largest 1, 5 or 10 instances or hosts.
+pub static MAP_TOP_SHARE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    gauge_vec("instancemap_map_top_share", "Share of accounts in the N largest instances or hosts.", &["over", "n"])
+});
+
+/// Account moves between instances recorded, by cause (`migration`: the
+/// account changed host; `recluster`: its host changed instance).
+pub static MAP_MOVES: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("instancemap_map_moves_total", "Instance changes recorded, by cause.", &["cause"]));
+
+/// Map updates applied, by kind (`account`, `structure`, `recompute`).
+pub static MAP_UPDATES: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("instancemap_map_updates_total", "Map updates applied, by kind.", &["kind"]));
+
+/// DIDs waiting for the map to take in their change.
+pub static MAP_PENDING: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("instancemap_map_pending", "Accounts waiting for an incremental map update."));
+
+/// Hosts by crawl state (`pending`, `online`, `offline`).
+pub static HOSTS_BY_STATE: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| int_gauge_vec("instancemap_hosts", "Known hosts by crawl state.", &["state"]));
+
+/// Declarations by outcome (`verified`: at least one claim verified).
+pub static DECLARATIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    int_gauge_vec("instancemap_map_declarations", "Instance declarations by verification outcome.", &["status"])
+});
+
+/// API requests, by route template and status class.
+pub static API_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("instancemap_api_requests_total", "API requests, by route and status code class.", &["route", "status"])
+});
+
+/// API request latency by route (50 µs to ~1.6 s).
+pub static API_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new("instancemap_api_request_seconds", "API request latency, by route.")
+            .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).expect("valid buckets")),
+        &["route"],
+    )
+    .expect("valid metric");
+    REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
+    h
+});
+
+/// RocksDB figures, by property (sampled on scrape).
+pub static STORE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    int_gauge_vec("instancemap_store_rocksdb", "RocksDB properties summed over column families.", &["property"])
+});
+
 /// Every metric name exported (histograms add `_bucket`, `_sum`, `_count`).
 pub const NAMES: &[&str] = &[
     "instancemap_firehose_frames_total",
@@ -180,7 +264,47 @@ pub const NAMES: &[&str] = &[
     "instancemap_ingest_batch_commit_seconds",
     "instancemap_ingest_batch_events",
     "instancemap_ingest_queue_depth",
+    "instancemap_map_instances",
+    "instancemap_map_accounts",
+    "instancemap_map_top_instance_accounts",
+    "instancemap_map_concentration_hhi",
+    "instancemap_map_top_share",
+    "instancemap_map_moves_total",
+    "instancemap_map_updates_total",
+    "instancemap_map_pending",
+    "instancemap_hosts",
+    "instancemap_map_declarations",
+    "instancemap_api_requests_total",
+    "instancemap_api_request_seconds",
+    "instancemap_store_rocksdb",
+    // from the process collector (Linux)
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_start_time_seconds",
 ];
+
+/// RocksDB properties exported as `instancemap_store_rocksdb{property}`.
+pub const STORE_PROPERTIES: &[&str] = &[
+    "rocksdb.estimate-num-keys",
+    "rocksdb.total-sst-files-size",
+    "rocksdb.live-sst-files-size",
+    "rocksdb.cur-size-all-mem-tables",
+    "rocksdb.estimate-pending-compaction-bytes",
+    "rocksdb.num-running-compactions",
+    "rocksdb.num-running-flushes",
+    "rocksdb.compaction-pending",
+    "rocksdb.block-cache-usage",
+    "rocksdb.num-immutable-mem-table",
+    "rocksdb.actual-delayed-write-rate",
+    "rocksdb.is-write-stopped",
+];
+
+/// The `property` label of a RocksDB property (`rocksdb.` dropped, `-` → `_`).
+pub fn store_label(property: &str) -> String {
+    property.trim_start_matches("rocksdb.").replace('-', "_")
+}
 
 /// Drop reasons, for pre-registering.
 pub const DROP_REASONS: &[&str] =
@@ -242,6 +366,45 @@ pub fn init() {
     LazyLock::force(&BATCH_COMMIT_SECONDS);
     LazyLock::force(&BATCH_EVENTS);
     LazyLock::force(&QUEUE_DEPTH);
+    LazyLock::force(&MAP_INSTANCES);
+    for st in ["assigned", "deleted", "no_pds", "unresolved", "unclustered"] {
+        MAP_ACCOUNTS.with_label_values(&[st]);
+    }
+    for over in ["instances", "hosts"] {
+        MAP_HHI.with_label_values(&[over]);
+        for n in ["1", "5", "10"] {
+            MAP_TOP_SHARE.with_label_values(&[over, n]);
+        }
+    }
+    for r in 1..=10 {
+        MAP_TOP_ACCOUNTS.with_label_values(&[&r.to_string()]);
+    }
+    for c in ["migration", "recluster"] {
+        MAP_MOVES.with_label_values(&[c]);
+    }
+    for k in ["account", "structure", "recompute"] {
+        MAP_UPDATES.with_label_values(&[k]);
+    }
+    LazyLock::force(&MAP_PENDING);
+    for st in ["pending", "online", "offline"] {
+        HOSTS_BY_STATE.with_label_values(&[st]);
+    }
+    for st in ["verified", "unverified"] {
+        DECLARATIONS.with_label_values(&[st]);
+    }
+    LazyLock::force(&API_SECONDS);
+    LazyLock::force(&API_REQUESTS);
+    for p in STORE_PROPERTIES {
+        STORE.with_label_values(&[&store_label(p)]);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        static PROCESS: std::sync::Once = std::sync::Once::new();
+        PROCESS.call_once(|| {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            REGISTRY.register(Box::new(pc)).expect("process collector registered once");
+        });
+    }
 }
 
 /// The text exposition of every metric.
