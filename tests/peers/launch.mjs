@@ -1,6 +1,8 @@
 // Runs one reference peer in this process, bound to 127.0.0.1 only.
 //   node launch.mjs plc   env: PLC_PORT, PLC_DB_URL (postgres)
-//   node launch.mjs pds   env: the PDS's own PDS_* variables (see start.sh)
+//   node launch.mjs pds   env: the PDS's own PDS_* variables (see start.sh);
+//                         LAUNCH_AFTER_PID: open the data only once that pid
+//                         has exited (restart-pds.sh)
 // Packages come from the cache dir that install.sh filled
 // ($INSTANCEMAP_PEERS_CACHE, default /var/tmp/instancemap-peers).
 // SIGTERM/SIGINT shut the server down cleanly.
@@ -37,6 +39,18 @@ if (role === 'plc') {
   server = PlcServer.create({ db, port: Number(process.env.PLC_PORT), version: '0.0.1' })
 } else if (role === 'pds') {
   const pds = await load('@atproto/pds')
+  // A restart (restart-pds.sh) starts this process before it stops the old
+  // one, so the slow module loading above overlaps the old one's shutdown;
+  // the data dir is opened only once the old process is gone.
+  const after = Number(process.env.LAUNCH_AFTER_PID || 0)
+  if (after) {
+    const gone = () => { try { process.kill(after, 0); return false } catch { return true } }
+    const deadline = Date.now() + 15000
+    while (!gone()) {
+      if (Date.now() > deadline) throw new Error(`pid ${after} still running after 15 s`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
   const env = pds.readEnv()
   server = await pds.PDS.create(pds.envToCfg(env), pds.envToSecrets(env))
 } else {

@@ -3,19 +3,36 @@
 //   { plc_url, pds_a_url, pds_b_url,
 //     accounts: { <did>: { name, handle, pds, status } },   // status: active |
 //                                           // deactivated | deleted | takendown
-//     migrations: [ { did, from, to } ] }                 // from/to: PDS URLs
-// Story, all on PDS A first: alice, bob, carol, dave, erin, frank, grace sign
-// up with a profile and posts (carol's profile has an avatar blob); alice
-// follows bob and carol, bob likes alice's first post; bob's handle changes;
-// carol migrates to PDS B (standard account-migration calls) and posts there;
-// dave deactivates then reactivates; frank deactivates; erin is deleted by the
-// admin; grace is taken down by the admin. The end state is then checked
-// against the peers (PLC DID documents, getRepoStatus) before it is printed.
+//     migrations: [ { did, from, to } ],                  // from/to: PDS URLs
+//     service_dids: { <pds url>: <describeServer did> },
+//     restarts: [ { pds, service_did, last_seq_before, first_seq_after } ],
+//     declarations: { <operator did>: { name, record, verified_hosts,
+//                     verified_domains, unverified: [claim...] } },
+//     memberships: { <member did>: { name, operator, counted, why } },
+//     invalid_records: { <collection>/<reason>: n },
+//     instances: { <pds url>: { anchor, name, hosts, operator,
+//                               declared_members } } }
+// Story: opal signs up on PDS A, which is then restarted with opal's DID as
+// its service DID (describeServer `did`: opal provably runs PDS A); otto,
+// max and mel sign up on PDS B meanwhile. Then, all on PDS A: alice, bob,
+// carol, dave, erin, frank, grace sign up with a profile and posts (carol's
+// profile has an avatar blob); alice follows bob and carol, bob likes
+// alice's first post; bob's handle changes; carol migrates to PDS B
+// (standard account-migration calls) and posts there; dave deactivates then
+// reactivates; frank deactivates; erin is deleted by the admin; grace is
+// taken down by the admin. Last, declarations: mia signs up on A; opal
+// declares PDS A (honest), otto declares PDS A and PDS B (he runs neither);
+// mia (on A) and max (on B) say they belong to opal's instance, mel to
+// otto's; alice publishes a declaration with no name and dave a membership
+// naming a handle instead of a DID (both malformed). The end state is then
+// checked against the peers (PLC DID documents, getRepoStatus, the new
+// records, describeServer, PDS A's sequencer) before it is printed.
 // Usage: node scenario.mjs [STATE_DIR/peers.json]  (with the cached Node 22)
 import fs from 'node:fs'
 import path from 'node:path'
 import { createRequire } from 'node:module'
-import { pathToFileURL } from 'node:url'
+import { spawn } from 'node:child_process'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const cache = process.env.INSTANCEMAP_PEERS_CACHE || '/var/tmp/instancemap-peers'
 const require = createRequire(path.join(cache, 'package.json'))
@@ -25,10 +42,11 @@ const Sqlite = (await load('better-sqlite3')).default
 
 const peersFile = process.argv[2] || path.join(process.env.INSTANCEMAP_PEERS_STATE || '.', 'peers.json')
 const peers = JSON.parse(fs.readFileSync(peersFile, 'utf8'))
+const here = path.dirname(fileURLToPath(import.meta.url))
 const A = peers.pds_a_url
 const B = peers.pds_b_url
 const t0 = Date.now()
-const say = (msg) => console.error(`scenario: ${msg}`)
+const say = (msg) => console.error(`scenario: [${((Date.now() - t0) / 1000).toFixed(1)} s] ${msg}`)
 const now = () => new Date().toISOString()
 
 // 1x1 PNG, carol's avatar: gives the migration a blob to move.
@@ -37,30 +55,54 @@ const avatarPng = Buffer.from(
   'base64',
 )
 
-const accounts = {} // name -> { agent, did, handle, pds, status, password }
+const accounts = {} // name -> { name, agent, did, handle, pds, status, password, posts }
 const migrations = []
 
-async function signUp(name) {
-  const agent = new AtpAgent({ service: A })
+// signUp(name, { pds, posts }): an account on PDS A (default) or B with a
+// profile and `posts` posts (default 3).
+async function signUp(name, { pds = A, posts: nPosts = 3 } = {}) {
+  const agent = new AtpAgent({ service: pds })
   const password = `pw-${name}-0123456789`
-  const handle = `${name}.pds-a.test`
+  const letter = pds === A ? 'a' : 'b'
+  const handle = `${name}.pds-${letter}.test`
   const res = await agent.createAccount({ handle, email: `${name}@mail.test`, password })
   const did = res.data.did
-  const profile = { $type: 'app.bsky.actor.profile', displayName: name[0].toUpperCase() + name.slice(1), description: `${name} on PDS A` }
+  const profile = {
+    $type: 'app.bsky.actor.profile', displayName: name[0].toUpperCase() + name.slice(1), description: `${name} on PDS ${letter.toUpperCase()}`,
+  }
   if (name === 'carol') {
     profile.avatar = (await agent.com.atproto.repo.uploadBlob(avatarPng, { encoding: 'image/png' })).data.blob
   }
   await agent.com.atproto.repo.putRecord({ repo: did, collection: 'app.bsky.actor.profile', rkey: 'self', record: profile })
   const posts = []
-  for (let i = 1; i <= 3; i++) {
+  for (let i = 1; i <= nPosts; i++) {
     const r = await agent.com.atproto.repo.createRecord({
       repo: did, collection: 'app.bsky.feed.post',
       record: { $type: 'app.bsky.feed.post', text: `${name}'s post ${i}`, createdAt: now() },
     })
     posts.push(r.data)
   }
-  accounts[name] = { agent, did, handle, pds: A, status: 'active', password, posts }
-  say(`${name} signed up as ${did}`)
+  accounts[name] = { name, agent, did, handle, pds, status: 'active', password, posts }
+  say(`${name} signed up on ${pds} as ${did}`)
+}
+
+// PDS A's sequencer: the last seq, or the first one after `after`.
+function seqOfA(after) {
+  const db = new Sqlite(path.join(peers.pds_a_data, 'sequencer.sqlite'), { readonly: true })
+  const row = after === undefined
+    ? db.prepare('select max(seq) as seq from repo_seq').get()
+    : db.prepare('select min(seq) as seq from repo_seq where seq > ?').get(after)
+  db.close()
+  return row.seq
+}
+
+// Restarts a PDS (restart-pds.sh: same port, data and secrets) with some
+// environment variables changed; peers.json follows.
+async function restartPds(name, vars) {
+  const child = spawn(path.join(here, 'restart-pds.sh'), [peers.state_dir, name, ...vars], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const code = await new Promise((resolve, reject) => child.on('error', reject).on('exit', resolve))
+  if (code !== 0) throw new Error(`restart-pds.sh ${name} exited with ${code}`)
+  Object.assign(peers, JSON.parse(fs.readFileSync(peersFile, 'utf8')))
 }
 
 const adminAuth = 'Basic ' + Buffer.from(`admin:${peers.admin_password}`).toString('base64')
@@ -119,7 +161,25 @@ async function migrate(name, newHandle) {
 }
 
 // --- the story ---------------------------------------------------------------
+// opal runs PDS A: its describeServer must name her DID, which it takes from
+// PDS_SERVICE_DID. Her account must exist first (the PDS makes the DID), so
+// PDS A restarts with it; the data dir persists and the sequencer goes on.
+// Meanwhile otto, max and mel sign up on PDS B (they only matter at the end).
+await signUp('opal', { posts: 0 })
+const { opal } = accounts
+const restarts = []
+const seqBefore = seqOfA()
+await Promise.all([
+  restartPds('pds_a', [`PDS_SERVICE_DID=${opal.did}`]),
+  (async () => { for (const name of ['otto', 'max', 'mel']) await signUp(name, { pds: B, posts: 0 }) })(),
+])
+restarts.push({ pds: A, service_did: opal.did, last_seq_before: seqBefore })
+// the service DID is the audience of every session token: log in again
+await opal.agent.login({ identifier: opal.handle, password: opal.password })
+say(`PDS A restarted as ${opal.did}`)
+
 for (const name of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace']) await signUp(name)
+restarts[0].first_seq_after = seqOfA(seqBefore)
 const { alice, bob, carol, dave, erin, frank, grace } = accounts
 
 for (const who of [bob, carol]) {
@@ -158,6 +218,66 @@ await admin(A, 'com.atproto.admin.updateSubjectStatus', {
 grace.status = 'takendown'
 say('grace taken down by the admin')
 
+// --- declarations and memberships -------------------------------------------------
+const DECLARATION = 'dev.instancemap.declaration'
+const MEMBERSHIP = 'dev.instancemap.membership'
+await signUp('mia', { posts: 0 })
+const { mia, otto, max, mel } = accounts
+const published = [] // [account, collection], each checked with getRecord below
+async function put(acct, collection, record) {
+  await acct.agent.com.atproto.repo.putRecord({ repo: acct.did, collection, rkey: 'self', record: { $type: collection, ...record } })
+  published.push([acct, collection])
+}
+const declared = {} // operator name -> the record as published (without $type)
+async function declare(acct, record) {
+  await put(acct, DECLARATION, record)
+  declared[acct.name] = record
+  say(`${acct.name} declared ${record.name}: ${record.pdsHosts.join(', ')}`)
+}
+// opal runs PDS A: every claim is true. The host is written with a trailing
+// slash; instancemap normalises it to the endpoint it knows.
+await declare(opal, {
+  name: 'Opal Social',
+  description: 'The instance behind PDS A.',
+  pdsHosts: [`${A}/`],
+  accountDomains: ['.pds-a.test'],
+  moderationContact: 'mod@pds-a.test',
+  abuseContact: 'https://pds-a.test/abuse',
+  policies: {
+    termsOfService: 'https://pds-a.test/tos',
+    privacyPolicy: 'https://pds-a.test/privacy',
+    moderationPolicy: 'https://pds-a.test/moderation',
+    communityGuidelines: 'https://pds-a.test/guidelines',
+  },
+  labelers: ['did:web:labeler.pds-a.test'],
+  jurisdiction: 'NL',
+  createdAt: now(),
+})
+// otto is a user of PDS B and runs neither PDS: every claim is false.
+await declare(otto, {
+  name: 'Totally PDS A',
+  pdsHosts: [A, B],
+  accountDomains: ['.pds-a.test'],
+  moderationContact: 'otto@mail.test',
+  createdAt: now(),
+})
+const memberships = {}
+async function join(member, operator, counted, why) {
+  await put(member, MEMBERSHIP, { operator: operator.did, createdAt: now() })
+  memberships[member.did] = { name: member.name, operator: operator.did, counted, why }
+  say(`${member.name} says it belongs to ${operator.name}'s instance`)
+}
+await join(mia, opal, true, "on PDS A, which opal's verified declaration covers")
+await join(max, opal, false, "on PDS B and a .pds-b.test handle: opal's declaration covers neither")
+await join(mel, otto, false, "otto's declaration did not verify")
+// Malformed: not stored, counted under invalid_records.
+const invalidRecords = {}
+await put(alice, DECLARATION, { pdsHosts: [A], createdAt: now() }) // no name
+invalidRecords[`${DECLARATION}/shape`] = 1
+await put(dave, MEMBERSHIP, { operator: opal.handle, createdAt: now() }) // a handle, not a DID
+invalidRecords[`${MEMBERSHIP}/operator`] = 1
+say('alice and dave published malformed records')
+
 // --- check the expected end state against the peers ----------------------------
 const problems = []
 for (const [name, a] of Object.entries(accounts)) {
@@ -170,6 +290,18 @@ for (const [name, a] of Object.entries(accounts)) {
   const st = await res.json()
   const status = res.ok ? (st.active ? 'active' : st.status) : st.error === 'RepoNotFound' ? 'deleted' : `error ${st.error}`
   if (status !== a.status) problems.push(`${name}: status ${status} on ${a.pds}, expected ${a.status}`)
+}
+for (const [pds, did] of [[A, opal.did], [B, peers.pds_b_did]]) {
+  const d = await (await fetch(`${pds}/xrpc/com.atproto.server.describeServer`)).json()
+  if (d.did !== did) problems.push(`describeServer of ${pds} names ${d.did}, expected ${did}`)
+}
+const r0 = restarts[0]
+if (r0.first_seq_after !== r0.last_seq_before + 1) {
+  problems.push(`PDS A's sequencer after the restart: first seq ${r0.first_seq_after}, expected ${r0.last_seq_before + 1}`)
+}
+for (const [a, collection] of published) {
+  const res = await fetch(`${a.pds}/xrpc/com.atproto.repo.getRecord?repo=${a.did}&collection=${collection}&rkey=self`)
+  if (!res.ok) problems.push(`${a.name}: ${collection}/self not on ${a.pds} (${res.status})`)
 }
 if (problems.length) {
   console.error(`scenario: end state differs:\n  ${problems.join('\n  ')}`)
@@ -184,6 +316,23 @@ const summary = {
     Object.entries(accounts).map(([name, a]) => [a.did, { name, handle: a.handle, pds: a.pds, status: a.status }]),
   ),
   migrations,
+  service_dids: { [A]: opal.did, [B]: peers.pds_b_did },
+  restarts,
+  declarations: {
+    [opal.did]: { name: 'opal', record: declared.opal, verified_hosts: [A], verified_domains: ['pds-a.test'], unverified: [] },
+    // claims as instancemap reports them: hosts normalised, domains as written
+    [otto.did]: { name: 'otto', record: declared.otto, verified_hosts: [], verified_domains: [], unverified: [A, B, '.pds-a.test'] },
+  },
+  memberships,
+  invalid_records: invalidRecords,
+  // The instance of each PDS. A: anchored by opal's verified declaration
+  // (`decl:` sorts before `ud:`) and named by it; B: by the user domain it
+  // advertises. otto's claims join nothing, name nothing, move no account.
+  instances: {
+    [A]: { anchor: `decl:${opal.did}`, name: declared.opal.name, hosts: [A], operator: opal.did,
+      declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === opal.did).length },
+    [B]: { anchor: 'ud:pds-b.test', name: 'pds-b.test', hosts: [B], operator: null, declared_members: 0 },
+  },
 }
 console.log(JSON.stringify(summary, null, 2))
 say(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`)

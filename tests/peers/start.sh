@@ -8,6 +8,8 @@
 #    postgres_url, pds_a_data, pds_b_data, state_dir,
 #    pids: {postgres, plc, pds_a, pds_b}}
 # and prints that file's path on stdout. Stop with: stop.sh STATE_DIR.
+# Each PDS's environment is kept in STATE_DIR/pds_a.env, pds_b.env (one
+# VAR=VALUE a line) for restart-pds.sh.
 # Usage: tests/peers/start.sh [STATE_DIR]   (or $INSTANCEMAP_PEERS_STATE;
 #        default: a new /tmp/instancemap-peers.XXXXXX). Run install.sh first.
 set -euo pipefail
@@ -85,14 +87,17 @@ run plc plc PLC_PORT="$plc_port" PLC_DB_URL="postgres://postgres@127.0.0.1:$pg_p
 start_pds() { # start_pds NAME PORT HANDLE_DOMAIN JWT_SECRET ROTATION_KEY
     local dir="$state/$1"
     mkdir -p "$dir/blobs"
-    run "$1" pds LOG_ENABLED=true LOG_LEVEL=info \
-        PDS_PORT="$2" PDS_HOSTNAME=localhost PDS_SERVICE_DID="did:web:localhost%3A$2" \
-        PDS_DATA_DIRECTORY="$dir" PDS_BLOBSTORE_DISK_LOCATION="$dir/blobs" \
-        PDS_DID_PLC_URL="$plc_url" PDS_SERVICE_HANDLE_DOMAINS="$3" \
-        PDS_JWT_SECRET="$4" PDS_ADMIN_PASSWORD="$admin_password" \
-        PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX="$5" \
-        PDS_INVITE_REQUIRED=false PDS_DEV_MODE=true PDS_CRAWLERS= \
-        PDS_CONTACT_EMAIL_ADDRESS="admin@${3#.}"
+    local vars=(LOG_ENABLED=true LOG_LEVEL=info
+        PDS_PORT="$2" PDS_HOSTNAME=localhost PDS_SERVICE_DID="did:web:localhost%3A$2"
+        PDS_DATA_DIRECTORY="$dir" PDS_BLOBSTORE_DISK_LOCATION="$dir/blobs"
+        PDS_DID_PLC_URL="$plc_url" PDS_SERVICE_HANDLE_DOMAINS="$3"
+        PDS_JWT_SECRET="$4" PDS_ADMIN_PASSWORD="$admin_password"
+        PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX="$5"
+        PDS_INVITE_REQUIRED=false PDS_DEV_MODE=true PDS_CRAWLERS=
+        PDS_CONTACT_EMAIL_ADDRESS="admin@${3#.}")
+    # kept for restart-pds.sh (same data dir, secrets and port)
+    (umask 077 && printf '%s\n' "${vars[@]}" >"$state/$1.env")
+    run "$1" pds "${vars[@]}"
 }
 start_pds pds_a "$pds_a_port" .pds-a.test "$jwt_a" "$key_a"
 start_pds pds_b "$pds_b_port" .pds-b.test "$jwt_b" "$key_b"
