@@ -187,6 +187,51 @@ pub struct RunOptions {
     /// Crawl hosts (and read the relay's listHosts), checking for due hosts
     /// this often (`None`: `--no-crawl`).
     pub crawl: Option<std::time::Duration>,
+    /// The operator's overrides for the map.
+    pub overrides: crate::cluster::overrides::Overrides,
+}
+
+/// How often the map's structure is refreshed at most while running.
+pub const STRUCTURE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the map's gauges are recomputed while running.
+pub const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The map maintainer thread: takes the marks writers leave until `cancel`
+/// (what it has not taken stays marked for the next start).
+fn spawn_maintainer(
+    store: Store,
+    overrides: crate::cluster::overrides::Overrides,
+    cancel: CancellationToken,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("map".into())
+        .spawn(move || {
+            let mut m = crate::cluster::map::Maintainer::new(store.clone(), overrides);
+            m.structure_every = STRUCTURE_EVERY;
+            let mut gauges = std::time::Instant::now();
+            let _ = crate::cluster::map::publish_gauges(&store);
+            while !cancel.is_cancelled() {
+                match m.step(10_000) {
+                    Ok(s) => {
+                        metrics::MAP_PENDING.set(s.accounts as i64);
+                        if s.accounts == 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(250));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "map update failed; retrying");
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                    }
+                }
+                if gauges.elapsed() >= GAUGES_EVERY {
+                    gauges = std::time::Instant::now();
+                    if let Err(e) = crate::cluster::map::publish_gauges(&store) {
+                        tracing::error!(error = %e, "map gauges failed");
+                    }
+                }
+            }
+        })
+        .expect("spawning the map thread")
 }
 
 /// Follows the relay until `cancel`; flushes and returns the store.
@@ -227,6 +272,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         tracing::info!(plc = %opts.plc, "loading and following the PLC export");
         tokio::spawn(crate::plc::source::follow(store.clone(), opts.plc.clone(), every, cancel.clone()))
     });
+    let maintainer = spawn_maintainer(store.clone(), opts.overrides.clone(), cancel.clone());
     let (tx, writer) = spawn_writer(ingest);
     let mut fwd = Forward { tx, checker };
     let outcome = subscribe::subscribe(&opts.subscribe, cursor, &cancel, &mut fwd).await;
@@ -243,6 +289,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     if let Some(c) = crawler {
         let _ = c.await;
     }
+    let _ = tokio::task::spawn_blocking(move || maintainer.join()).await;
     outcome.context("the writer stopped")?;
     Ok(store)
 }

@@ -65,9 +65,30 @@ pub struct InstanceArgs {
 pub struct ReclusterArgs {
     #[command(flatten)]
     pub db: DbArg,
+    #[command(flatten)]
+    pub overrides: OverridesArg,
+}
+
+#[derive(Debug, Args)]
+pub struct OverridesArg {
     /// Overrides file (TOML: `[[pin]]` hosts to join, `[[split]]` hosts to keep apart).
     #[arg(long, env = "INSTANCEMAP_OVERRIDES")]
     pub overrides: Option<PathBuf>,
+}
+
+impl OverridesArg {
+    /// The parsed file (none: no overrides).
+    pub fn load(&self) -> anyhow::Result<crate::cluster::overrides::Overrides> {
+        use anyhow::Context;
+        match &self.overrides {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                crate::cluster::overrides::Overrides::parse(&text)
+                    .with_context(|| format!("overrides file {}", p.display()))
+            }
+            None => Ok(Default::default()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +165,8 @@ pub struct RunArgs {
     /// (for local test networks; private and link-local stay refused).
     #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK")]
     pub allow_loopback: bool,
+    #[command(flatten)]
+    pub overrides: OverridesArg,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,10 @@ pub const ACCOUNT_CACHE: usize = 500_000;
 struct Batch {
     /// Accounts changed in this batch (their current state is in `cache`).
     dirty: std::collections::HashSet<String>,
+    /// Accounts whose place in the map may have changed (new, status).
+    map: std::collections::HashSet<String>,
+    /// A declaration or membership record changed.
+    map_structure: bool,
     counters: HashMap<Vec<u8>, i64>,
     records: WriteBatch,
     events: usize,
@@ -145,6 +149,7 @@ impl Ingest {
             let state = match self.store.account(did)? {
                 Some(s) => s,
                 None => {
+                    self.batch.map.insert(did.to_owned());
                     self.count(counter::TOTAL, "accounts", 1);
                     self.count(counter::STATUS, "unknown", 1);
                     AccountState { first_seq: seq, ..AccountState::default() }
@@ -211,6 +216,11 @@ impl Ingest {
                             continue;
                         }
                     }
+                    if [crate::cluster::declaration::DECLARATION, crate::cluster::declaration::MEMBERSHIP]
+                        .contains(&w.collection.as_str())
+                    {
+                        self.batch.map_structure = true;
+                    }
                     let key = store::record_key(&w.collection, did, &w.rkey);
                     let cf = self.store.cf(CF_RECORDS);
                     match (w.action, &w.record, &w.cid) {
@@ -251,6 +261,7 @@ impl Ingest {
                 if before != after {
                     self.count(counter::STATUS, before, -1);
                     self.count(counter::STATUS, after, 1);
+                    self.batch.map.insert(did.clone());
                 }
             }
             EventKind::Info { name, .. } => {
@@ -296,6 +307,12 @@ impl Ingest {
             if let Some(state) = self.cache.get(did) {
                 wb.put_cf(accounts, did.as_bytes(), store::to_cbor(state));
             }
+        }
+        for did in &batch.map {
+            crate::cluster::map::mark(&mut wb, &self.store, did);
+        }
+        if batch.map_structure {
+            crate::cluster::map::mark_structure(&mut wb, &self.store);
         }
         let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in &batch.counters {

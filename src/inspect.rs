@@ -21,6 +21,15 @@ pub struct AccountView {
     pub instance: Option<String>,
     pub instance_name: Option<String>,
     pub instance_state: Option<String>,
+    /// Why: the host, where it comes from, and the evidence tying it to
+    /// the instance, in data and words.
+    pub why: crate::cluster::explain::Why,
+    /// Migrations between hosts, oldest first (from the PLC log and the
+    /// resolutions): `{at, from, to, from_instance, to_instance}`.
+    pub migrations: Vec<serde_json::Value>,
+    /// The account's own instance declaration, if it published one, and
+    /// what its claims came to.
+    pub declaration: Option<crate::cluster::map::DeclarationStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,7 +81,30 @@ impl AccountView {
             Ok(i) => (Some(i.id), Some(i.name), None),
             Err(why) => (None, None, Some(why)),
         };
-        Ok(Some(AccountView { did: did.to_owned(), firehose, plc, resolved, instance, instance_name, instance_state }))
+        let why = crate::cluster::explain::account(store, did)?;
+        let mut migrations = Vec::new();
+        for (at, m) in crate::cluster::map::moves_of(store, did)? {
+            migrations.push(serde_json::json!({
+                "at": crate::cluster::explain::rfc3339_ms(at),
+                "from": m.from,
+                "to": m.to,
+                "from_instance": crate::cluster::map::instance_id_of_host(store, &m.from)?,
+                "to_instance": crate::cluster::map::instance_id_of_host(store, &m.to)?,
+            }));
+        }
+        let declaration = crate::cluster::map::declaration_status(store, did)?;
+        Ok(Some(AccountView {
+            did: did.to_owned(),
+            firehose,
+            plc,
+            resolved,
+            instance,
+            instance_name,
+            instance_state,
+            why,
+            migrations,
+            declaration,
+        }))
     }
 
     pub fn to_text(&self) -> String {
@@ -86,6 +118,19 @@ impl AccountView {
                 let _ = writeln!(out, "instance: none ({why})");
             }
             _ => {}
+        }
+        let _ = writeln!(out, "why: {}", self.why.text);
+        if let Some(d) = &self.declaration {
+            let _ = writeln!(out, "declares instance {:?}:", d.name);
+            for (h, how) in &d.proofs {
+                let _ = writeln!(out, "  host {h}: verified ({how})");
+            }
+            for dom in &d.verified_domains {
+                let _ = writeln!(out, "  domain {dom}: verified");
+            }
+            for (c, why) in &d.unverified {
+                let _ = writeln!(out, "  {c}: not verified ({why})");
+            }
         }
         match &self.firehose {
             Some(f) => {
@@ -136,9 +181,9 @@ impl AccountView {
             }
             None => out.push_str("resolved: never\n"),
         }
-        let moves = self.plc.iter().flat_map(|p| &p.moves).chain(self.resolved.iter().flat_map(|r| &r.moves));
-        for m in moves {
-            let _ = writeln!(out, "moved {}  {} -> {}", m.at, m.from, m.to);
+        for m in &self.migrations {
+            let s = |k: &str| m[k].as_str().unwrap_or("-").to_owned();
+            let _ = writeln!(out, "moved {}  {} -> {}", s("at"), s("from"), s("to"));
         }
         out
     }

@@ -51,6 +51,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 allow_loopback: a.allow_loopback,
                 dns: a.dns,
                 crawl: (!a.no_crawl).then_some(instancemap::hosts::CRAWL_EVERY),
+                overrides: a.overrides.load()?,
             };
             app::run(opts, cancel).await?;
             Ok(ExitCode::SUCCESS)
@@ -147,14 +148,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Recluster(a) => {
-            let overrides = match &a.overrides {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                    instancemap::cluster::overrides::Overrides::parse(&text)
-                        .with_context(|| format!("overrides file {}", p.display()))?
-                }
-                None => Default::default(),
-            };
+            let overrides = a.overrides.load()?;
             let db = &a.db;
             let store = Store::open(&db.db).with_context(|| format!("opening database {}", db.db.display()))?;
             let s = instancemap::cluster::map::recompute(&store, &overrides)?;
@@ -175,7 +169,8 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                     .map(|i| {
                         serde_json::json!({"id": i.id, "name": i.name, "anchor": i.anchor, "hosts": i.hosts,
                             "user_domains": i.user_domains, "registrable_domains": i.registrable_domains,
-                            "members": i.members, "evidence": i.evidence.len()})
+                            "members": i.members, "evidence": i.evidence.len(), "operator": i.operator,
+                            "claimed_by": i.claimed_by})
                     })
                     .collect();
                 out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
@@ -193,7 +188,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             let found = if a.id.starts_with("inst_") {
-                instancemap::cluster::map::instances(&store)?.into_iter().find(|i| i.id == a.id)
+                instancemap::cluster::map::instance(&store, &a.id)?
             } else {
                 let host = instancemap::identity::did::normalize_endpoint(&if a.id.contains("://") {
                     a.id.clone()
@@ -211,7 +206,12 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 Some(op) => instancemap::cluster::map::declaration_status(&store, op)?,
                 None => None,
             };
-            let v = serde_json::json!({"instance": i, "declaration": status});
+            // every declaration claiming one of its hosts, verified or not
+            let mut claims = Vec::new();
+            for op in &i.claimed_by {
+                claims.extend(instancemap::cluster::map::declaration_status(&store, op)?);
+            }
+            let v = serde_json::json!({"instance": i, "declaration": status, "claims": claims});
             out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -392,8 +392,12 @@ pub fn init() {
     for st in ["verified", "unverified"] {
         DECLARATIONS.with_label_values(&[st]);
     }
-    LazyLock::force(&API_SECONDS);
-    LazyLock::force(&API_REQUESTS);
+    for r in crate::api::ROUTES {
+        API_SECONDS.with_label_values(&[r]);
+        for class in ["2xx", "4xx", "5xx"] {
+            API_REQUESTS.with_label_values(&[r, class]);
+        }
+    }
     for p in STORE_PROPERTIES {
         STORE.with_label_values(&[&store_label(p)]);
     }

@@ -62,6 +62,7 @@ async fn run_serves_metrics_and_health_and_exits_cleanly_on_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let _reaper = common::KillOnDrop(child.id());
 
     let want = json("reference-pds.frames.json");
     let last = want["last_seq"].as_i64().unwrap();

@@ -12,7 +12,34 @@ use crate::metrics;
 
 /// The routes.
 pub fn router() -> Router {
-    Router::new().route("/metrics", get(serve_metrics)).route("/healthz", get(healthz))
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(healthz))
+        .layer(axum::middleware::from_fn(observe))
+}
+
+/// Route templates pre-registered in the API metrics.
+pub const ROUTES: &[&str] = &["/metrics", "/healthz", "unmatched"];
+
+/// Counts every request by route template (never the raw path) and status
+/// class, and times it.
+async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| ROUTES.iter().copied().find(|r| *r == p.as_str()).unwrap_or("other"));
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let class = match resp.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::API_REQUESTS.with_label_values(&[route, class]).inc();
+    metrics::API_SECONDS.with_label_values(&[route]).observe(start.elapsed().as_secs_f64());
+    resp
 }
 
 async fn serve_metrics() -> impl IntoResponse {

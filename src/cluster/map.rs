@@ -1,22 +1,38 @@
-//! The full recompute (`instancemap recluster`): hosts and accounts from the
-//! store → [`super::cluster`] → the `instances` family (one record per
-//! instance, with member counts) and `host_instance` (host → instance id).
-//! An account's instance is that of its current PDS host, read through
-//! `host_instance`; an account with no PDS, or tombstoned, is reported in an
-//! explicit state instead.
+//! The stored map, kept two ways that must agree:
+//!
+//! - **Incremental** ([`Maintainer`]): every writer that changes what an
+//!   account's place depends on (a PLC operation, a resolution, a new
+//!   account or status on the firehose) marks the DID in `map_dirty` in the
+//!   same write batch; a host crawl or a declaration/membership record
+//!   marks the *structure*. The maintainer takes marks in key order, reads
+//!   the account's records, and when its [`Assignment`] changed subtracts
+//!   the old contributions and adds the new ones (merge operands, one write
+//!   batch with the marks taken back). A structure mark re-clusters the
+//!   hosts (cheap: hosts, not accounts) and rewrites `instances` and
+//!   `host_instance`; accounts are not touched, as instances are summed
+//!   from their hosts when read.
+//! - **Full recompute** (`instancemap recluster`, [`recompute`]): streams
+//!   every account, rebuilds every count from zero, rewrites the
+//!   assignments that differ, then the structure.
+//!
+//! Marks are counters, not flags: the maintainer subtracts what it read, so
+//! a mark added while it worked survives and is taken next time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::assign::{self, key, Assignment, Contributions, MoveRow};
 use super::{EvidenceKind, HostFacts};
 use crate::hosts::HostRecord;
 use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
 use crate::store::{
-    self, AccountState, Store, CF_ACCOUNTS, CF_DECLARATIONS, CF_HOSTS, CF_HOST_INSTANCE, CF_IDENTITY, CF_INSTANCES,
-    CF_PLC,
+    self, AccountState, Store, CF_ACCOUNTS, CF_ASSIGN, CF_DECLARATIONS, CF_HOSTS, CF_HOST_INSTANCE, CF_HOST_MOVES,
+    CF_IDENTITY, CF_INSTANCES, CF_MAP_COUNTS, CF_MAP_DIRTY, CF_MOVES, CF_PLC,
 };
+
+pub use super::assign::current_pds;
 
 /// One stored instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,12 +44,15 @@ pub struct InstanceRecord {
     pub user_domains: Vec<String>,
     pub registrable_domains: Vec<String>,
     /// Evidence, as `(host, kind, value, observed_at_ms)`; kind is
-    /// `user_domain`, `registrable_domain` or `host_alone`.
+    /// `declaration`, `user_domain`, `registrable_domain`, `host_alone` or
+    /// `override`.
     pub evidence: Vec<(String, String, String, i64)>,
-    /// Members by status: `registered` (a current PLC/DID document names
-    /// one of its hosts), `active` / `deactivated` / … (the firehose's last
-    /// `#account` status), `seen_on_firehose`, `declared_members`
-    /// (membership records the operator's verified declaration covers).
+    /// Members by bucket, summed over the hosts when read: `registered`
+    /// (the current DID document names one of its hosts), `in_plc`,
+    /// `resolvable`, `seen_on_firehose` and the firehose status labels
+    /// (`active`, `deactivated`, …), `declared_members` (membership records
+    /// the operator's verified declaration covers), `relay_reported` (what
+    /// the relay's `listHosts` says its hosts hold).
     pub members: BTreeMap<String, u64>,
     pub computed_at_ms: i64,
     /// The operator whose verified declaration covers the instance, and
@@ -42,6 +61,9 @@ pub struct InstanceRecord {
     pub operator: Option<String>,
     #[serde(default)]
     pub governance: Option<super::declaration::Declaration>,
+    /// Operators whose declarations claim any of its hosts, verified or not.
+    #[serde(default)]
+    pub claimed_by: Vec<String>,
 }
 
 /// What a recompute did.
@@ -52,6 +74,8 @@ pub struct Summary {
     pub accounts: u64,
     /// Accounts in an explicit state rather than an instance, by reason.
     pub unassigned: BTreeMap<String, u64>,
+    /// Assignments rewritten (changed since the last map).
+    pub changed: u64,
     pub declarations: usize,
     /// Declarations with at least one verified host.
     pub verified_declarations: usize,
@@ -60,34 +84,15 @@ pub struct Summary {
     pub verified_memberships: usize,
 }
 
-/// Each account's current PDS: from the newer of its PLC state and its
-/// last resolution; `Err(reason)` when it has none.
-fn current_pds(plc: Option<&PlcRecord>, res: Option<&IdentityRecord>) -> Result<String, &'static str> {
-    if plc.is_some_and(|p| p.tombstoned) || res.is_some_and(|r| r.tombstoned) {
-        return Err("deleted");
-    }
-    let pds = if crate::identity::resolve::resolution_is_current(plc, res) {
-        res.and_then(|r| r.pds.clone())
-    } else {
-        plc.and_then(|p| p.pds.clone())
-    };
-    match (pds, plc, res) {
-        (Some(p), _, _) => Ok(p),
-        (None, None, None) => Err("unresolved"),
-        (None, _, Some(r)) if r.unresolved.is_some() => Err("unresolved"),
-        _ => Err("no_pds"),
-    }
-}
-
 fn decode<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> store::Result<T> {
     store::from_cbor(cf, b)
 }
 
 /// What the store knows of one DID: PLC state, last resolution, firehose state.
-type Known = (Option<PlcRecord>, Option<IdentityRecord>, Option<AccountState>);
+pub type Known = (Option<PlcRecord>, Option<IdentityRecord>, Option<AccountState>);
 
 /// The three records of one DID, by point reads.
-fn known(store: &Store, did: &str) -> store::Result<Known> {
+pub fn known(store: &Store, did: &str) -> store::Result<Known> {
     let get = |cf: &'static str| store.get_cf(cf, did.as_bytes());
     Ok((
         get(CF_PLC)?.map(|b| decode(CF_PLC, &b)).transpose()?,
@@ -96,19 +101,211 @@ fn known(store: &Store, did: &str) -> store::Result<Known> {
     ))
 }
 
-/// Calls `f` once per DID known to any of the three families, in DID
-/// order, streaming them side by side (a merge join on the key): memory
-/// stays constant however many accounts there are.
+/// An account's stored assignment.
+pub fn assignment(store: &Store, did: &str) -> store::Result<Option<Assignment>> {
+    store.get_cf(CF_ASSIGN, did.as_bytes())?.map(|b| decode(CF_ASSIGN, &b)).transpose()
+}
+
+// ---------------------------------------------------------------- marks
+
+/// The structure mark's key (sorts before every DID).
+pub const STRUCTURE: &[u8] = b"\x00structure";
+
+/// Marks a DID for the maintainer, in the caller's write batch.
+pub fn mark(wb: &mut rocksdb::WriteBatch, store: &Store, did: &str) {
+    wb.merge_cf(store.cf(CF_MAP_DIRTY), did.as_bytes(), 1i64.to_le_bytes());
+}
+
+/// Marks the structure (hosts, declarations, memberships) for the maintainer.
+pub fn mark_structure(wb: &mut rocksdb::WriteBatch, store: &Store) {
+    wb.merge_cf(store.cf(CF_MAP_DIRTY), STRUCTURE, 1i64.to_le_bytes());
+}
+
+fn read_i64(b: &[u8]) -> i64 {
+    b.try_into().map(i64::from_le_bytes).unwrap_or(0)
+}
+
+/// Marks waiting (a full scan; for tests and `stats`).
+pub fn pending(store: &Store) -> store::Result<u64> {
+    let mut n = 0;
+    for item in store.iter_cf(CF_MAP_DIRTY) {
+        let (_, v) = item?;
+        n += u64::from(read_i64(&v) != 0);
+    }
+    Ok(n)
+}
+
+// ---------------------------------------------------------------- accounts
+
+/// Writes the change from `old` to `new` of one account into `wb`.
+fn write_change(
+    wb: &mut rocksdb::WriteBatch,
+    store: &Store,
+    did: &str,
+    old: Option<&Assignment>,
+    new: &Assignment,
+    deltas: bool,
+) {
+    let mut c = Contributions::default();
+    if let Some(o) = old {
+        for k in Contributions::move_keys(did, o) {
+            wb.delete_cf(store.cf(CF_MOVES), k);
+        }
+        c.add(did, o, -1);
+    }
+    c.add(did, new, 1);
+    if deltas {
+        let counts = store.cf(CF_MAP_COUNTS);
+        for (k, v) in &c.counts {
+            if *v != 0 {
+                wb.merge_cf(counts, k, v.to_le_bytes());
+            }
+        }
+    }
+    for (k, row) in &c.moves {
+        wb.put_cf(store.cf(CF_MOVES), k, store::to_cbor(row));
+    }
+    let new_moves = c.moves.len() as u64;
+    let old_moves = old.map_or(0, |o| Contributions::move_keys(did, o).len() as u64);
+    if new_moves > old_moves {
+        crate::metrics::MAP_MOVES.with_label_values(&["migration"]).inc_by(new_moves - old_moves);
+    }
+    wb.put_cf(store.cf(CF_ASSIGN), did.as_bytes(), store::to_cbor(new));
+}
+
+/// The incremental maintainer: the single writer of the map's families.
+pub struct Maintainer {
+    store: Store,
+    overrides: super::overrides::Overrides,
+    /// Hosts with a `host_instance` entry (new hosts need the structure).
+    clustered: Option<BTreeSet<String>>,
+    /// The structure is refreshed at most this often (host crawls mark it
+    /// on every crawl); zero in tests.
+    pub structure_every: std::time::Duration,
+    last_structure: Option<std::time::Instant>,
+}
+
+/// What one [`Maintainer::step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Marks taken.
+    pub accounts: usize,
+    /// Assignments that changed.
+    pub changed: usize,
+    /// Whether the structure was refreshed.
+    pub structure: bool,
+}
+
+impl Maintainer {
+    pub fn new(store: Store, overrides: super::overrides::Overrides) -> Maintainer {
+        Maintainer {
+            store,
+            overrides,
+            clustered: None,
+            structure_every: std::time::Duration::ZERO,
+            last_structure: None,
+        }
+    }
+
+    fn clustered(&mut self) -> store::Result<&mut BTreeSet<String>> {
+        if self.clustered.is_none() {
+            let mut set = BTreeSet::new();
+            for item in self.store.iter_cf(CF_HOST_INSTANCE) {
+                let (k, _) = item?;
+                set.insert(String::from_utf8_lossy(&k).into_owned());
+            }
+            self.clustered = Some(set);
+        }
+        Ok(self.clustered.as_mut().expect("filled above"))
+    }
+
+    /// Takes up to `limit` account marks (and the structure mark, if set or
+    /// needed) and applies them.
+    pub fn step(&mut self, limit: usize) -> store::Result<Step> {
+        let store = self.store.clone();
+        let mut marks: Vec<(Box<[u8]>, i64)> = Vec::new();
+        let mut structure: Option<i64> = None;
+        for item in store.iter_cf(CF_MAP_DIRTY) {
+            let (k, v) = item?;
+            let n = read_i64(&v);
+            if n == 0 {
+                continue;
+            }
+            if &*k == STRUCTURE {
+                structure = Some(n);
+                continue;
+            }
+            marks.push((k, n));
+            if marks.len() >= limit {
+                break;
+            }
+        }
+        let mut step = Step { accounts: marks.len(), ..Step::default() };
+        let mut need_structure = structure.is_some();
+        let mut wb = rocksdb::WriteBatch::default();
+        for (k, n) in &marks {
+            let did = String::from_utf8_lossy(k).into_owned();
+            let (plc, res, acct) = known(&store, &did)?;
+            let new = assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref());
+            let old = assignment(&store, &did)?;
+            if old.as_ref() != Some(&new) {
+                step.changed += 1;
+                if let Some(h) = &new.host {
+                    if !self.clustered()?.contains(h) {
+                        need_structure = true;
+                    }
+                }
+                // a member's host or handle counts for its membership
+                let member = store.record(super::declaration::MEMBERSHIP, &did, "self")?.is_some();
+                need_structure |= member && old.as_ref().map(|o| &o.host) != Some(&new.host);
+                write_change(&mut wb, &store, &did, old.as_ref(), &new, true);
+            }
+            wb.merge_cf(store.cf(CF_MAP_DIRTY), k, (-n).to_le_bytes());
+        }
+        store.write(wb)?;
+        crate::metrics::MAP_UPDATES.with_label_values(&["account"]).inc_by(step.changed as u64);
+        let due = self.last_structure.is_none_or(|t| t.elapsed() >= self.structure_every);
+        if need_structure && due {
+            self.last_structure = Some(std::time::Instant::now());
+            refresh_structure(&store, &self.overrides)?;
+            self.clustered = None;
+            if let Some(n) = structure {
+                let mut wb = rocksdb::WriteBatch::default();
+                wb.merge_cf(store.cf(CF_MAP_DIRTY), STRUCTURE, (-n).to_le_bytes());
+                store.write(wb)?;
+            }
+            step.structure = true;
+        }
+        Ok(step)
+    }
+
+    /// Steps until no mark is left.
+    pub fn run_until_idle(&mut self) -> store::Result<Step> {
+        let mut total = Step::default();
+        loop {
+            let s = self.step(10_000)?;
+            total.accounts += s.accounts;
+            total.changed += s.changed;
+            total.structure |= s.structure;
+            if s.accounts == 0 && !s.structure {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Calls `f` once per DID known to any of the account families (PLC state,
+/// resolution, firehose, stored assignment), in DID order, streaming them
+/// side by side (a merge join on the key): memory stays constant however
+/// many accounts there are.
 fn for_each_account(
     store: &Store,
-    mut f: impl FnMut(&[u8], Option<&PlcRecord>, Option<&IdentityRecord>, Option<&AccountState>),
+    mut f: impl FnMut(&[u8], Known, Option<Assignment>) -> store::Result<()>,
 ) -> store::Result<()> {
-    let mut plc = store.iter_cf(CF_PLC).peekable();
-    let mut ident = store.iter_cf(CF_IDENTITY).peekable();
-    let mut acct = store.iter_cf(CF_ACCOUNTS).peekable();
-    fn head<I: Iterator<Item = store::Result<store::KeyValue>>>(
-        it: &mut std::iter::Peekable<I>,
-    ) -> store::Result<Option<Box<[u8]>>> {
+    type It<'a> = std::iter::Peekable<Box<dyn Iterator<Item = store::Result<store::KeyValue>> + 'a>>;
+    let mut its: [It<'_>; 4] =
+        [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN].map(|cf| store.iter_from(cf, &[]).peekable());
+    fn head(it: &mut It<'_>) -> store::Result<Option<Box<[u8]>>> {
         match it.peek() {
             Some(Ok((k, _))) => Ok(Some(k.clone())),
             Some(Err(_)) => Err(it.next().expect("peeked").expect_err("peeked an error")),
@@ -116,51 +313,233 @@ fn for_each_account(
         }
     }
     loop {
-        let keys = [head(&mut plc)?, head(&mut ident)?, head(&mut acct)?];
+        let mut keys: [Option<Box<[u8]>>; 4] = Default::default();
+        for (k, it) in keys.iter_mut().zip(its.iter_mut()) {
+            *k = head(it)?;
+        }
         let Some(min) = keys.iter().flatten().min().cloned() else { return Ok(()) };
-        let take = |k: &Option<Box<[u8]>>| k.as_deref() == Some(&*min);
-        let p: Option<PlcRecord> =
-            if take(&keys[0]) { Some(decode(CF_PLC, &plc.next().expect("peeked")?.1)?) } else { None };
-        let i: Option<IdentityRecord> =
-            if take(&keys[1]) { Some(decode(CF_IDENTITY, &ident.next().expect("peeked")?.1)?) } else { None };
-        let a: Option<AccountState> =
-            if take(&keys[2]) { Some(decode(CF_ACCOUNTS, &acct.next().expect("peeked")?.1)?) } else { None };
-        f(&min, p.as_ref(), i.as_ref(), a.as_ref());
+        let mut take = |i: usize| -> store::Result<Option<Box<[u8]>>> {
+            if keys[i].as_deref() == Some(&*min) {
+                Ok(Some(its[i].next().expect("peeked")?.1))
+            } else {
+                Ok(None)
+            }
+        };
+        let p = take(0)?.map(|v| decode(CF_PLC, &v)).transpose()?;
+        let i = take(1)?.map(|v| decode(CF_IDENTITY, &v)).transpose()?;
+        let a = take(2)?.map(|v| decode(CF_ACCOUNTS, &v)).transpose()?;
+        let s = take(3)?.map(|v| decode(CF_ASSIGN, &v)).transpose()?;
+        f(&min, (p, i, a), s)?;
     }
 }
 
-/// Recomputes the whole map (with the operator's `overrides`) and stores it.
+/// Write batches of a recompute are committed every this many changes.
+const RECOMPUTE_BATCH: usize = 20_000;
+
+/// Recomputes the whole map (with the operator's `overrides`) and stores
+/// it: every count rebuilt from zero, every assignment that differs
+/// rewritten, marks cleared, then the structure.
 pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<Summary> {
-    // accounts: DID → (pds or reason, firehose status)
+    let mut summary = Summary::default();
+    let mut totals = Contributions::default();
+    let mut wb = rocksdb::WriteBatch::default();
+    let mut in_batch = 0usize;
+    for_each_account(store, |k, (plc, res, acct), old| {
+        let did = std::str::from_utf8(k).unwrap_or_default();
+        if plc.is_none() && res.is_none() && acct.is_none() {
+            // an assignment whose records are gone
+            if let Some(o) = &old {
+                for mk in Contributions::move_keys(did, o) {
+                    wb.delete_cf(store.cf(CF_MOVES), mk);
+                }
+            }
+            wb.delete_cf(store.cf(CF_ASSIGN), k);
+            return Ok(());
+        }
+        summary.accounts += 1;
+        let new = assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref());
+        if let Some(r) = &new.reason {
+            *summary.unassigned.entry(r.clone()).or_default() += 1;
+        }
+        totals.add_counts(did, &new);
+        if old.as_ref() != Some(&new) {
+            summary.changed += 1;
+            write_change(&mut wb, store, did, old.as_ref(), &new, false);
+            in_batch += 1;
+            if in_batch >= RECOMPUTE_BATCH {
+                store.write(std::mem::take(&mut wb))?;
+                in_batch = 0;
+            }
+        }
+        Ok(())
+    })?;
+    // counts: replace whole
+    let counts = store.cf(CF_MAP_COUNTS);
+    for item in store.iter_cf(CF_MAP_COUNTS) {
+        let (k, _) = item?;
+        if !totals.counts.contains_key(&*k) {
+            wb.delete_cf(counts, k);
+        }
+    }
+    for (k, v) in &totals.counts {
+        if *v != 0 {
+            wb.put_cf(counts, k, v.to_le_bytes());
+        } else {
+            wb.delete_cf(counts, k);
+        }
+    }
+    // every mark is taken by now (the caller holds the only handle)
+    for item in store.iter_cf(CF_MAP_DIRTY) {
+        let (k, _) = item?;
+        wb.delete_cf(store.cf(CF_MAP_DIRTY), k);
+    }
+    store.write(wb)?;
+    crate::metrics::MAP_UPDATES.with_label_values(&["recompute"]).inc();
+    let st = refresh_structure(store, overrides)?;
+    summary.hosts = st.hosts;
+    summary.instances = st.instances;
+    summary.declarations = st.declarations;
+    summary.verified_declarations = st.verified_declarations;
+    summary.memberships = st.memberships;
+    summary.verified_memberships = st.verified_memberships;
+    Ok(summary)
+}
+
+impl Contributions {
+    /// Adds only the counts of `a` (no `moves` rows): the recompute's totals.
+    fn add_counts(&mut self, did: &str, a: &Assignment) {
+        let moves = std::mem::take(&mut self.moves);
+        self.add(did, a, 1);
+        self.moves = moves;
+    }
+}
+
+// ---------------------------------------------------------------- structure
+
+/// A host changing instance, as stored in `host_moves`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMove {
+    pub host: String,
+    /// Instance ids (empty: none).
+    pub from: String,
+    pub to: String,
+    /// Its registered members when it moved.
+    pub accounts: i64,
+}
+
+/// Per host: members by bucket, from the `h` counts.
+pub fn host_members(store: &Store) -> store::Result<BTreeMap<String, BTreeMap<String, i64>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let prefix = key::prefix(key::HOST);
+    for item in store.iter_prefix(CF_MAP_COUNTS, &prefix) {
+        let (k, v) = item?;
+        let n = read_i64(&v);
+        if n == 0 {
+            continue;
+        }
+        if let [host, bucket] = key::parts(&k)[..] {
+            out.entry(host.to_owned()).or_default().insert(bucket.to_owned(), n);
+        }
+    }
+    Ok(out)
+}
+
+/// Accounts in an explicit state, by reason.
+pub fn unassigned(store: &Store) -> store::Result<BTreeMap<String, i64>> {
+    let mut out = BTreeMap::new();
+    for item in store.iter_prefix(CF_MAP_COUNTS, &key::prefix(key::STATE)) {
+        let (k, v) = item?;
+        if let [reason] = key::parts(&k)[..] {
+            let n = read_i64(&v);
+            if n != 0 {
+                out.insert(reason.to_owned(), n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a structure refresh did.
+#[derive(Debug, Clone, Default)]
+struct StructureSummary {
+    hosts: usize,
+    instances: usize,
+    declarations: usize,
+    verified_declarations: usize,
+    memberships: usize,
+    verified_memberships: usize,
+}
+
+/// What a host shows that can prove who runs it.
+#[derive(Debug, Clone, Default)]
+pub struct HostProof {
+    /// `describeServer`'s `did`.
+    pub did: Option<String>,
+    /// `describeServer`'s contact email.
+    pub contact_email: Option<String>,
+    /// `availableUserDomains`, as keys.
+    pub user_domains: Vec<String>,
+}
+
+/// Re-clusters the hosts and rewrites `instances`, `host_instance` and
+/// `declarations`; a host whose instance changed is a dated `host_moves` row.
+fn refresh_structure(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<StructureSummary> {
+    let now = store::now_ms();
+    let members = host_members(store)?;
     let mut facts: BTreeMap<String, HostFacts> = BTreeMap::new();
-    let mut host_dids: HashMap<String, Option<String>> = HashMap::new();
+    let mut proofs: HashMap<String, HostProof> = HashMap::new();
+    let mut relay_reported: HashMap<String, i64> = HashMap::new();
+    let mut host_states: BTreeMap<String, i64> = BTreeMap::new();
     for item in store.iter_cf(CF_HOSTS) {
         let (k, v) = item?;
         let h: HostRecord = decode(CF_HOSTS, &v)?;
-        let h_did = h.describe.as_ref().and_then(|d| d.did.clone());
         let endpoint = String::from_utf8_lossy(&k).into_owned();
+        *host_states.entry(h.state.clone()).or_default() += 1;
+        if let Some(n) = h.relay.as_ref().and_then(|r| r.account_count) {
+            relay_reported.insert(endpoint.clone(), n);
+        }
+        let user_domains = h.describe.as_ref().map(|d| d.available_user_domains.clone()).unwrap_or_default();
+        proofs.insert(
+            endpoint.clone(),
+            HostProof {
+                did: h.describe.as_ref().and_then(|d| d.did.clone()),
+                contact_email: h.describe.as_ref().and_then(|d| d.contact_email.clone()),
+                user_domains: user_domains.iter().filter_map(|d| super::user_domain_key(d)).collect(),
+            },
+        );
         facts.insert(
             endpoint.clone(),
             HostFacts {
                 endpoint,
-                user_domains: h.describe.map(|d| d.available_user_domains).unwrap_or_default(),
+                user_domains,
                 observed_at_ms: h.last_ok_ms.unwrap_or(h.first_seen_ms),
                 declared_by: None,
             },
         );
-        host_dids.insert(String::from_utf8_lossy(&k).into_owned(), h_did);
     }
+    for st in ["pending", "online", "offline"] {
+        crate::metrics::HOSTS_BY_STATE.with_label_values(&[st]).set(host_states.get(st).copied().unwrap_or(0));
+    }
+    // every host with members is a host of the map
+    for h in members.keys() {
+        facts.entry(h.clone()).or_insert_with(|| HostFacts { endpoint: h.clone(), ..HostFacts::default() });
+    }
+    let provider_domains: BTreeSet<String> = proofs.values().flat_map(|p| p.user_domains.iter().cloned()).collect();
     // declarations: verify each claim, mark the hosts of verified ones
     let mut statuses = Vec::new();
     let mut governance: BTreeMap<String, super::declaration::Declaration> = BTreeMap::new();
+    let mut claims: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (operator, _rkey, rec) in store.records(super::declaration::DECLARATION)? {
         let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
         let Ok(decl) = serde_json::from_value::<super::declaration::Declaration>(json) else { continue };
         let handle =
             known(store, &operator)?.1.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle.clone());
-        let status = verify_declaration(&operator, &decl, handle.as_deref(), &host_dids);
+        let status = verify_declaration(&operator, &decl, handle.as_deref(), &proofs, &provider_domains);
         if !status.verified_hosts.is_empty() {
             governance.insert(operator.clone(), decl.clone());
+        }
+        for claim in status.verified_hosts.iter().chain(status.unverified.iter().map(|(c, _)| c)) {
+            claims.entry(claim.clone()).or_default().insert(operator.clone());
         }
         for h in &status.verified_hosts {
             let f = facts.entry(h.clone()).or_insert_with(|| HostFacts { endpoint: h.clone(), ..HostFacts::default() });
@@ -170,74 +549,55 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
         }
         statuses.push(status);
     }
-    // pass 1: every PDS an account names is a host of the map
-    let mut accounts = 0u64;
-    for_each_account(store, |_, plc, res, _| {
-        accounts += 1;
-        if let Ok(p) = current_pds(plc, res) {
-            if !facts.contains_key(&p) {
-                facts.insert(p.clone(), HostFacts { endpoint: p, ..HostFacts::default() });
-            }
-        }
-    })?;
     let facts: Vec<HostFacts> = facts.into_values().collect();
     let instances = super::cluster_with(&facts, overrides);
-    let mut host_instance: HashMap<&str, usize> = HashMap::new();
+    let mut host_index: HashMap<&str, usize> = HashMap::new();
     for (i, inst) in instances.iter().enumerate() {
         for h in &inst.hosts {
-            host_instance.insert(h.as_str(), i);
+            host_index.insert(h.as_str(), i);
         }
     }
-    let mut members: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); instances.len()];
-    let mut summary = Summary { hosts: facts.len(), instances: instances.len(), accounts, ..Summary::default() };
-    // pass 2: count each account in its instance, or its state
-    for_each_account(store, |_, plc, res, acct| match current_pds(plc, res) {
-        Ok(p) => {
-            let m = &mut members[host_instance[p.as_str()]];
-            *m.entry("registered".into()).or_default() += 1;
-            if let Some(a) = acct {
-                *m.entry("seen_on_firehose".into()).or_default() += 1;
-                *m.entry(a.status_label().to_owned()).or_default() += 1;
-            }
-        }
-        Err(reason) => *summary.unassigned.entry(reason.to_owned()).or_default() += 1,
-    })?;
-    // membership records count two-sided: the operator's declaration must
-    // have verified and cover the member's host or its verified handle
+    let mut summary = StructureSummary { hosts: facts.len(), instances: instances.len(), ..Default::default() };
+    // memberships count two-sided: the operator's declaration must have
+    // verified and cover the member's current host or its verified handle;
+    // counted in the instance of the operator's verified hosts
+    let mut declared: Vec<u64> = vec![0; instances.len()];
     let verified: HashMap<&str, &DeclarationStatus> =
         statuses.iter().filter(|s| !s.verified_hosts.is_empty()).map(|s| (s.operator.as_str(), s)).collect();
     for (member, _rkey, rec) in store.records(super::declaration::MEMBERSHIP)? {
         let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
         let Ok(m) = serde_json::from_value::<super::declaration::Membership>(json) else { continue };
-        let (plc, res, _) = known(store, &member)?;
-        let pds = Some(current_pds(plc.as_ref(), res.as_ref()));
-        let handle = res.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle);
-        let counted = verified.get(m.operator.as_str()).is_some_and(|st| {
-            let by_host = matches!(&pds, Some(Ok(p)) if st.verified_hosts.contains(p));
-            let by_handle = handle
-                .as_deref()
-                .is_some_and(|h| st.verified_domains.iter().any(|d| h == d || h.ends_with(&format!(".{d}"))));
-            by_host || by_handle
-        });
         summary.memberships += 1;
-        if counted {
+        let Some(st) = verified.get(m.operator.as_str()) else { continue };
+        let (plc, res, _) = known(store, &member)?;
+        let pds = current_pds(plc.as_ref(), res.as_ref()).ok();
+        let handle = res.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle);
+        let by_host = pds.as_ref().is_some_and(|p| st.verified_hosts.contains(p));
+        let by_handle = handle
+            .as_deref()
+            .is_some_and(|h| st.verified_domains.iter().any(|d| h == d || h.ends_with(&format!(".{d}"))));
+        if by_host || by_handle {
             summary.verified_memberships += 1;
-            // counted in the instance the operator's declaration anchors
-            if let Some(i) = instances.iter().position(|i| i.anchor == format!("decl:{}", m.operator)) {
-                *members[i].entry("declared_members".into()).or_default() += 1;
+            if let Some(&i) = st.verified_hosts.first().and_then(|h| host_index.get(h.as_str())) {
+                declared[i] += 1;
             }
         }
     }
-    let now = store::now_ms();
+    // the previous host → instance, for host moves
+    let mut previous: HashMap<String, String> = HashMap::new();
+    for item in store.iter_cf(CF_HOST_INSTANCE) {
+        let (k, v) = item?;
+        previous.insert(String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned());
+    }
     let mut wb = rocksdb::WriteBatch::default();
-    // replace the previous map whole
-    for cf in [CF_INSTANCES, CF_HOST_INSTANCE] {
+    for cf in [CF_INSTANCES, CF_HOST_INSTANCE, CF_DECLARATIONS] {
         for item in store.iter_cf(cf) {
             let (k, _) = item?;
             wb.delete_cf(store.cf(cf), k);
         }
     }
-    for (inst, m) in instances.iter().zip(members) {
+    let registered = |h: &str| members.get(h).and_then(|m| m.get(assign::bucket::REGISTERED)).copied().unwrap_or(0);
+    for (i, inst) in instances.iter().enumerate() {
         let operator = inst
             .evidence
             .iter()
@@ -246,40 +606,46 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
                 _ => None,
             })
             .min();
+        let mut stored_members = BTreeMap::new();
+        if declared[i] > 0 {
+            stored_members.insert("declared_members".to_owned(), declared[i]);
+        }
+        let relay: i64 = inst.hosts.iter().filter_map(|h| relay_reported.get(h)).sum();
+        if relay > 0 {
+            stored_members.insert("relay_reported".to_owned(), relay as u64);
+        }
+        let claimed_by: BTreeSet<String> = inst.hosts.iter().filter_map(|h| claims.get(h)).flatten().cloned().collect();
         let rec = InstanceRecord {
             governance: operator.as_ref().and_then(|op| governance.get(op).cloned()),
             operator,
+            claimed_by: claimed_by.into_iter().collect(),
             id: inst.id.clone(),
             anchor: inst.anchor.clone(),
             name: inst.name.clone(),
             hosts: inst.hosts.clone(),
             user_domains: inst.user_domains.clone(),
             registrable_domains: inst.registrable_domains.clone(),
-            evidence: inst
-                .evidence
-                .iter()
-                .map(|e| {
-                    let (kind, value) = match &e.kind {
-                        EvidenceKind::UserDomain(d) => ("user_domain", d.clone()),
-                        EvidenceKind::RegistrableDomain(d) => ("registrable_domain", d.clone()),
-                        EvidenceKind::HostAlone => ("host_alone", String::new()),
-                        EvidenceKind::Declaration(op) => ("declaration", op.clone()),
-                        EvidenceKind::Override(what) => ("override", what.clone()),
-                    };
-                    (e.host.clone(), kind.to_owned(), value, e.observed_at_ms)
-                })
-                .collect(),
-            members: m,
+            evidence: inst.evidence.iter().map(evidence_row).collect(),
+            members: stored_members,
             computed_at_ms: now,
         };
         wb.put_cf(store.cf(CF_INSTANCES), inst.id.as_bytes(), store::to_cbor(&rec));
         for h in &inst.hosts {
             wb.put_cf(store.cf(CF_HOST_INSTANCE), h.as_bytes(), inst.id.as_bytes());
+            let from = previous.remove(h).unwrap_or_default();
+            if from != inst.id {
+                let mv = HostMove { host: h.clone(), from, to: inst.id.clone(), accounts: registered(h) };
+                if !mv.from.is_empty() {
+                    crate::metrics::MAP_MOVES.with_label_values(&["recluster"]).inc_by(mv.accounts.max(0) as u64);
+                }
+                wb.put_cf(store.cf(CF_HOST_MOVES), host_move_key(now, h), store::to_cbor(&mv));
+            }
         }
     }
-    for cf_key in store.iter_cf(CF_DECLARATIONS) {
-        let (k, _) = cf_key?;
-        wb.delete_cf(store.cf(CF_DECLARATIONS), k);
+    // hosts that left the map
+    for (h, from) in previous {
+        let mv = HostMove { host: h.clone(), from, to: String::new(), accounts: registered(&h) };
+        wb.put_cf(store.cf(CF_HOST_MOVES), host_move_key(now, &h), store::to_cbor(&mv));
     }
     for st in &statuses {
         wb.put_cf(store.cf(CF_DECLARATIONS), st.operator.as_bytes(), store::to_cbor(st));
@@ -287,64 +653,194 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
     summary.declarations = statuses.len();
     summary.verified_declarations = statuses.iter().filter(|s| !s.verified_hosts.is_empty()).count();
     store.write(wb)?;
+    crate::metrics::MAP_UPDATES.with_label_values(&["structure"]).inc();
+    crate::metrics::DECLARATIONS.with_label_values(&["verified"]).set(summary.verified_declarations as i64);
+    crate::metrics::DECLARATIONS
+        .with_label_values(&["unverified"])
+        .set((summary.declarations - summary.verified_declarations) as i64);
+    publish_gauges(store)?;
     Ok(summary)
 }
 
-/// What a declaration's claims came to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeclarationStatus {
-    pub operator: String,
-    pub name: String,
-    /// Claimed hosts the operator demonstrably controls.
-    pub verified_hosts: Vec<String>,
-    /// Claimed account domains it demonstrably controls.
-    pub verified_domains: Vec<String>,
-    /// Claims that did not verify: `(claim, why)`.
-    pub unverified: Vec<(String, String)>,
+fn evidence_row(e: &super::Evidence) -> (String, String, String, i64) {
+    let (kind, value) = match &e.kind {
+        EvidenceKind::UserDomain(d) => ("user_domain", d.clone()),
+        EvidenceKind::RegistrableDomain(d) => ("registrable_domain", d.clone()),
+        EvidenceKind::HostAlone => ("host_alone", String::new()),
+        EvidenceKind::Declaration(op) => ("declaration", op.clone()),
+        EvidenceKind::Override(what) => ("override", what.clone()),
+    };
+    (e.host.clone(), kind.to_owned(), value, e.observed_at_ms)
 }
 
-/// Checks a declaration's claims. A host counts when its `describeServer`
-/// names the operator's DID, or the operator's verified handle is under
-/// the host's registrable domain; an account domain counts when the
-/// operator's verified handle is under it, or a verified host advertises it
-/// (checked by the caller's host facts through `host_dids`' owners).
-pub fn verify_declaration(
-    operator: &str,
-    decl: &super::declaration::Declaration,
-    verified_handle: Option<&str>,
-    host_dids: &HashMap<String, Option<String>>,
-) -> DeclarationStatus {
-    let mut st = DeclarationStatus { operator: operator.to_owned(), name: decl.name.clone(), ..Default::default() };
-    let handle_rd = verified_handle.and_then(super::registrable_domain);
-    for claim in &decl.pds_hosts {
-        let Ok(host) = crate::identity::did::normalize_endpoint(claim) else {
-            st.unverified.push((claim.clone(), "not a host URL".into()));
-            continue;
-        };
-        let names_operator = host_dids.get(&host).and_then(|d| d.as_deref()) == Some(operator);
-        let (name, alone) = super::host_name(&host);
-        let same_domain = !alone && handle_rd.is_some() && super::registrable_domain(name) == handle_rd;
-        if names_operator || same_domain {
-            st.verified_hosts.push(host);
-        } else {
-            let why = if host_dids.contains_key(&host) {
-                "the host's describeServer does not name the operator, and the operator's verified handle is not under its domain"
-            } else {
-                "host not crawled yet, and the operator's verified handle is not under its domain"
-            };
-            st.unverified.push((host, why.into()));
+/// Key of a `host_moves` row: time, then host.
+pub fn host_move_key(at_ms: i64, host: &str) -> Vec<u8> {
+    let mut k = ((at_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    k.extend_from_slice(host.as_bytes());
+    k
+}
+
+// ---------------------------------------------------------------- concentration
+
+/// How concentrated accounts are over a set of groups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Concentration {
+    pub groups: usize,
+    pub accounts: i64,
+    /// Herfindahl–Hirschman index, 0..1 (×10,000 for the antitrust scale).
+    pub hhi: f64,
+    /// Share of accounts in the largest 1, 5 and 10 groups.
+    pub top1_share: f64,
+    pub top5_share: f64,
+    pub top10_share: f64,
+    /// Accounts of the 10 largest groups, largest first.
+    pub top: Vec<i64>,
+}
+
+/// The concentration of `sizes`.
+pub fn concentration(mut sizes: Vec<i64>) -> Concentration {
+    sizes.retain(|n| *n > 0);
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let total: i64 = sizes.iter().sum();
+    let share = |n: usize| if total == 0 { 0.0 } else { sizes.iter().take(n).sum::<i64>() as f64 / total as f64 };
+    let hhi = if total == 0 { 0.0 } else { sizes.iter().map(|n| (*n as f64 / total as f64).powi(2)).sum() };
+    Concentration {
+        groups: sizes.len(),
+        accounts: total,
+        hhi,
+        top1_share: share(1),
+        top5_share: share(5),
+        top10_share: share(10),
+        top: sizes.iter().take(10).copied().collect(),
+    }
+}
+
+/// Concentration over instances and over hosts (registered members).
+pub fn concentrations(store: &Store) -> store::Result<(Concentration, Concentration)> {
+    let members = host_members(store)?;
+    let mut host_instance: HashMap<String, String> = HashMap::new();
+    for item in store.iter_cf(CF_HOST_INSTANCE) {
+        let (k, v) = item?;
+        host_instance.insert(String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned());
+    }
+    let mut by_instance: HashMap<&str, i64> = HashMap::new();
+    let mut by_host = Vec::new();
+    for (h, m) in &members {
+        let n = m.get(assign::bucket::REGISTERED).copied().unwrap_or(0);
+        by_host.push(n);
+        let inst = host_instance.get(h).map_or("", String::as_str);
+        *by_instance.entry(inst).or_default() += n;
+    }
+    Ok((concentration(by_instance.into_values().collect()), concentration(by_host)))
+}
+
+/// Sets the map's gauges from the store.
+pub fn publish_gauges(store: &Store) -> store::Result<()> {
+    use crate::metrics as m;
+    let (inst, host) = concentrations(store)?;
+    m::MAP_INSTANCES.set(store.iter_cf(CF_INSTANCES).count() as i64);
+    m::MAP_ACCOUNTS.with_label_values(&["assigned"]).set(inst.accounts);
+    let states = unassigned(store)?;
+    for st in ["deleted", "no_pds", "unresolved"] {
+        m::MAP_ACCOUNTS.with_label_values(&[st]).set(states.get(st).copied().unwrap_or(0));
+    }
+    let unclustered = {
+        let members = host_members(store)?;
+        let mut n = 0;
+        for (h, b) in members {
+            if store.get_cf(CF_HOST_INSTANCE, h.as_bytes())?.is_none() {
+                n += b.get(assign::bucket::REGISTERED).copied().unwrap_or(0);
+            }
+        }
+        n
+    };
+    m::MAP_ACCOUNTS.with_label_values(&["unclustered"]).set(unclustered);
+    for r in 1..=10usize {
+        m::MAP_TOP_ACCOUNTS.with_label_values(&[&r.to_string()]).set(inst.top.get(r - 1).copied().unwrap_or(0));
+    }
+    for (over, c) in [("instances", &inst), ("hosts", &host)] {
+        m::MAP_HHI.with_label_values(&[over]).set(c.hhi);
+        for (n, v) in [("1", c.top1_share), ("5", c.top5_share), ("10", c.top10_share)] {
+            m::MAP_TOP_SHARE.with_label_values(&[over, n]).set(v);
         }
     }
-    for claim in &decl.account_domains {
-        let d = claim.trim_start_matches('.').to_ascii_lowercase();
-        let under = verified_handle.is_some_and(|h| h == d || h.ends_with(&format!(".{d}")));
-        if under {
-            st.verified_domains.push(d);
-        } else {
-            st.unverified.push((claim.clone(), "the operator's verified handle is not under this domain".into()));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- readers
+
+fn with_members(mut rec: InstanceRecord, members: &BTreeMap<String, BTreeMap<String, i64>>) -> InstanceRecord {
+    for h in &rec.hosts {
+        if let Some(m) = members.get(h) {
+            for (b, n) in m {
+                *rec.members.entry(b.clone()).or_default() += (*n).max(0) as u64;
+            }
         }
     }
-    st
+    rec
+}
+
+/// Every stored instance with its members, largest (registered) first.
+pub fn instances(store: &Store) -> store::Result<Vec<InstanceRecord>> {
+    let members = host_members(store)?;
+    let mut out = Vec::new();
+    for item in store.iter_cf(CF_INSTANCES) {
+        let (_, v) = item?;
+        out.push(with_members(decode::<InstanceRecord>(CF_INSTANCES, &v)?, &members));
+    }
+    out.sort_by(|a, b| {
+        let n = |r: &InstanceRecord| r.members.get("registered").copied().unwrap_or(0);
+        n(b).cmp(&n(a)).then(a.id.cmp(&b.id))
+    });
+    Ok(out)
+}
+
+/// One instance by id, with its members.
+pub fn instance(store: &Store, id: &str) -> store::Result<Option<InstanceRecord>> {
+    let Some(v) = store.get_cf(CF_INSTANCES, id.as_bytes())? else { return Ok(None) };
+    let rec: InstanceRecord = decode(CF_INSTANCES, &v)?;
+    let mut members = BTreeMap::new();
+    for h in &rec.hosts {
+        let prefix = [&[key::HOST, 0][..], h.as_bytes(), &[0]].concat();
+        for item in store.iter_prefix(CF_MAP_COUNTS, &prefix) {
+            let (k, v) = item?;
+            if let [_, bucket] = key::parts(&k)[..] {
+                members.entry(h.clone()).or_insert_with(BTreeMap::new).insert(bucket.to_owned(), read_i64(&v));
+            }
+        }
+    }
+    Ok(Some(with_members(rec, &members)))
+}
+
+/// The instance id of a host, if the map has it.
+pub fn instance_id_of_host(store: &Store, host: &str) -> store::Result<Option<String>> {
+    Ok(store.get_cf(CF_HOST_INSTANCE, host.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// The instance of a host, if the map has it.
+pub fn instance_of_host(store: &Store, host: &str) -> store::Result<Option<InstanceRecord>> {
+    match instance_id_of_host(store, host)? {
+        Some(id) => instance(store, &id),
+        None => Ok(None),
+    }
+}
+
+/// An account's instance (or its explicit state, with the reason) under
+/// the stored map; from its records when the map has not taken it in yet.
+pub fn instance_of_account(store: &Store, did: &str) -> store::Result<Result<InstanceRecord, String>> {
+    let a = match assignment(store, did)? {
+        Some(a) => a,
+        None => {
+            let (plc, res, acct) = known(store, did)?;
+            assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref())
+        }
+    };
+    match (&a.host, &a.reason) {
+        (Some(p), _) => {
+            Ok(instance_of_host(store, p)?.ok_or_else(|| format!("host {p} not in the map yet (run recluster)")))
+        }
+        (None, r) => Ok(Err(r.clone().unwrap_or_else(|| "unresolved".into()))),
+    }
 }
 
 /// The stored status of an operator's declaration.
@@ -355,41 +851,124 @@ pub fn declaration_status(store: &Store, operator: &str) -> store::Result<Option
     }
 }
 
-/// Every stored instance, largest (registered members) first.
-pub fn instances(store: &Store) -> store::Result<Vec<InstanceRecord>> {
+/// An account's migrations, oldest first: `(at_ms, row)`.
+pub fn moves_of(store: &Store, did: &str) -> store::Result<Vec<(i64, MoveRow)>> {
+    let prefix = [did.as_bytes(), &[0]].concat();
     let mut out = Vec::new();
-    for item in store.iter_cf(CF_INSTANCES) {
-        let (_, v) = item?;
-        out.push(decode::<InstanceRecord>(CF_INSTANCES, &v)?);
+    for item in store.iter_prefix(CF_MOVES, &prefix) {
+        let (k, v) = item?;
+        if k.len() != prefix.len() + 8 {
+            continue;
+        }
+        out.push((assign::move_key_time(&k).unwrap_or(0), decode(CF_MOVES, &v)?));
     }
-    out.sort_by(|a, b| {
-        let n = |r: &InstanceRecord| r.members.get("registered").copied().unwrap_or(0);
-        n(b).cmp(&n(a)).then(a.id.cmp(&b.id))
-    });
     Ok(out)
 }
 
-/// The instance of a host, if the map has it.
-pub fn instance_of_host(store: &Store, host: &str) -> store::Result<Option<InstanceRecord>> {
-    let Some(id) = store.get_cf(CF_HOST_INSTANCE, host.as_bytes())? else { return Ok(None) };
-    match store.get_cf(CF_INSTANCES, &id)? {
-        Some(v) => Ok(Some(decode(CF_INSTANCES, &v)?)),
-        None => Ok(None),
-    }
+// ---------------------------------------------------------------- declarations
+
+/// What a declaration's claims came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclarationStatus {
+    pub operator: String,
+    pub name: String,
+    /// Claimed hosts the operator demonstrably controls.
+    pub verified_hosts: Vec<String>,
+    /// How each verified host was proven: `(host, proof)`.
+    #[serde(default)]
+    pub proofs: Vec<(String, String)>,
+    /// Claimed account domains it demonstrably controls.
+    pub verified_domains: Vec<String>,
+    /// Claims that did not verify: `(claim, why)`.
+    pub unverified: Vec<(String, String)>,
 }
 
-/// An account's instance (or its explicit state) under the stored map.
-pub fn instance_of_account(store: &Store, did: &str) -> store::Result<Result<InstanceRecord, String>> {
-    let plc: Option<PlcRecord> = match store.get_cf(CF_PLC, did.as_bytes())? {
-        Some(b) => Some(decode(CF_PLC, &b)?),
-        None => None,
-    };
-    let res: Option<IdentityRecord> = match store.get_cf(CF_IDENTITY, did.as_bytes())? {
-        Some(b) => Some(decode(CF_IDENTITY, &b)?),
-        None => None,
-    };
-    match current_pds(plc.as_ref(), res.as_ref()) {
-        Ok(p) => Ok(instance_of_host(store, &p)?.ok_or_else(|| format!("host {p} not in the map yet (run recluster)"))),
-        Err(reason) => Ok(Err(reason.to_owned())),
+/// Whether `name` is `domain` or under it.
+fn under(name: &str, domain: &str) -> bool {
+    name == domain || name.strip_suffix(domain).is_some_and(|p| p.ends_with('.'))
+}
+
+/// Checks a declaration's claims against what the operator demonstrably
+/// controls.
+///
+/// A claimed **host** counts when
+/// 1. its `describeServer` `did` is the operator's DID, or
+/// 2. the operator's verified handle is a *custom-domain* handle (not under
+///    any user domain a host advertises, so it proves control of that name
+///    rather than an account on someone's PDS) and shares the host's
+///    registrable domain, or
+/// 3. its `describeServer` contact email is at the operator's custom-domain
+///    handle's domain (or under it, or its registrable domain).
+///
+/// A claimed **account domain** counts when a verified host of the same
+/// declaration advertises it, or the operator's custom-domain handle is
+/// the domain or under it.
+pub fn verify_declaration(
+    operator: &str,
+    decl: &super::declaration::Declaration,
+    verified_handle: Option<&str>,
+    hosts: &HashMap<String, HostProof>,
+    provider_domains: &BTreeSet<String>,
+) -> DeclarationStatus {
+    let mut st = DeclarationStatus { operator: operator.to_owned(), name: decl.name.clone(), ..Default::default() };
+    let custom = verified_handle.filter(|h| !provider_domains.iter().any(|d| under(h, d)));
+    let handle_rd = custom.and_then(super::registrable_domain);
+    for claim in &decl.pds_hosts {
+        let Ok(host) = crate::identity::did::normalize_endpoint(claim) else {
+            st.unverified.push((claim.clone(), "not a host URL".into()));
+            continue;
+        };
+        if st.verified_hosts.contains(&host) || st.unverified.iter().any(|(c, _)| *c == host) {
+            continue;
+        }
+        let proof = hosts.get(&host);
+        let (name, alone) = super::host_name(&host);
+        let email_domain = proof
+            .and_then(|p| p.contact_email.as_deref())
+            .and_then(|e| e.rsplit_once('@'))
+            .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
+        let how = if proof.and_then(|p| p.did.as_deref()) == Some(operator) {
+            Some("the host's describeServer names the operator's DID")
+        } else if !alone && handle_rd.is_some() && super::registrable_domain(name) == handle_rd {
+            Some("the operator's verified custom-domain handle shares the host's registrable domain")
+        } else if let (Some(h), Some(e)) = (custom, email_domain.as_deref()) {
+            let same_rd = handle_rd.is_some() && super::registrable_domain(e) == handle_rd;
+            (under(e, h) || same_rd)
+                .then_some("the host's describeServer contact is at the operator's verified custom domain")
+        } else {
+            None
+        };
+        match how {
+            Some(how) => {
+                st.verified_hosts.push(host.clone());
+                st.proofs.push((host, how.into()));
+            }
+            None => {
+                let why = match (proof, custom) {
+                    (None, _) => "host not crawled yet (no describeServer), and the operator has no verified custom-domain handle under its domain",
+                    (Some(_), None) => "the host's describeServer does not name the operator, and the operator has no verified custom-domain handle",
+                    (Some(_), Some(_)) => "the host's describeServer names neither the operator's DID nor a contact at its domain, and the operator's handle is not under the host's domain",
+                };
+                st.unverified.push((host, why.into()));
+            }
+        }
     }
+    for claim in &decl.account_domains {
+        let Some(d) = super::user_domain_key(claim) else {
+            st.unverified.push((claim.clone(), "not a domain".into()));
+            continue;
+        };
+        let advertised = st.verified_hosts.iter().any(|h| hosts.get(h).is_some_and(|p| p.user_domains.contains(&d)));
+        let owned = custom.is_some_and(|h| under(h, &d));
+        if advertised || owned {
+            st.verified_domains.push(d);
+        } else {
+            st.unverified.push((
+                claim.clone(),
+                "no verified host of the declaration advertises it, and the operator's verified custom-domain handle is not under it"
+                    .into(),
+            ));
+        }
+    }
+    st
 }

@@ -18,7 +18,9 @@
 //! with another instance can, and then the merged instance keeps the
 //! smaller anchor (one of the two ids survives).
 
+pub mod assign;
 pub mod declaration;
+pub mod explain;
 pub mod map;
 pub mod overrides;
 

@@ -88,6 +88,7 @@ pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {
 pub fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
     let mut wb = rocksdb::WriteBatch::default();
     wb.put_cf(store.cf(CF_HOSTS), host.as_bytes(), store::to_cbor(rec));
+    crate::cluster::map::mark_structure(&mut wb, store);
     store.write(wb)
 }
 

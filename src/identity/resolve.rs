@@ -51,6 +51,9 @@ pub struct IdentityRecord {
     pub problems: Vec<String>,
     /// Last successful resolution, ms since the epoch.
     pub resolved_at_ms: Option<i64>,
+    /// First successful resolution, ms since the epoch.
+    #[serde(default)]
+    pub first_resolved_ms: Option<i64>,
     /// Last attempt, ms since the epoch.
     pub checked_at_ms: i64,
     /// Reason of the last attempt's failure; `None` when it succeeded.
@@ -263,6 +266,7 @@ impl Resolver {
                 rec.labeler = doc.labeler.clone();
                 rec.problems = doc.problems.iter().map(|p| (*p).to_owned()).collect();
                 rec.resolved_at_ms = Some(now);
+                rec.first_resolved_ms = rec.first_resolved_ms.or(Some(now));
                 rec.unresolved = None;
                 rec.tombstoned = false;
                 rec.failures = 0;
@@ -296,6 +300,7 @@ impl Resolver {
         let next = if rec.unresolved.is_some() { next_retry(&rec) } else { now + FRESH_FOR.as_millis() as i64 };
         wb.put_cf(self.store.cf(CF_RETRY), retry_key(next, d), b"");
         wb.put_cf(self.store.cf(CF_IDENTITY), d.as_bytes(), store::to_cbor(&rec));
+        crate::cluster::map::mark(&mut wb, &self.store, d);
         self.store.write(wb)?;
         if let Some(p) = &rec.pds {
             crate::hosts::note(&self.store, p, "did_document")?;

@@ -28,6 +28,9 @@ pub struct PlcRecord {
     pub head: String,
     /// `createdAt` of that operation.
     pub updated_at: String,
+    /// `createdAt` of the genesis operation (the first applied).
+    #[serde(default)]
+    pub created_at: Option<String>,
     /// Operations applied for this DID (nullified ones not counted).
     pub ops: u32,
     /// Operations whose `prev` was not the head: recoveries that forked
@@ -140,6 +143,9 @@ impl PlcRecord {
     pub fn apply(&mut self, op: PlcOperand) {
         if self.ops > 0 && op.prev.as_deref() != Some(self.head.as_str()) {
             self.forks += 1;
+        }
+        if self.ops == 0 {
+            self.created_at = Some(op.created_at.clone());
         }
         self.ops += 1;
         self.head = op.cid;
@@ -312,8 +318,13 @@ impl<'s> Loader<'s> {
         // the memtable inserts a sorted run far faster than random keys.
         self.pending.sort_by(|a, b| a.0.cmp(&b.0));
         let plc = self.store.cf(CF_PLC);
+        let mut last: Option<String> = None;
         for (did, operand) in self.pending.drain(..) {
             wb.merge_cf(plc, did.as_bytes(), operand);
+            if last.as_ref() != Some(&did) {
+                crate::cluster::map::mark(&mut wb, self.store, &did);
+                last = Some(did);
+            }
         }
         let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in self.counters.drain() {

@@ -19,6 +19,11 @@
 //! | `instances` | instance id                          | [`crate::cluster::map::InstanceRecord`], CBOR (written whole by `recluster`) |
 //! | `host_instance` | normalised endpoint              | instance id |
 //! | `declarations` | operator DID                      | [`crate::cluster::map::DeclarationStatus`], CBOR: which claims verified and why not |
+//! | `map_dirty` | DID, or `0x00 structure`             | i64 little-endian (add merge): changes the map has yet to take in; zero entries are dropped at compaction |
+//! | `assign`   | DID (UTF-8)                           | [`crate::cluster::assign::Assignment`], CBOR: the account's host, buckets and timeline |
+//! | `map_counts` | see [`crate::cluster::assign::key`]  | i64 little-endian (add merge): members per host, states, joins per day, flows |
+//! | `moves`    | DID 0x00 time (ms, big-endian, sign-flipped) | [`crate::cluster::assign::MoveRow`], CBOR: one migration |
+//! | `host_moves` | time (ms, as above) ‖ endpoint      | [`crate::cluster::map::HostMove`], CBOR: a host changing instance |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -41,6 +46,11 @@ pub const CF_HOSTS: &str = "hosts";
 pub const CF_INSTANCES: &str = "instances";
 pub const CF_HOST_INSTANCE: &str = "host_instance";
 pub const CF_DECLARATIONS: &str = "declarations";
+pub const CF_MAP_DIRTY: &str = "map_dirty";
+pub const CF_ASSIGN: &str = "assign";
+pub const CF_MAP_COUNTS: &str = "map_counts";
+pub const CF_MOVES: &str = "moves";
+pub const CF_HOST_MOVES: &str = "host_moves";
 const CFS: &[&str] = &[
     CF_META,
     CF_ACCOUNTS,
@@ -53,6 +63,11 @@ const CFS: &[&str] = &[
     CF_INSTANCES,
     CF_HOST_INSTANCE,
     CF_DECLARATIONS,
+    CF_MAP_DIRTY,
+    CF_ASSIGN,
+    CF_MAP_COUNTS,
+    CF_MOVES,
+    CF_HOST_MOVES,
 ];
 
 /// Version of the on-disk layout above; a database with another version is
@@ -250,8 +265,18 @@ impl Store {
                 table.set_bloom_filter(10.0, false);
                 table.set_cache_index_and_filter_blocks(true);
                 o.set_block_based_table_factory(&table);
-                if *name == CF_COUNTERS {
+                if [CF_COUNTERS, CF_MAP_COUNTS, CF_MAP_DIRTY].contains(name) {
                     o.set_merge_operator_associative("add_i64", add_merge);
+                }
+                if *name == CF_MAP_DIRTY {
+                    // a mark taken back to zero is done: drop it
+                    o.set_compaction_filter("drop_zero", |_, _, v| {
+                        if decode_i64(v) == 0 {
+                            rocksdb::compaction_filter::Decision::Remove
+                        } else {
+                            rocksdb::compaction_filter::Decision::Keep
+                        }
+                    });
                 }
                 if *name == CF_PLC {
                     o.set_merge_operator("plc_apply", crate::plc::load::merge, |_, _, _| None);
@@ -275,9 +300,12 @@ impl Store {
     }
 
     /// Opens an existing database read-only (safe beside a running writer).
+    /// Families an older version did not create read as empty.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         let (mut opts, cfs) = Self::options();
         opts.create_if_missing(false);
+        let existing = DB::list_cf(&opts, path)?;
+        let cfs: Vec<_> = cfs.into_iter().filter(|d| existing.iter().any(|e| e == d.name())).collect();
         let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)?;
         let store = Store { db: std::sync::Arc::new(db) };
         if let Some(v) = store.db.get_cf(store.cf(CF_META), b"schema")? {
@@ -312,12 +340,44 @@ impl Store {
 
     /// A value of any family.
     pub fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
-        Ok(self.db.get_pinned_cf(self.cf(cf), key)?)
+        match self.db.cf_handle(cf) {
+            Some(h) => Ok(self.db.get_pinned_cf(h, key)?),
+            None => Ok(None),
+        }
     }
 
     /// Every entry of a family, in key order.
     pub fn iter_cf(&self, cf: &str) -> impl Iterator<Item = Result<KeyValue>> + '_ {
-        self.db.iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start).map(|r| r.map_err(StoreError::from))
+        self.iter_from(cf, &[])
+    }
+
+    /// The entries of a family from `start` on, in key order.
+    pub fn iter_from(&self, cf: &str, start: &[u8]) -> Box<dyn Iterator<Item = Result<KeyValue>> + '_> {
+        match self.db.cf_handle(cf) {
+            Some(h) => Box::new(
+                self.db
+                    .iterator_cf(h, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward))
+                    .map(|r| r.map_err(StoreError::from)),
+            ),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// The entries of a family whose key starts with `prefix`, in key order.
+    pub fn iter_prefix<'a>(&'a self, cf: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<KeyValue>> + 'a {
+        self.iter_from(cf, prefix).take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+    }
+
+    /// The last entry at or before `key`.
+    pub fn at_or_before(&self, cf: &str, key: &[u8]) -> Result<Option<KeyValue>> {
+        let Some(h) = self.db.cf_handle(cf) else { return Ok(None) };
+        let mut it = self.db.iterator_cf(h, rocksdb::IteratorMode::From(key, rocksdb::Direction::Reverse));
+        Ok(it.next().transpose()?)
+    }
+
+    /// A point-in-time view for consistent multi-family reads.
+    pub fn snapshot(&self) -> rocksdb::Snapshot<'_> {
+        self.db.snapshot()
     }
 
     /// Deletes one key of a family.

@@ -360,5 +360,18 @@ pub fn run_options(relay: std::net::SocketAddr, db: &Path) -> instancemap::app::
         allow_loopback: true,
         dns: None,
         crawl: None,
+        overrides: Default::default(),
+    }
+}
+
+/// Kills a child process when dropped (a failing test leaves none behind).
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
