@@ -5,7 +5,12 @@
 set -euo pipefail
 
 have_libclang() {
-    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1
+    # Any one pattern matching is enough (`ls` of all three fails when one does not).
+    local p
+    for p in '/usr/lib/llvm-*/lib/libclang*.so*' '/usr/lib/x86_64-linux-gnu/libclang*.so*' '/usr/lib/aarch64-linux-gnu/libclang*.so*'; do
+        compgen -G "$p" >/dev/null && return 0
+    done
+    return 1
 }
 
 if ! command -v cargo >/dev/null 2>&1; then
