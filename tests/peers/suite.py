@@ -371,7 +371,7 @@ def check(a):
         name = summary["accounts"][m["did"]]["name"]
         v, _ = account(binary, db, m["did"])
         checked = (((v or {}).get("resolved") or {}).get("checked_at_ms") or 0)
-        res.check(f"[known bug #2] {name}: re-resolved after the #identity events of the PDS B run",
+        res.check(f"{name}: re-resolved after the #identity events of the PDS B run",
                   checked >= a.b_started_ms,
                   f"resolved.checked_at_ms {checked} is before the PDS B run started ({a.b_started_ms}): "
                   "the #identity refresh was skipped (see suite.sh header, bug #2)")
@@ -493,12 +493,13 @@ def check_instances(res, summary, binary, db, url_of):
                [(u, "declaration", op)] if op else [])
         res.check(f"instance {k}: no evidence from a declaration that did not verify",
                   not any(e[2] in unverified_ops for e in evidence), f"evidence {evidence}")
-        # members: accounts whose current PDS is this host, by firehose status,
-        # and the membership records the operator's declaration covers
+        # members: accounts whose current PDS is this host (all of the
+        # scenario's are in PLC and resolve), by firehose status, and the
+        # membership records the operator's declaration covers
         members = Counter()
         for a in accounts.values():
             if a["pds"] == u:
-                members.update(["registered", "seen_on_firehose", a["status"]])
+                members.update(["registered", "in_plc", "resolvable", "seen_on_firehose", a["status"]])
         if w["declared_members"]:
             members["declared_members"] = w["declared_members"]
         got = inst.get("members") or {}
@@ -530,7 +531,7 @@ def check_instances(res, summary, binary, db, url_of):
         found = find_declaration_status(views, op)
         claims = [c[0] for c in (found or {}).get("unverified") or []]
         reasons = [c[1] for c in (found or {}).get("unverified") or [] if len(c) > 1 and c[1]]
-        res.check(f"[known bug #3] {d['name']}: its claims ({', '.join(d['unverified'])}) shown as unverified, "
+        res.check(f"{d['name']}: its claims ({', '.join(d['unverified'])}) shown as unverified, "
                   "each with a reason, by `instance` or `account`",
                   found is not None and found.get("verified_hosts") == [] and claims == d["unverified"]
                   and len(reasons) == len(claims),
