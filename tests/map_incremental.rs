@@ -277,11 +277,9 @@ fn check(changes: &[Change]) {
         inc.apply(c);
         full.apply(c);
         if matches!(c, Change::Step) {
-            m = Maintainer::new(inc.store().clone(), Default::default());
             m.run_until_idle().unwrap();
         }
     }
-    let mut m = Maintainer::new(inc.store().clone(), Default::default());
     m.run_until_idle().unwrap();
     assert_eq!(map::pending(inc.store()).unwrap(), 0, "every mark taken");
     map::recompute(full.store(), &Default::default()).unwrap();
