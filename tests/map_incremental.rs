@@ -323,6 +323,31 @@ fn a_migration_is_one_dated_move_and_one_flow() {
     assert_eq!(moves.len(), 1);
     assert_eq!((moves[0].1.from.as_str(), moves[0].1.to.as_str()), (HOSTS[0], HOSTS[2]));
     assert_eq!(instancemap::cluster::assign::day(moves[0].0), Net::at(5)[..10]);
+
+    // history: as of, flows, growth, sizes
+    use instancemap::cluster::history;
+    let st = net.store();
+    let (i0, i2) = (
+        map::instance_id_of_host(st, HOSTS[0]).unwrap().unwrap(),
+        map::instance_id_of_host(st, HOSTS[2]).unwrap().unwrap(),
+    );
+    assert_ne!(i0, i2);
+    let day = |n: u64| Net::at(n)[..10].to_owned();
+    let at = |n: u64| history::parse_time(&day(n)).unwrap();
+    let then = history::account_as_of(st, DIDS[0], at(4)).unwrap().unwrap();
+    assert_eq!((then.host.as_deref(), then.instance.as_ref()), (Some(HOSTS[0]), Some(&i0)));
+    let now = history::account_as_of(st, DIDS[0], at(5)).unwrap().unwrap();
+    assert_eq!(now.instance.as_ref(), Some(&i2));
+    assert_eq!(history::account_as_of(st, DIDS[0], at(1)).unwrap().unwrap().host, None, "not created yet");
+    let flows = history::flows(st, &day(1), &day(9)).unwrap();
+    assert_eq!(flows, vec![history::Flow { day: day(5), from: i0.clone(), to: i2.clone(), accounts: 1 }]);
+    assert!(history::flows(st, &day(6), &day(9)).unwrap().is_empty());
+    let g = history::growth(st, &i2, &day(9)).unwrap();
+    assert_eq!(g, vec![history::GrowthDay { day: day(5), net: 1, total: 1 }]);
+    let g0 = history::growth(st, &i0, &day(9)).unwrap();
+    assert_eq!(g0.iter().map(|d| d.total).collect::<Vec<_>>(), vec![1, 0]);
+    assert_eq!(history::sizes_as_of(st, &day(4)).unwrap().get(&i0), Some(&1));
+    assert_eq!(history::sizes_as_of(st, &day(5)).unwrap().get(&i0), None);
 }
 
 #[test]

@@ -21,6 +21,7 @@
 pub mod assign;
 pub mod declaration;
 pub mod explain;
+pub mod history;
 pub mod map;
 pub mod overrides;
 
