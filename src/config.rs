@@ -51,6 +51,43 @@ pub enum Command {
     Instances(InstancesArgs),
     /// Show one instance: hosts, domains, evidence, governance, members.
     Instance(InstanceArgs),
+    /// The map's history (JSON): migration flows, growth, sizes as of a day.
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub what: HistoryWhat,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryWhat {
+    /// Accounts migrating between instances per day (`YYYY-MM-DD` bounds, inclusive).
+    Flows {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Registered accounts of one instance per day (days with a change).
+    Growth {
+        /// Instance id (`inst_…`).
+        id: String,
+        /// Last day (default: today).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Instance sizes at the end of a day, or where one account was then.
+    AsOf {
+        /// `YYYY-MM-DD` or an RFC 3339 time.
+        at: String,
+        /// An account to place instead of the whole map.
+        #[arg(long)]
+        did: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -215,6 +215,41 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::History(a) => {
+            use instancemap::cluster::history;
+            use instancemap::config::HistoryWhat;
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let day = |s: &str| -> anyhow::Result<String> {
+                let ms = history::parse_time(s).ok_or_else(|| anyhow::anyhow!("{s:?}: not YYYY-MM-DD or RFC 3339"))?;
+                Ok(instancemap::cluster::assign::day(ms))
+            };
+            let v = match a.what {
+                HistoryWhat::Flows { from, to } => {
+                    serde_json::to_value(history::flows(&store, &day(&from)?, &day(&to)?)?)?
+                }
+                HistoryWhat::Growth { id, to } => {
+                    let to = match to {
+                        Some(t) => day(&t)?,
+                        None => history::today(),
+                    };
+                    serde_json::to_value(history::growth(&store, &id, &to)?)?
+                }
+                HistoryWhat::AsOf { at, did: Some(did) } => {
+                    let ms = history::parse_time(&at).ok_or_else(|| anyhow::anyhow!("{at:?}: not a time"))?;
+                    match history::account_as_of(&store, &did, ms)? {
+                        Some(x) => serde_json::to_value(x)?,
+                        None => {
+                            eprintln!("{did}: not in the map");
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
+                }
+                HistoryWhat::AsOf { at, did: None } => serde_json::to_value(history::sizes_as_of(&store, &day(&at)?)?)?,
+            };
+            out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(a) => {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
