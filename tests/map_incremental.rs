@@ -233,7 +233,9 @@ impl Net {
 fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
     let row = |(k, v): (Box<[u8]>, Box<[u8]>)| format!("{} = {:?}", String::from_utf8_lossy(&k), v);
     let mut out = BTreeMap::new();
-    for cf in [store::CF_MOVES, store::CF_HOST_INSTANCE, store::CF_DECLARATIONS] {
+    for cf in
+        [store::CF_MOVES, store::CF_HOST_INSTANCE, store::CF_DECLARATIONS, store::CF_HOST_ACCOUNTS, store::CF_HANDLES]
+    {
         out.insert(cf, store.iter_cf(cf).map(|r| row(r.unwrap())).collect());
     }
     let assign = store
@@ -294,7 +296,7 @@ fn check(changes: &[Change]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn incremental_equals_recompute(changes in proptest::collection::vec(change(), 1..40)) {

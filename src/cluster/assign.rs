@@ -98,6 +98,24 @@ pub struct Assignment {
     /// its document names no PDS any more).
     #[serde(rename = "t")]
     pub timeline: Vec<(i64, Option<String>)>,
+    /// Handle: the one verified both ways, else the one the current DID
+    /// document claims (lower-cased).
+    #[serde(rename = "n", default)]
+    pub handle: Option<String>,
+    /// Whether `handle` was verified both ways.
+    #[serde(rename = "v", default)]
+    pub handle_verified: bool,
+}
+
+impl Assignment {
+    /// The `host_accounts` key of this assignment (`host 0x00 did`).
+    pub fn host_key(&self, did: &str) -> Option<Vec<u8>> {
+        self.host.as_ref().map(|h| [h.as_bytes(), &[0], did.as_bytes()].concat())
+    }
+    /// The `handles` key of this assignment (`handle 0x00 did`).
+    pub fn handle_key(&self, did: &str) -> Option<Vec<u8>> {
+        self.handle.as_ref().map(|h| [h.as_bytes(), &[0], did.as_bytes()].concat())
+    }
 }
 
 fn ms_of(s: &str) -> Option<i64> {
@@ -146,6 +164,18 @@ pub fn desired(plc: Option<&PlcRecord>, res: Option<&IdentityRecord>, acct: Opti
         }
         Err(r) => a.reason = Some((*r).to_owned()),
     }
+    let verified = res.and_then(|r| r.handle_check.as_ref()).filter(|c| c.verified).map(|c| c.handle.clone());
+    a.handle_verified = verified.is_some();
+    a.handle = verified
+        .or_else(|| {
+            if from_resolution {
+                res.and_then(|r| r.handle.clone())
+            } else {
+                plc.and_then(|p| p.handle.clone()).or_else(|| res.and_then(|r| r.handle.clone()))
+            }
+        })
+        .map(|h| h.to_ascii_lowercase())
+        .filter(|h| crate::types::is_handle(h));
     a.timeline = timeline(plc, res, current.as_ref().ok().map(String::as_str));
     a
 }

@@ -28,8 +28,8 @@ use crate::hosts::HostRecord;
 use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
 use crate::store::{
-    self, AccountState, Store, CF_ACCOUNTS, CF_ASSIGN, CF_DECLARATIONS, CF_HOSTS, CF_HOST_INSTANCE, CF_HOST_MOVES,
-    CF_IDENTITY, CF_INSTANCES, CF_MAP_COUNTS, CF_MAP_DIRTY, CF_MOVES, CF_PLC,
+    self, AccountState, Store, CF_ACCOUNTS, CF_ASSIGN, CF_DECLARATIONS, CF_HANDLES, CF_HOSTS, CF_HOST_ACCOUNTS,
+    CF_HOST_INSTANCE, CF_HOST_MOVES, CF_IDENTITY, CF_INSTANCES, CF_MAP_COUNTS, CF_MAP_DIRTY, CF_MOVES, CF_PLC,
 };
 
 pub use super::assign::current_pds;
@@ -165,6 +165,21 @@ fn write_change(
     for (k, row) in &c.moves {
         wb.put_cf(store.cf(CF_MOVES), k, store::to_cbor(row));
     }
+    // the indexes
+    if let Some(o) = old {
+        if let Some(k) = o.host_key(did) {
+            wb.delete_cf(store.cf(CF_HOST_ACCOUNTS), k);
+        }
+        if let Some(k) = o.handle_key(did) {
+            wb.delete_cf(store.cf(CF_HANDLES), k);
+        }
+    }
+    if let Some(k) = new.host_key(did) {
+        wb.put_cf(store.cf(CF_HOST_ACCOUNTS), k, b"");
+    }
+    if let Some(k) = new.handle_key(did) {
+        wb.put_cf(store.cf(CF_HANDLES), k, [u8::from(new.handle_verified)]);
+    }
     let new_moves = c.moves.len() as u64;
     let old_moves = old.map_or(0, |o| Contributions::move_keys(did, o).len() as u64);
     if new_moves > old_moves {
@@ -243,6 +258,7 @@ impl Maintainer {
         let mut step = Step { accounts: marks.len(), ..Step::default() };
         let mut need_structure = structure.is_some();
         let mut wb = rocksdb::WriteBatch::default();
+        let mut left: BTreeSet<String> = BTreeSet::new();
         for (k, n) in &marks {
             let did = String::from_utf8_lossy(k).into_owned();
             let (plc, res, acct) = known(&store, &did)?;
@@ -255,14 +271,31 @@ impl Maintainer {
                         need_structure = true;
                     }
                 }
-                // a member's host or handle counts for its membership
-                let member = store.record(super::declaration::MEMBERSHIP, &did, "self")?.is_some();
-                need_structure |= member && old.as_ref().map(|o| &o.host) != Some(&new.host);
+                // a member's host and handle count for its membership, an
+                // operator's handle for its declaration's claims
+                let moved = old.as_ref().is_none_or(|o| {
+                    (&o.host, &o.handle, o.handle_verified) != (&new.host, &new.handle, new.handle_verified)
+                });
+                if moved {
+                    let member = store.record(super::declaration::MEMBERSHIP, &did, "self")?.is_some();
+                    let operator = store.record(super::declaration::DECLARATION, &did, "self")?.is_some();
+                    need_structure |= member || operator;
+                }
+                if let Some(h) = old.as_ref().and_then(|o| o.host.as_ref()).filter(|h| new.host.as_ref() != Some(*h)) {
+                    left.insert(h.clone());
+                }
                 write_change(&mut wb, &store, &did, old.as_ref(), &new, true);
             }
             wb.merge_cf(store.cf(CF_MAP_DIRTY), k, (-n).to_le_bytes());
         }
         store.write(wb)?;
+        // a host known only through its accounts leaves the map with the last
+        for h in &left {
+            let members = store.get_cf(CF_MAP_COUNTS, &key::host(h, assign::bucket::REGISTERED))?;
+            if members.is_none_or(|v| read_i64(&v) == 0) && store.get_cf(CF_HOSTS, h.as_bytes())?.is_none() {
+                need_structure = true;
+            }
+        }
         crate::metrics::MAP_UPDATES.with_label_values(&["account"]).inc_by(step.changed as u64);
         let due = self.last_structure.is_none_or(|t| t.elapsed() >= self.structure_every);
         if need_structure && due {
@@ -351,6 +384,12 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
             if let Some(o) = &old {
                 for mk in Contributions::move_keys(did, o) {
                     wb.delete_cf(store.cf(CF_MOVES), mk);
+                }
+                if let Some(hk) = o.host_key(did) {
+                    wb.delete_cf(store.cf(CF_HOST_ACCOUNTS), hk);
+                }
+                if let Some(hk) = o.handle_key(did) {
+                    wb.delete_cf(store.cf(CF_HANDLES), hk);
                 }
             }
             wb.delete_cf(store.cf(CF_ASSIGN), k);
@@ -971,4 +1010,34 @@ pub fn verify_declaration(
         }
     }
     st
+}
+
+/// The DIDs a handle points at: verified ones first.
+pub fn dids_of_handle(store: &Store, handle: &str) -> store::Result<Vec<(String, bool)>> {
+    let prefix = [handle.as_bytes(), &[0]].concat();
+    let mut out = Vec::new();
+    for item in store.iter_prefix(CF_HANDLES, &prefix) {
+        let (k, v) = item?;
+        out.push((String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), v.first() == Some(&1)));
+    }
+    out.sort_by_key(|(_, verified)| !verified);
+    Ok(out)
+}
+
+/// Accounts on `host` after `after` (a DID; `None`: from the first), up to `limit`.
+pub fn accounts_on_host(store: &Store, host: &str, after: Option<&str>, limit: usize) -> store::Result<Vec<String>> {
+    let prefix = [host.as_bytes(), &[0]].concat();
+    let start = match after {
+        Some(d) => [&prefix[..], d.as_bytes(), &[0]].concat(),
+        None => prefix.clone(),
+    };
+    let mut out = Vec::new();
+    for item in store.iter_from(CF_HOST_ACCOUNTS, &start) {
+        let (k, _) = item?;
+        if !k.starts_with(&prefix) || out.len() >= limit {
+            break;
+        }
+        out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+    }
+    Ok(out)
 }

@@ -24,6 +24,8 @@
 //! | `map_counts` | see [`crate::cluster::assign::key`]  | i64 little-endian (add merge): members per host, states, joins per day, flows |
 //! | `moves`    | DID 0x00 time (ms, big-endian, sign-flipped) | [`crate::cluster::assign::MoveRow`], CBOR: one migration |
 //! | `host_moves` | time (ms, as above) ‖ endpoint      | [`crate::cluster::map::HostMove`], CBOR: a host changing instance |
+//! | `host_accounts` | endpoint 0x00 DID                | empty: the accounts on a host (index of `assign`) |
+//! | `handles`  | handle 0x00 DID                       | `1` when verified both ways, `0` when only claimed (index of `assign`) |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -51,6 +53,8 @@ pub const CF_ASSIGN: &str = "assign";
 pub const CF_MAP_COUNTS: &str = "map_counts";
 pub const CF_MOVES: &str = "moves";
 pub const CF_HOST_MOVES: &str = "host_moves";
+pub const CF_HOST_ACCOUNTS: &str = "host_accounts";
+pub const CF_HANDLES: &str = "handles";
 const CFS: &[&str] = &[
     CF_META,
     CF_ACCOUNTS,
@@ -68,6 +72,8 @@ const CFS: &[&str] = &[
     CF_MAP_COUNTS,
     CF_MOVES,
     CF_HOST_MOVES,
+    CF_HOST_ACCOUNTS,
+    CF_HANDLES,
 ];
 
 /// Version of the on-disk layout above; a database with another version is
