@@ -189,6 +189,9 @@ pub struct RunOptions {
     pub crawl: Option<std::time::Duration>,
     /// The operator's overrides for the map.
     pub overrides: crate::cluster::overrides::Overrides,
+    /// API limits and admin token.
+    pub api: crate::api::Limits,
+    pub admin_token: Option<String>,
 }
 
 /// How often the map's structure is refreshed at most while running.
@@ -267,7 +270,8 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let listener =
         tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
-    let http = tokio::spawn(api::serve(listener, cancel.clone()));
+    let state = api::ApiState::new(store.clone(), false, opts.admin_token.clone(), opts.api.clone());
+    let http = tokio::spawn(api::serve(listener, state, cancel.clone()));
     let plc = opts.follow_plc.map(|every| {
         tracing::info!(plc = %opts.plc, "loading and following the PLC export");
         tokio::spawn(crate::plc::source::follow(store.clone(), opts.plc.clone(), every, cancel.clone()))

@@ -53,6 +53,69 @@ pub enum Command {
     Instance(InstanceArgs),
     /// The map's history (JSON): migration flows, growth, sizes as of a day.
     History(HistoryArgs),
+    /// Serve the query API read-only over a database copy (a checkpoint), or
+    /// beside a running writer as a RocksDB secondary (`--follow`).
+    Serve(ServeArgs),
+    /// Write a consistent snapshot (accounts, instances, hosts, moves) as
+    /// Parquet, NDJSON or CSV files.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Requests per second per client address (bursts of twice that); 0: no limit.
+    #[arg(long, env = "INSTANCEMAP_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+    /// Longest a request may take, in seconds.
+    #[arg(long, env = "INSTANCEMAP_REQUEST_TIMEOUT", default_value_t = 10)]
+    pub request_timeout: u64,
+    /// Bearer token enabling the admin routes (none: no admin routes).
+    #[arg(long, env = "INSTANCEMAP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl ApiArgs {
+    pub fn limits(&self) -> crate::api::Limits {
+        crate::api::Limits {
+            timeout: std::time::Duration::from_secs(self.request_timeout.max(1)),
+            rate_per_client: self.rate_limit,
+            ..crate::api::Limits::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Address for the API, /metrics and /healthz.
+    #[arg(long, env = "INSTANCEMAP_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Follow a running writer's database as a RocksDB secondary, catching
+    /// up every few seconds (its own files go in this directory).
+    #[arg(long, env = "INSTANCEMAP_SECONDARY_DIR")]
+    pub follow: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Parquet,
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// File format.
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub format: ExportFormat,
+    /// Directory for the files (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +267,8 @@ pub struct RunArgs {
     pub allow_loopback: bool,
     #[command(flatten)]
     pub overrides: OverridesArg,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod event;
+pub mod export;
 pub mod firehose;
 pub mod hosts;
 pub mod identity;

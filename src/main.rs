@@ -52,6 +52,8 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 dns: a.dns,
                 crawl: (!a.no_crawl).then_some(instancemap::hosts::CRAWL_EVERY),
                 overrides: a.overrides.load()?,
+                api: a.api.limits(),
+                admin_token: a.api.admin_token.clone(),
             };
             app::run(opts, cancel).await?;
             Ok(ExitCode::SUCCESS)
@@ -248,6 +250,42 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 HistoryWhat::AsOf { at, did: None } => serde_json::to_value(history::sizes_as_of(&store, &day(&at)?)?)?,
             };
             out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(a) => {
+            instancemap::metrics::init();
+            app::cancel_on_signal(cancel.clone());
+            let store = match &a.follow {
+                Some(own) => Store::open_secondary(&a.db.db, own),
+                None => Store::open_read_only(&a.db.db),
+            }
+            .with_context(|| format!("opening database {}", a.db.db.display()))?;
+            if a.follow.is_some() {
+                let (s, c) = (store.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    while !c.is_cancelled() {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        let s = s.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.catch_up()).await {
+                            tracing::warn!(error = %e, "catching up with the primary failed");
+                        }
+                    }
+                });
+            }
+            let listener =
+                tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {}", a.listen))?;
+            tracing::info!(addr = %listener.local_addr()?, db = %a.db.db.display(), "serving the API read-only");
+            let state = instancemap::api::ApiState::new(store, true, a.api.admin_token.clone(), a.api.limits());
+            instancemap::api::serve(listener, state, cancel).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(a) => {
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let files = instancemap::export::export(&store, a.format, &a.out)?;
+            for (name, rows) in files {
+                eprintln!("{name}: {rows} rows");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats(a) => {

@@ -1,34 +1,256 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text) and `/healthz`.
-//! The query API over the store arrives here in a later issue.
+//! The HTTP API: XRPC queries under `/xrpc/dev.instancemap.*` (lexicons in
+//! `lexicons/dev/instancemap/`), `/openapi.json`, `/metrics` and `/healthz`.
+//!
+//! Reads go to RocksDB on the blocking pool (never on the async workers),
+//! at most [`Limits::concurrency`] at once. Every error is
+//! `{"error": "...", "message": "..."}` with its status. Limits: a timeout
+//! per request, a cap on page size, a per-client token bucket, a cap on the
+//! URI length; admin routes exist only when a token is configured.
 
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
+pub mod openapi;
+pub mod query;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
+use crate::store::Store;
 
-/// The routes.
-pub fn router() -> Router {
-    Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(healthz))
-        .layer(axum::middleware::from_fn(observe))
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest a request may take.
+    pub timeout: Duration,
+    /// Requests per second per client address (0: no limit); bursts up to
+    /// twice that.
+    pub rate_per_client: u32,
+    /// Store reads in flight at once.
+    pub concurrency: usize,
 }
 
-/// Route templates pre-registered in the API metrics.
-pub const ROUTES: &[&str] = &["/metrics", "/healthz", "unmatched"];
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { timeout: Duration::from_secs(10), rate_per_client: 100, concurrency: 64 }
+    }
+}
 
-/// Counts every request by route template (never the raw path) and status
-/// class, and times it.
-async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// Largest page a list returns.
+pub const MAX_LIMIT: usize = 1000;
+/// Page size when none is asked.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Longest URI accepted.
+pub const MAX_URI: usize = 4096;
+/// Clients tracked by the rate limiter at most (idle ones are dropped first).
+const MAX_CLIENTS: usize = 65_536;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    /// `serve` on a copy: no writes (admin routes answer 501).
+    pub read_only: bool,
+    pub admin_token: Option<String>,
+    pub limits: Limits,
+    reads: Arc<Semaphore>,
+    buckets: Arc<Mutex<HashMap<IpAddr, (f64, Instant)>>>,
+    pub(crate) cache: Arc<query::Cache>,
+}
+
+impl ApiState {
+    pub fn new(store: Store, read_only: bool, admin_token: Option<String>, limits: Limits) -> ApiState {
+        ApiState {
+            reads: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            store,
+            read_only,
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            limits,
+            buckets: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(query::Cache::default()),
+        }
+    }
+
+    /// Runs a store read on the blocking pool, within the read limit.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ApiState) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self.reads.clone().acquire_owned().await.map_err(|_| ApiError::unavailable("shutting down"))?;
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
+    }
+
+    /// Takes one token from the client's bucket.
+    fn admit(&self, ip: IpAddr) -> bool {
+        let rate = f64::from(self.limits.rate_per_client);
+        if rate == 0.0 {
+            return true;
+        }
+        let burst = rate * 2.0;
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() >= MAX_CLIENTS && !b.contains_key(&ip) {
+            // drop clients whose buckets have refilled (idle ones)
+            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            if b.len() >= MAX_CLIENTS {
+                return false;
+            }
+        }
+        let (tokens, at) = b.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, error: "InvalidRequest", message: message.into() }
+    }
+    pub fn not_found(error: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, error, message: message.into() }
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error: "InternalServerError", message: message.into() }
+    }
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, error: "Unavailable", message: message.into() }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "store read failed");
+        ApiError::internal("the store could not be read")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({"error": self.error, "message": self.message}))).into_response()
+    }
+}
+
+/// Route templates, for the metrics (never a raw path).
+pub const ROUTES: &[&str] = &[
+    "/metrics",
+    "/healthz",
+    "/openapi.json",
+    "/xrpc/dev.instancemap.lookup",
+    "/xrpc/dev.instancemap.listInstances",
+    "/xrpc/dev.instancemap.getInstance",
+    "/xrpc/dev.instancemap.listMembers",
+    "/xrpc/dev.instancemap.listHosts",
+    "/xrpc/dev.instancemap.getMapAsOf",
+    "/xrpc/dev.instancemap.getFlows",
+    "/xrpc/dev.instancemap.getGrowth",
+    "/xrpc/dev.instancemap.getSummary",
+    "/xrpc/dev.instancemap.getAccountHistory",
+    "/xrpc/dev.instancemap.admin.refreshAccount",
+    "unmatched",
+];
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    let x = |n: &str| format!("/xrpc/dev.instancemap.{n}");
+    let mut r = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::serve))
+        .route(&x("lookup"), get(query::lookup))
+        .route(&x("listInstances"), get(query::list_instances))
+        .route(&x("getInstance"), get(query::get_instance))
+        .route(&x("listMembers"), get(query::list_members))
+        .route(&x("listHosts"), get(query::list_hosts))
+        .route(&x("getMapAsOf"), get(query::get_map_as_of))
+        .route(&x("getFlows"), get(query::get_flows))
+        .route(&x("getGrowth"), get(query::get_growth))
+        .route(&x("getSummary"), get(query::get_summary))
+        .route(&x("getAccountHistory"), get(query::get_account_history));
+    if state.admin_token.is_some() {
+        r = r.route(&x("admin.refreshAccount"), post(query::admin_refresh_account));
+    }
+    r.route("/xrpc/{method}", get(unknown_method).post(unknown_method))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .layer(axum::middleware::from_fn(observe))
+        .with_state(state)
+}
+
+async fn unknown_method() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_IMPLEMENTED,
+        error: "MethodNotImplemented",
+        message: "no such XRPC method here; see /openapi.json".into(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("NotFound", "no such route; see /openapi.json")
+}
+
+/// Limits: URI length, the client's rate, the timeout.
+async fn guard(State(state): State<ApiState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.uri().to_string().len() > MAX_URI {
+        return ApiError { status: StatusCode::URI_TOO_LONG, error: "InvalidRequest", message: "URI too long".into() }
+            .into_response();
+    }
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(ip) = ip {
+        if !state.admit(ip) {
+            let mut resp = ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                error: "RateLimitExceeded",
+                message: format!("at most {} requests per second per client", state.limits.rate_per_client),
+            }
+            .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return resp;
+        }
+    }
+    match tokio::time::timeout(state.limits.timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "Timeout",
+            message: format!("the request took longer than {:?}", state.limits.timeout),
+        }
+        .into_response(),
+    }
+}
+
+/// Counts every request by route template and status class, and times it.
+async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| ROUTES.iter().copied().find(|r| *r == p.as_str()).unwrap_or("other"));
-    let start = std::time::Instant::now();
+        .map_or("unmatched", |p| ROUTES.iter().copied().find(|r| *r == p.as_str()).unwrap_or("unmatched"));
+    let start = Instant::now();
     let resp = next.run(req).await;
     let class = match resp.status().as_u16() {
         100..=199 => "1xx",
@@ -42,15 +264,23 @@ async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> a
     resp
 }
 
-async fn serve_metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::render())
+async fn serve_metrics(State(state): State<ApiState>) -> Response {
+    let store = state.store.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for p in metrics::STORE_PROPERTIES {
+            metrics::STORE.with_label_values(&[&metrics::store_label(p)]).set(store.property_sum(p) as i64);
+        }
+    })
+    .await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::render()).into_response()
 }
 
 /// Liveness and a glance at progress: the process answers, whether the
 /// relay connection is open, and the cursor.
-async fn healthz() -> impl IntoResponse {
+async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     Json(serde_json::json!({
         "status": "ok",
+        "read_only": state.read_only,
         "connected": metrics::CONNECTED.get() == 1,
         "cursor": metrics::CURSOR.get(),
         "cursor_committed": metrics::CURSOR_COMMITTED.get(),
@@ -58,9 +288,10 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Serves until `cancel`.
-pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
+pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationToken) {
     let shutdown = async move { cancel.cancelled().await };
-    if let Err(e) = axum::serve(listener, router()).with_graceful_shutdown(shutdown).await {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "HTTP server failed");
     }
 }

@@ -381,6 +381,43 @@ impl Store {
         Ok(it.next().transpose()?)
     }
 
+    /// A RocksDB integer property summed over every family (0 if unknown).
+    pub fn property_sum(&self, name: &str) -> u64 {
+        CFS.iter()
+            .filter_map(|cf| self.db.cf_handle(cf))
+            .filter_map(|h| self.db.property_int_value_cf(h, name).ok().flatten())
+            .sum()
+    }
+
+    /// Opens `path` as a secondary instance (following a running writer's
+    /// files; call [`Store::catch_up`] to see its newer writes).
+    pub fn open_secondary(path: &Path, own: &Path) -> Result<Store> {
+        let (mut opts, cfs) = Self::options();
+        opts.create_if_missing(false);
+        opts.set_max_open_files(-1);
+        let existing = DB::list_cf(&opts, path)?;
+        let cfs: Vec<_> = cfs.into_iter().filter(|d| existing.iter().any(|e| e == d.name())).collect();
+        let db = DB::open_cf_descriptors_as_secondary(&opts, path, own, cfs)?;
+        Ok(Store { db: std::sync::Arc::new(db) })
+    }
+
+    /// A secondary instance catches up with the primary's writes.
+    pub fn catch_up(&self) -> Result<()> {
+        Ok(self.db.try_catch_up_with_primary()?)
+    }
+
+    /// Every entry of a family as of `snap`, in key order.
+    pub fn snapshot_iter<'a>(
+        &'a self,
+        snap: &'a rocksdb::Snapshot<'a>,
+        cf: &str,
+    ) -> Box<dyn Iterator<Item = Result<KeyValue>> + 'a> {
+        match self.db.cf_handle(cf) {
+            Some(h) => Box::new(snap.iterator_cf(h, rocksdb::IteratorMode::Start).map(|r| r.map_err(StoreError::from))),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
     /// A point-in-time view for consistent multi-family reads.
     pub fn snapshot(&self) -> rocksdb::Snapshot<'_> {
         self.db.snapshot()

@@ -361,6 +361,8 @@ pub fn run_options(relay: std::net::SocketAddr, db: &Path) -> instancemap::app::
         dns: None,
         crawl: None,
         overrides: Default::default(),
+        api: Default::default(),
+        admin_token: None,
     }
 }
 

@@ -1,0 +1,730 @@
+//! The XRPC query handlers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiState, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::cluster::{assign, explain, history, map};
+use crate::store::{Store, CF_HOSTS};
+
+type Reply = Result<Json<Value>, ApiError>;
+
+/// Short-lived results shared by requests (lists and summaries are whole-map
+/// scans; a few seconds old is fine for them).
+#[derive(Default)]
+pub struct Cache {
+    instances: Mutex<Option<(Instant, std::sync::Arc<Vec<map::InstanceRecord>>)>>,
+}
+
+const CACHE_FOR: Duration = Duration::from_secs(5);
+
+impl Cache {
+    fn instances(&self, store: &Store) -> Result<std::sync::Arc<Vec<map::InstanceRecord>>, ApiError> {
+        let mut c = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = &*c {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(v.clone());
+            }
+        }
+        let v = std::sync::Arc::new(map::instances(store)?);
+        *c = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+}
+
+/// Query parameters, parsed by us so every error is JSON.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(raw: Option<String>, allowed: &[&str]) -> Result<Params, ApiError> {
+        let mut m = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(ApiError::bad(format!("unknown parameter {k:?} (allowed: {})", allowed.join(", "))));
+            }
+            if m.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(ApiError::bad(format!("parameter {k:?} given twice")));
+            }
+        }
+        Ok(Params(m))
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+    fn required(&self, k: &str) -> Result<&str, ApiError> {
+        self.get(k).ok_or_else(|| ApiError::bad(format!("parameter {k:?} is required")))
+    }
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+            },
+        }
+    }
+    fn int(&self, k: &str) -> Result<Option<u64>, ApiError> {
+        self.get(k)
+            .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad(format!("{k} must be a non-negative integer"))))
+            .transpose()
+    }
+    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(ApiError::bad(format!("{k} must be true or false"))),
+        }
+    }
+    fn day(&self, k: &str) -> Result<Option<String>, ApiError> {
+        self.get(k)
+            .map(|s| {
+                history::parse_time(s)
+                    .map(assign::day)
+                    .ok_or_else(|| ApiError::bad(format!("{k} must be a date (YYYY-MM-DD) or an RFC 3339 time")))
+            })
+            .transpose()
+    }
+    /// An offset cursor (opaque to clients).
+    fn offset(&self) -> Result<usize, ApiError> {
+        match self.get("cursor") {
+            None => Ok(0),
+            Some(c) => c.parse::<usize>().map_err(|_| ApiError::bad("cursor is not one this server issued")),
+        }
+    }
+}
+
+fn page<T: serde::Serialize>(items: &[T], offset: usize, limit: usize) -> (Vec<&T>, Option<String>) {
+    let end = offset.saturating_add(limit).min(items.len());
+    let slice: Vec<&T> = items.get(offset.min(items.len())..end).unwrap_or_default().iter().collect();
+    let cursor = (end < items.len()).then(|| end.to_string());
+    (slice, cursor)
+}
+
+fn ms_str(ms: Option<i64>) -> Value {
+    ms.and_then(explain::rfc3339_ms).map_or(Value::Null, Value::String)
+}
+
+// ---------------------------------------------------------------- lookup
+
+/// What a subject names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Subject {
+    Did(String),
+    Handle(String),
+    Uri { authority: String, collection: Option<String>, rkey: Option<String> },
+}
+
+/// Parses a DID, a handle or an `at://` URI, saying which rule failed.
+pub fn parse_subject(s: &str) -> Result<Subject, String> {
+    use crate::types::{is_did, is_handle, is_nsid, is_record_key};
+    if let Some(rest) = s.strip_prefix("at://") {
+        let mut parts = rest.splitn(3, '/');
+        let authority = parts.next().unwrap_or_default();
+        let collection = parts.next().filter(|c| !c.is_empty());
+        let rkey = parts.next().filter(|r| !r.is_empty());
+        if !(is_did(authority) || is_handle(&authority.to_ascii_lowercase())) {
+            return Err("the at:// URI's authority is neither a DID nor a handle".into());
+        }
+        if let Some(c) = collection {
+            if !is_nsid(c) {
+                return Err("the at:// URI's collection is not an NSID".into());
+            }
+        }
+        if let Some(r) = rkey {
+            if !is_record_key(r) || r.contains('/') {
+                return Err("the at:// URI's record key is not a valid record key".into());
+            }
+        }
+        return Ok(Subject::Uri {
+            authority: authority.to_owned(),
+            collection: collection.map(str::to_owned),
+            rkey: rkey.map(str::to_owned),
+        });
+    }
+    if s.starts_with("did:") {
+        return if is_did(s) {
+            Ok(Subject::Did(s.to_owned()))
+        } else {
+            Err("not a valid DID (atproto DID syntax)".into())
+        };
+    }
+    let h = s.strip_prefix('@').unwrap_or(s).to_ascii_lowercase();
+    if is_handle(&h) {
+        Ok(Subject::Handle(h))
+    } else {
+        Err("not a DID, a handle or an at:// URI (handle syntax: DNS name with a TLD)".into())
+    }
+}
+
+fn did_of(st: &ApiState, authority: &str) -> Result<String, ApiError> {
+    if authority.starts_with("did:") {
+        return Ok(authority.to_owned());
+    }
+    let h = authority.to_ascii_lowercase();
+    match map::dids_of_handle(&st.store, &h)?.first() {
+        Some((d, _)) => Ok(d.clone()),
+        None => Err(ApiError::not_found("HandleNotFound", format!("no account with handle {h} is known"))),
+    }
+}
+
+/// `dev.instancemap.lookup`: who is responsible for a DID, handle or record.
+pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["subject"])?;
+    let subject = p.required("subject")?.to_owned();
+    let parsed = parse_subject(&subject).map_err(|why| ApiError::bad(format!("subject {subject:?}: {why}")))?;
+    st.read(move |st| {
+        let (did, record) = match &parsed {
+            Subject::Did(d) => (d.clone(), None),
+            Subject::Handle(h) => (did_of(st, h)?, None),
+            Subject::Uri { authority, collection, rkey } => {
+                let rec = json!({"collection": collection, "rkey": rkey});
+                (did_of(st, authority)?, Some(rec))
+            }
+        };
+        let mut v = responsibility(&st.store, &did)?;
+        v["subject"] = json!(subject);
+        v["subjectType"] = json!(match parsed {
+            Subject::Did(_) => "did",
+            Subject::Handle(_) => "handle",
+            Subject::Uri { .. } => "at-uri",
+        });
+        if let Some(r) = record {
+            v["record"] = r;
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+/// The responsibility answer for one DID (404 when nothing is known).
+pub fn responsibility(store: &Store, did: &str) -> Result<Value, ApiError> {
+    let (plc, res, acct) = map::known(store, did)?;
+    if plc.is_none() && res.is_none() && acct.is_none() {
+        return Err(ApiError::not_found(
+            "AccountNotFound",
+            format!("{did} is not known: not in the PLC export loaded, never resolved, never seen on the firehose"),
+        ));
+    }
+    let a = match map::assignment(store, did)? {
+        Some(a) => a,
+        None => assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref()),
+    };
+    let why = explain::account(store, did)?;
+    let mut entities = Vec::new();
+    let mut inst_json = Value::Null;
+    if let Some(host) = &a.host {
+        let h = crate::hosts::get(store, host)?;
+        let d = h.as_ref().and_then(|h| h.describe.as_ref());
+        entities.push(json!({
+            "roles": ["hosting"],
+            "kind": "pds",
+            "endpoint": host,
+            "serviceDid": d.and_then(|d| d.did.clone()),
+            "contact": {"email": d.and_then(|d| d.contact_email.clone())},
+            "links": {
+                "privacyPolicy": d.and_then(|d| d.privacy_policy.clone()),
+                "termsOfService": d.and_then(|d| d.terms_of_service.clone()),
+            },
+            "state": h.as_ref().map(|h| h.state.clone()),
+            "source": "com.atproto.server.describeServer of the host; the host from the account's DID document",
+            "evidence": [{
+                "kind": "did_document",
+                "value": format!("the account's {} names this PDS", if a.source.as_deref() == Some("plc") { "PLC directory state" } else { "resolved DID document" }),
+                "observedAt": ms_str(match a.source.as_deref() {
+                    Some("plc") => plc.as_ref().and_then(|p| crate::event::parse_time_us(&p.updated_at)).map(|us| us / 1000),
+                    _ => res.as_ref().and_then(|r| r.resolved_at_ms),
+                }),
+            }],
+            "lastChecked": ms_str(h.as_ref().and_then(|h| h.last_checked_ms)),
+        }));
+        if let Some(inst) = map::instance_of_host(store, host)? {
+            let op_status = match &inst.operator {
+                Some(op) => map::declaration_status(store, op)?,
+                None => None,
+            };
+            if let (Some(op), Some(g)) = (&inst.operator, &inst.governance) {
+                let op_handle = map::assignment(store, op)?.and_then(|a| a.handle.filter(|_| a.handle_verified));
+                entities.push(json!({
+                    "roles": ["operator"],
+                    "did": op,
+                    "handle": op_handle,
+                    "name": g.name,
+                    "moderationContact": g.moderation_contact,
+                    "abuseContact": g.abuse_contact,
+                    "policies": g.policies,
+                    "jurisdiction": g.jurisdiction,
+                    "source": format!("at://{op}/{}/self", crate::cluster::declaration::DECLARATION),
+                    "evidence": op_status.as_ref().map(|s| s.proofs.iter().map(|(h, how)| json!({"kind": "declaration_proof", "host": h, "value": how})).collect::<Vec<_>>()).unwrap_or_default(),
+                    "lastChecked": ms_str(Some(inst.computed_at_ms)),
+                }));
+                for l in &g.labelers {
+                    entities.push(json!({
+                        "roles": ["labeler"],
+                        "did": l,
+                        "source": format!("at://{op}/{}/self", crate::cluster::declaration::DECLARATION),
+                        "evidence": [{"kind": "declared", "value": "listed in the operator's verified declaration"}],
+                        "lastChecked": ms_str(Some(inst.computed_at_ms)),
+                    }));
+                }
+            }
+            inst_json = json!({
+                "id": inst.id,
+                "name": inst.name,
+                "hosts": inst.hosts.len(),
+                "operator": inst.operator,
+                "evidence": why.evidence,
+            });
+        }
+    }
+    // the handle registrant, for custom-domain handles
+    if let (Some(handle), true) = (&a.handle, a.handle_verified) {
+        let provider = match &a.host {
+            Some(h) => crate::hosts::get(store, h)?
+                .and_then(|r| r.describe)
+                .map(|d| d.available_user_domains)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| crate::cluster::user_domain_key(d))
+                .any(|d| handle.ends_with(&format!(".{d}"))),
+            None => false,
+        };
+        if !provider {
+            let check = res.as_ref().and_then(|r| r.handle_check.as_ref());
+            entities.push(json!({
+                "roles": ["registrant"],
+                "domain": crate::cluster::registrable_domain(handle).unwrap_or_else(|| handle.clone()),
+                "handle": handle,
+                "source": format!("handle verified both ways by {}", check.and_then(|c| c.method.clone()).unwrap_or_else(|| "dns or https".into())),
+                "evidence": [{"kind": "handle_check", "value": "the domain publishes this DID for the handle (_atproto TXT or /.well-known/atproto-did)"}],
+                "lastChecked": ms_str(check.map(|c| c.checked_at_ms)),
+            }));
+        }
+    }
+    let mut explanation = why.text.clone();
+    if let Some(e) = entities.iter().find(|e| e["roles"][0] == "operator") {
+        explanation.push_str(&format!(
+            " Its operator {} declares moderation contact {} and abuse contact {}.",
+            e["did"].as_str().unwrap_or_default(),
+            e["moderationContact"].as_str().unwrap_or("(none)"),
+            e["abuseContact"].as_str().unwrap_or("(none)")
+        ));
+    } else if a.host.is_some() {
+        explanation.push_str(" No verified operator declaration covers it; the hosting entity's describeServer contact is the way to reach it.");
+    }
+    Ok(json!({
+        "did": did,
+        "handle": a.handle,
+        "handleVerified": a.handle_verified,
+        "state": why.state,
+        "account": acct.map(|s| json!({"status": s.status_label(), "active": s.active, "lastSeen": ms_str(Some(s.seen_at_ms))})),
+        "host": a.host,
+        "instance": inst_json,
+        "entities": entities,
+        "explanation": explanation,
+    }))
+}
+
+// ---------------------------------------------------------------- instances
+
+fn instance_json(i: &map::InstanceRecord, full: bool) -> Value {
+    let mut v = json!({
+        "id": i.id,
+        "name": i.name,
+        "hosts": i.hosts.len(),
+        "userDomains": i.user_domains,
+        "members": i.members,
+        "operator": i.operator,
+        "declared": i.operator.is_some(),
+        "evidenceKinds": i.evidence.iter().map(|e| e.1.clone()).collect::<std::collections::BTreeSet<_>>(),
+        "computedAt": ms_str(Some(i.computed_at_ms)),
+    });
+    if full {
+        v["hosts"] = json!(i.hosts);
+        v["anchor"] = json!(i.anchor);
+        v["registrableDomains"] = json!(i.registrable_domains);
+        v["evidence"] = json!(i
+            .evidence
+            .iter()
+            .map(|e| json!({"host": e.0, "kind": e.1, "value": e.2, "observedAt": ms_str(Some(e.3))}))
+            .collect::<Vec<_>>());
+        v["governance"] = json!(i.governance);
+        v["claimedBy"] = json!(i.claimed_by);
+    }
+    v
+}
+
+/// `dev.instancemap.listInstances`.
+pub async fn list_instances(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["limit", "cursor", "minMembers", "hasDeclaration", "hostStatus", "sort"])?;
+    let (limit, offset, min) = (p.limit()?, p.offset()?, p.int("minMembers")?.unwrap_or(0));
+    let declared = p.bool("hasDeclaration")?;
+    let host_status = p.get("hostStatus").map(str::to_owned);
+    if let Some(s) = &host_status {
+        if !["pending", "online", "offline"].contains(&s.as_str()) {
+            return Err(ApiError::bad("hostStatus must be pending, online or offline"));
+        }
+    }
+    let sort = p.get("sort").unwrap_or("members").to_owned();
+    if !["members", "growth"].contains(&sort.as_str()) {
+        return Err(ApiError::bad("sort must be members or growth"));
+    }
+    st.read(move |st| {
+        let all = st.cache.instances(&st.store)?;
+        let host_state: HashMap<String, String> = match &host_status {
+            Some(_) => {
+                let mut m = HashMap::new();
+                for item in st.store.iter_cf(CF_HOSTS) {
+                    let (k, v) = item?;
+                    let h: crate::hosts::HostRecord = crate::store::from_cbor(CF_HOSTS, &v)?;
+                    m.insert(String::from_utf8_lossy(&k).into_owned(), h.state);
+                }
+                m
+            }
+            None => HashMap::new(),
+        };
+        let n = |i: &map::InstanceRecord| i.members.get("registered").copied().unwrap_or(0);
+        let mut list: Vec<&map::InstanceRecord> = all
+            .iter()
+            .filter(|i| n(i) >= min)
+            .filter(|i| declared.is_none_or(|d| i.operator.is_some() == d))
+            .filter(|i| {
+                host_status.as_ref().is_none_or(|s| i.hosts.iter().any(|h| host_state.get(h).is_some_and(|x| x == s)))
+            })
+            .collect();
+        let growth: HashMap<String, i64> = if sort == "growth" {
+            // joins minus leaves over the last 30 days
+            let from = assign::day(crate::store::now_ms() - 30 * 86_400_000);
+            let hi = history::host_instances(&st.store)?;
+            let mut g = HashMap::new();
+            let start = [&assign::key::prefix(assign::key::DAY)[..], from.as_bytes()].concat();
+            for item in st.store.iter_from(crate::store::CF_MAP_COUNTS, &start) {
+                let (k, v) = item?;
+                if !k.starts_with(&assign::key::prefix(assign::key::DAY)) {
+                    break;
+                }
+                if let [_, host] = assign::key::parts(&k)[..] {
+                    if let Some(i) = hi.get(host) {
+                        *g.entry(i.clone()).or_default() += v[..].try_into().map(i64::from_le_bytes).unwrap_or(0);
+                    }
+                }
+            }
+            list.sort_by(|a, b| g.get(&b.id).cmp(&g.get(&a.id)).then(a.id.cmp(&b.id)));
+            g
+        } else {
+            HashMap::new()
+        };
+        let (items, cursor) = page(&list, offset, limit);
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|i| {
+                let mut v = instance_json(i, false);
+                if sort == "growth" {
+                    v["growth30d"] = json!(growth.get(&i.id).copied().unwrap_or(0));
+                }
+                v
+            })
+            .collect();
+        Ok(Json(json!({"instances": items, "cursor": cursor, "total": list.len()})))
+    })
+    .await
+}
+
+fn instance_by_id(store: &Store, id: &str) -> Result<map::InstanceRecord, ApiError> {
+    if !id.starts_with("inst_") || id.len() != 17 || !id[5..].bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad(format!("{id:?} is not an instance id (inst_ and 12 hex digits)")));
+    }
+    map::instance(store, id)?.ok_or_else(|| ApiError::not_found("InstanceNotFound", format!("no instance {id}")))
+}
+
+/// `dev.instancemap.getInstance`.
+pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["id"])?;
+    let id = p.required("id")?.to_owned();
+    st.read(move |st| {
+        let i = instance_by_id(&st.store, &id)?;
+        let mut v = instance_json(&i, true);
+        let mut claims = Vec::new();
+        for op in &i.claimed_by {
+            claims.extend(map::declaration_status(&st.store, op)?);
+        }
+        v["declarations"] = json!(claims);
+        Ok(Json(v))
+    })
+    .await
+}
+
+/// `dev.instancemap.listMembers`: accounts whose current host is one of the
+/// instance's, in (host, DID) order.
+pub async fn list_members(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["id", "limit", "cursor"])?;
+    let (id, limit) = (p.required("id")?.to_owned(), p.limit()?);
+    let cursor = p.get("cursor").map(str::to_owned);
+    st.read(move |st| {
+        let i = instance_by_id(&st.store, &id)?;
+        // cursor: "<host index>:<last did>"
+        let (mut hi, mut after) = (0usize, None::<String>);
+        if let Some(c) = &cursor {
+            let (a, b) = c.split_once(':').ok_or_else(|| ApiError::bad("cursor is not one this server issued"))?;
+            hi = a.parse().map_err(|_| ApiError::bad("cursor is not one this server issued"))?;
+            after = Some(b.to_owned());
+        }
+        let mut out = Vec::new();
+        let mut next = None;
+        while hi < i.hosts.len() {
+            let dids = map::accounts_on_host(&st.store, &i.hosts[hi], after.as_deref(), limit - out.len())?;
+            for d in dids {
+                let a = map::assignment(&st.store, &d)?.unwrap_or_default();
+                out.push(
+                    json!({"did": d, "host": i.hosts[hi], "handle": a.handle, "handleVerified": a.handle_verified,
+                    "buckets": a.buckets}),
+                );
+            }
+            if out.len() >= limit {
+                let last = out.last().and_then(|v| v["did"].as_str()).unwrap_or_default().to_owned();
+                next = Some(format!("{hi}:{last}"));
+                break;
+            }
+            hi += 1;
+            after = None;
+        }
+        Ok(Json(json!({"instance": i.id, "members": out, "cursor": next})))
+    })
+    .await
+}
+
+/// `dev.instancemap.listHosts`: hosts (of one instance, or all), with state.
+pub async fn list_hosts(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["instance", "status", "limit", "cursor"])?;
+    let (limit, offset) = (p.limit()?, p.offset()?);
+    let inst = p.get("instance").map(str::to_owned);
+    let status = p.get("status").map(str::to_owned);
+    if let Some(s) = &status {
+        if !["pending", "online", "offline"].contains(&s.as_str()) {
+            return Err(ApiError::bad("status must be pending, online or offline"));
+        }
+    }
+    st.read(move |st| {
+        let hosts: Vec<String> = match &inst {
+            Some(id) => instance_by_id(&st.store, id)?.hosts,
+            None => history::host_instances(&st.store)?
+                .into_keys()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let members = map::host_members(&st.store)?;
+        let mut rows = Vec::new();
+        for h in &hosts {
+            let rec = crate::hosts::get(&st.store, h)?;
+            let state = rec.as_ref().map_or("unknown".to_owned(), |r| r.state.clone());
+            if status.as_ref().is_some_and(|s| *s != state) {
+                continue;
+            }
+            rows.push(json!({
+                "host": h,
+                "instance": map::instance_id_of_host(&st.store, h)?,
+                "state": state,
+                "members": members.get(h),
+                "userDomains": rec.as_ref().and_then(|r| r.describe.as_ref()).map(|d| d.available_user_domains.clone()),
+                "version": rec.as_ref().and_then(|r| r.version.clone()),
+                "lastChecked": ms_str(rec.as_ref().and_then(|r| r.last_checked_ms)),
+            }));
+        }
+        let (items, cursor) = page(&rows, offset, limit);
+        Ok(Json(json!({"hosts": items, "cursor": cursor, "total": rows.len()})))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- history
+
+/// `dev.instancemap.getMapAsOf`: instance sizes at the end of a day.
+pub async fn get_map_as_of(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["at", "limit", "cursor"])?;
+    let day = p.day("at")?.ok_or_else(|| ApiError::bad("parameter \"at\" is required"))?;
+    let (limit, offset) = (p.limit()?, p.offset()?);
+    st.read(move |st| {
+        let sizes = history::sizes_as_of(&st.store, &day)?;
+        let mut rows: Vec<(String, i64)> = sizes.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: i64 = rows.iter().map(|r| r.1).sum();
+        let rows: Vec<Value> = rows.into_iter().map(|(i, n)| json!({"instance": i, "accounts": n})).collect();
+        let (items, cursor) = page(&rows, offset, limit);
+        Ok(Json(json!({"day": day, "accounts": total, "instances": items, "cursor": cursor})))
+    })
+    .await
+}
+
+/// `dev.instancemap.getFlows`: migrations between instances over days.
+pub async fn get_flows(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["from", "to", "format", "limit", "cursor"])?;
+    let from = p.day("from")?.ok_or_else(|| ApiError::bad("parameter \"from\" is required"))?;
+    let to = p.day("to")?.unwrap_or_else(history::today);
+    if from > to {
+        return Err(ApiError::bad("from is after to"));
+    }
+    let format = p.get("format").unwrap_or("edges").to_owned();
+    if !["edges", "matrix"].contains(&format.as_str()) {
+        return Err(ApiError::bad("format must be edges or matrix"));
+    }
+    let (limit, offset) = (p.limit()?, p.offset()?);
+    st.read(move |st| {
+        let flows = history::flows(&st.store, &from, &to)?;
+        if format == "matrix" {
+            // summed over the period: rows are sources, columns destinations
+            let mut m: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+            for f in &flows {
+                *m.entry(f.from.clone()).or_default().entry(f.to.clone()).or_default() += f.accounts;
+            }
+            let names: std::collections::BTreeSet<String> =
+                m.keys().cloned().chain(m.values().flat_map(|r| r.keys().cloned())).collect();
+            let names: Vec<String> = names.into_iter().collect();
+            let (items, cursor) = page(&names, offset, limit);
+            let rows: Vec<Vec<i64>> = items
+                .iter()
+                .map(|a| names.iter().map(|b| m.get(*a).and_then(|r| r.get(b)).copied().unwrap_or(0)).collect())
+                .collect();
+            return Ok(Json(
+                json!({"from": from, "to": to, "instances": names, "rows": items, "matrix": rows, "cursor": cursor}),
+            ));
+        }
+        let (items, cursor) = page(&flows, offset, limit);
+        Ok(Json(json!({"from": from, "to": to, "flows": items, "cursor": cursor})))
+    })
+    .await
+}
+
+/// `dev.instancemap.getGrowth`: one instance's registered accounts per day.
+pub async fn get_growth(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["id", "from", "to", "limit", "cursor"])?;
+    let id = p.required("id")?.to_owned();
+    let from = p.day("from")?;
+    let to = p.day("to")?.unwrap_or_else(history::today);
+    let (limit, offset) = (p.limit()?, p.offset()?);
+    st.read(move |st| {
+        instance_by_id(&st.store, &id)?;
+        let days: Vec<history::GrowthDay> = history::growth(&st.store, &id, &to)?
+            .into_iter()
+            .filter(|d| from.as_ref().is_none_or(|f| d.day >= *f))
+            .collect();
+        let (items, cursor) = page(&days, offset, limit);
+        Ok(Json(json!({"instance": id, "days": items, "cursor": cursor})))
+    })
+    .await
+}
+
+/// `dev.instancemap.getAccountHistory`: an account's migrations, and where
+/// it was at a time.
+pub async fn get_account_history(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    let p = Params::parse(q, &["did", "at"])?;
+    let did = p.required("did")?.to_owned();
+    if !crate::types::is_did(&did) {
+        return Err(ApiError::bad("did is not a valid DID (atproto DID syntax)"));
+    }
+    let at = match p.get("at") {
+        Some(s) => Some(history::parse_time(s).ok_or_else(|| ApiError::bad("at must be YYYY-MM-DD or RFC 3339"))?),
+        None => None,
+    };
+    st.read(move |st| {
+        let Some(a) = map::assignment(&st.store, &did)? else {
+            return Err(ApiError::not_found("AccountNotFound", format!("{did} is not in the map")));
+        };
+        let timeline: Vec<Value> = a
+            .timeline
+            .iter()
+            .map(|(t, h)| {
+                let inst = h.as_ref().map(|h| map::instance_id_of_host(&st.store, h)).transpose()?.flatten();
+                Ok(json!({"at": ms_str(Some(*t)), "host": h, "instance": inst}))
+            })
+            .collect::<Result<_, ApiError>>()?;
+        let as_of = match at {
+            Some(ms) => Some(history::account_as_of(&st.store, &did, ms)?),
+            None => None,
+        };
+        Ok(Json(json!({"did": did, "timeline": timeline, "asOf": as_of})))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- summary
+
+/// The network summary: totals and concentration.
+pub fn summary(store: &Store) -> Result<Value, ApiError> {
+    let (inst, host) = map::concentrations(store)?;
+    let states = map::unassigned(store)?;
+    let mut host_states: BTreeMap<String, u64> = BTreeMap::new();
+    for item in store.iter_cf(CF_HOSTS) {
+        let (_, v) = item?;
+        let h: crate::hosts::HostRecord = crate::store::from_cbor(CF_HOSTS, &v)?;
+        *host_states.entry(h.state).or_default() += 1;
+    }
+    let decls: Vec<map::DeclarationStatus> = store
+        .iter_cf(crate::store::CF_DECLARATIONS)
+        .map(|r| {
+            r.map_err(ApiError::from).and_then(|(_, v)| Ok(crate::store::from_cbor(crate::store::CF_DECLARATIONS, &v)?))
+        })
+        .collect::<Result<_, _>>()?;
+    let verified = decls.iter().filter(|d| !d.verified_hosts.is_empty()).count();
+    Ok(json!({
+        "accounts": {"assigned": inst.accounts, "unassigned": states},
+        "instances": inst.groups,
+        "hosts": host_states,
+        "declarations": {"verified": verified, "unverified": decls.len() - verified},
+        "concentration": {"instances": inst, "hosts": host},
+    }))
+}
+
+/// `dev.instancemap.getSummary`.
+pub async fn get_summary(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
+    Params::parse(q, &[])?;
+    st.read(|st| Ok(Json(summary(&st.store)?))).await
+}
+
+// ---------------------------------------------------------------- admin
+
+/// `dev.instancemap.admin.refreshAccount` (POST, bearer token): marks a DID
+/// for the map maintainer.
+pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Reply {
+    let token = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let want = st.admin_token.as_deref().map(|t| format!("Bearer {t}"));
+    let ok = match (token, &want) {
+        (Some(got), Some(want)) => {
+            // constant time in the token's length
+            got.len() == want.len() && got.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        }
+        _ => false,
+    };
+    if !ok {
+        return Err(ApiError {
+            status: axum::http::StatusCode::UNAUTHORIZED,
+            error: "AuthRequired",
+            message: "a valid admin bearer token is required".into(),
+        });
+    }
+    if st.read_only {
+        return Err(ApiError {
+            status: axum::http::StatusCode::NOT_IMPLEMENTED,
+            error: "ReadOnly",
+            message: "this server serves a read-only copy".into(),
+        });
+    }
+    let p = Params::parse(q, &["did"])?;
+    let did = p.required("did")?.to_owned();
+    if !crate::types::is_did(&did) {
+        return Err(ApiError::bad("did is not a valid DID"));
+    }
+    st.read(move |st| {
+        let mut wb = rocksdb::WriteBatch::default();
+        map::mark(&mut wb, &st.store, &did);
+        st.store.write(wb)?;
+        Ok(Json(json!({"did": did, "marked": true})))
+    })
+    .await
+}

@@ -1,0 +1,370 @@
+//! `instancemap export`: a consistent snapshot of the map (every table read
+//! from one RocksDB snapshot) as Parquet (zstd), NDJSON or CSV files:
+//! `accounts`, `instances`, `hosts`, `moves`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+
+use crate::cluster::assign::{self, Assignment, MoveRow};
+use crate::cluster::explain::rfc3339_ms;
+use crate::cluster::map::InstanceRecord;
+use crate::config::ExportFormat;
+use crate::hosts::HostRecord;
+use crate::store::{self, Store, CF_ASSIGN, CF_HOSTS, CF_HOST_INSTANCE, CF_INSTANCES, CF_MAP_COUNTS, CF_MOVES};
+
+/// A column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    Bool,
+}
+
+/// One value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Str(Option<String>),
+    Int(Option<i64>),
+    Bool(Option<bool>),
+}
+
+fn s(v: impl Into<Option<String>>) -> Cell {
+    Cell::Str(v.into())
+}
+
+/// Rows per Parquet row group.
+const ROW_GROUP: usize = 100_000;
+
+/// Writes one table in the chosen format.
+struct Sink {
+    columns: &'static [(&'static str, Kind)],
+    format: ExportFormat,
+    rows: u64,
+    out: SinkOut,
+    /// Parquet: buffered columns of the current row group.
+    buf: Vec<Vec<Cell>>,
+}
+
+enum SinkOut {
+    Parquet(SerializedFileWriter<File>),
+    Ndjson(BufWriter<File>),
+    Csv(csv::Writer<File>),
+}
+
+impl Sink {
+    fn create(
+        dir: &Path,
+        name: &str,
+        columns: &'static [(&'static str, Kind)],
+        format: ExportFormat,
+    ) -> anyhow::Result<Sink> {
+        let ext = match format {
+            ExportFormat::Parquet => "parquet",
+            ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Csv => "csv",
+        };
+        let file = File::create(dir.join(format!("{name}.{ext}")))?;
+        let out = match format {
+            ExportFormat::Parquet => {
+                let fields: Vec<String> = columns
+                    .iter()
+                    .map(|(n, k)| match k {
+                        Kind::Str => format!("OPTIONAL BYTE_ARRAY {n} (UTF8);"),
+                        Kind::Int => format!("OPTIONAL INT64 {n};"),
+                        Kind::Bool => format!("OPTIONAL BOOLEAN {n};"),
+                    })
+                    .collect();
+                let schema =
+                    parquet::schema::parser::parse_message_type(&format!("message {name} {{ {} }}", fields.join(" ")))?;
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .set_created_by(format!("instancemap {}", env!("CARGO_PKG_VERSION")))
+                    .build();
+                SinkOut::Parquet(SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props))?)
+            }
+            ExportFormat::Ndjson => SinkOut::Ndjson(BufWriter::new(file)),
+            ExportFormat::Csv => {
+                let mut w = csv::Writer::from_writer(file);
+                w.write_record(columns.iter().map(|c| c.0))?;
+                SinkOut::Csv(w)
+            }
+        };
+        Ok(Sink { columns, format, rows: 0, out, buf: vec![Vec::new(); columns.len()] })
+    }
+
+    fn row(&mut self, row: Vec<Cell>) -> anyhow::Result<()> {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows += 1;
+        match &mut self.out {
+            SinkOut::Parquet(_) => {
+                for (i, c) in row.into_iter().enumerate() {
+                    self.buf[i].push(c);
+                }
+                if self.buf[0].len() >= ROW_GROUP {
+                    self.flush_group()?;
+                }
+            }
+            SinkOut::Ndjson(w) => {
+                let obj: serde_json::Map<String, serde_json::Value> = self
+                    .columns
+                    .iter()
+                    .zip(row)
+                    .map(|((n, _), c)| {
+                        let v = match c {
+                            Cell::Str(v) => serde_json::json!(v),
+                            Cell::Int(v) => serde_json::json!(v),
+                            Cell::Bool(v) => serde_json::json!(v),
+                        };
+                        ((*n).to_owned(), v)
+                    })
+                    .collect();
+                serde_json::to_writer(&mut *w, &obj)?;
+                w.write_all(b"\n")?;
+            }
+            SinkOut::Csv(w) => {
+                let fields: Vec<String> = row
+                    .into_iter()
+                    .map(|c| match c {
+                        Cell::Str(v) => v.unwrap_or_default(),
+                        Cell::Int(v) => v.map(|n| n.to_string()).unwrap_or_default(),
+                        Cell::Bool(v) => v.map(|b| b.to_string()).unwrap_or_default(),
+                    })
+                    .collect();
+                w.write_record(&fields)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_group(&mut self) -> anyhow::Result<()> {
+        let SinkOut::Parquet(w) = &mut self.out else { return Ok(()) };
+        if self.buf[0].is_empty() {
+            return Ok(());
+        }
+        let mut rg = w.next_row_group()?;
+        for col in &mut self.buf {
+            let mut cw = rg.next_column()?.ok_or_else(|| anyhow::anyhow!("schema has fewer columns"))?;
+            let defs: Vec<i16> = col
+                .iter()
+                .map(|c| i16::from(!matches!(c, Cell::Str(None) | Cell::Int(None) | Cell::Bool(None))))
+                .collect();
+            match col.first() {
+                Some(Cell::Str(_)) => {
+                    let vals: Vec<ByteArray> = col
+                        .iter()
+                        .filter_map(|c| match c {
+                            Cell::Str(Some(v)) => Some(ByteArray::from(v.as_str())),
+                            _ => None,
+                        })
+                        .collect();
+                    cw.typed::<ByteArrayType>().write_batch(&vals, Some(&defs), None)?;
+                }
+                Some(Cell::Int(_)) => {
+                    let vals: Vec<i64> =
+                        col.iter().filter_map(|c| if let Cell::Int(v) = c { *v } else { None }).collect();
+                    cw.typed::<Int64Type>().write_batch(&vals, Some(&defs), None)?;
+                }
+                Some(Cell::Bool(_)) => {
+                    let vals: Vec<bool> =
+                        col.iter().filter_map(|c| if let Cell::Bool(v) = c { *v } else { None }).collect();
+                    cw.typed::<BoolType>().write_batch(&vals, Some(&defs), None)?;
+                }
+                None => {}
+            }
+            cw.close()?;
+            col.clear();
+        }
+        rg.close()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<u64> {
+        if self.format == ExportFormat::Parquet {
+            if self.rows == 0 {
+                // an empty row group keeps the file readable with its schema
+                self.buf.iter_mut().for_each(Vec::clear);
+            }
+            self.flush_group()?;
+        }
+        match self.out {
+            SinkOut::Parquet(w) => {
+                w.close()?;
+            }
+            SinkOut::Ndjson(mut w) => w.flush()?,
+            SinkOut::Csv(mut w) => w.flush()?,
+        }
+        Ok(self.rows)
+    }
+}
+
+const ACCOUNTS: &[(&str, Kind)] = &[
+    ("did", Kind::Str),
+    ("instance", Kind::Str),
+    ("host", Kind::Str),
+    ("handle", Kind::Str),
+    ("handle_domain", Kind::Str),
+    ("handle_verified", Kind::Bool),
+    ("state", Kind::Str),
+    ("firehose_status", Kind::Str),
+    ("since", Kind::Str),
+];
+const INSTANCES: &[(&str, Kind)] = &[
+    ("id", Kind::Str),
+    ("name", Kind::Str),
+    ("anchor", Kind::Str),
+    ("operator", Kind::Str),
+    ("hosts", Kind::Int),
+    ("registered", Kind::Int),
+    ("seen_on_firehose", Kind::Int),
+    ("active", Kind::Int),
+    ("user_domains", Kind::Str),
+    ("evidence_kinds", Kind::Str),
+];
+const HOSTS: &[(&str, Kind)] = &[
+    ("host", Kind::Str),
+    ("instance", Kind::Str),
+    ("state", Kind::Str),
+    ("registered", Kind::Int),
+    ("user_domains", Kind::Str),
+    ("version", Kind::Str),
+    ("last_checked", Kind::Str),
+];
+const MOVES: &[(&str, Kind)] = &[
+    ("did", Kind::Str),
+    ("at", Kind::Str),
+    ("from_host", Kind::Str),
+    ("to_host", Kind::Str),
+    ("from_instance", Kind::Str),
+    ("to_instance", Kind::Str),
+];
+
+/// Writes the four tables into `dir`; returns `(file, rows)` per table.
+pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
+    std::fs::create_dir_all(dir)?;
+    let snap = store.snapshot();
+    let iter = |cf: &str| store.snapshot_iter(&snap, cf);
+    // the small tables first, in memory
+    let mut host_instance: HashMap<String, String> = HashMap::new();
+    for item in iter(CF_HOST_INSTANCE) {
+        let (k, v) = item?;
+        host_instance.insert(String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned());
+    }
+    let mut members: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for item in iter(CF_MAP_COUNTS) {
+        let (k, v) = item?;
+        if k.first() != Some(&assign::key::HOST) {
+            continue;
+        }
+        if let [h, b] = assign::key::parts(&k)[..] {
+            let n = v[..].try_into().map(i64::from_le_bytes).unwrap_or(0);
+            members.entry(h.to_owned()).or_default().insert(b.to_owned(), n);
+        }
+    }
+    let count = |h: &str, b: &str| members.get(h).and_then(|m| m.get(b)).copied().unwrap_or(0);
+    let mut files = Vec::new();
+
+    let mut out = Sink::create(dir, "instances", INSTANCES, format)?;
+    for item in iter(CF_INSTANCES) {
+        let (_, v) = item?;
+        let i: InstanceRecord = store::from_cbor(CF_INSTANCES, &v)?;
+        let sum = |b: &str| i.hosts.iter().map(|h| count(h, b)).sum::<i64>();
+        let kinds: std::collections::BTreeSet<&str> = i.evidence.iter().map(|e| e.1.as_str()).collect();
+        out.row(vec![
+            s(i.id.clone()),
+            s(i.name.clone()),
+            s(i.anchor.clone()),
+            s(i.operator.clone()),
+            Cell::Int(Some(i.hosts.len() as i64)),
+            Cell::Int(Some(sum(assign::bucket::REGISTERED))),
+            Cell::Int(Some(sum(assign::bucket::SEEN))),
+            Cell::Int(Some(sum("active"))),
+            s(i.user_domains.join(" ")),
+            s(kinds.into_iter().collect::<Vec<_>>().join(" ")),
+        ])?;
+    }
+    files.push(("instances".to_owned(), out.finish()?));
+
+    let mut out = Sink::create(dir, "hosts", HOSTS, format)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for item in iter(CF_HOSTS) {
+        let (k, v) = item?;
+        let h = String::from_utf8_lossy(&k).into_owned();
+        let r: HostRecord = store::from_cbor(CF_HOSTS, &v)?;
+        out.row(vec![
+            s(h.clone()),
+            s(host_instance.get(&h).cloned()),
+            s(r.state.clone()),
+            Cell::Int(Some(count(&h, assign::bucket::REGISTERED))),
+            s(r.describe.map(|d| d.available_user_domains.join(" "))),
+            s(r.version),
+            s(r.last_checked_ms.and_then(rfc3339_ms)),
+        ])?;
+        seen.insert(h);
+    }
+    // hosts known only through their accounts
+    for (h, inst) in &host_instance {
+        if !seen.contains(h) {
+            out.row(vec![
+                s(h.clone()),
+                s(inst.clone()),
+                s("unknown".to_owned()),
+                Cell::Int(Some(count(h, assign::bucket::REGISTERED))),
+                s(None),
+                s(None),
+                s(None),
+            ])?;
+        }
+    }
+    files.push(("hosts".to_owned(), out.finish()?));
+
+    let mut out = Sink::create(dir, "accounts", ACCOUNTS, format)?;
+    for item in iter(CF_ASSIGN) {
+        let (k, v) = item?;
+        let a: Assignment = store::from_cbor(CF_ASSIGN, &v)?;
+        let status =
+            a.buckets.iter().position(|b| b == assign::bucket::SEEN).and_then(|i| a.buckets.get(i + 1)).cloned();
+        let since = a.timeline.last().filter(|(_, h)| h.is_some()).and_then(|(t, _)| rfc3339_ms(*t));
+        let state = match (&a.host, &a.reason) {
+            (Some(h), _) if host_instance.contains_key(h) => "assigned".to_owned(),
+            (Some(_), _) => "unclustered".to_owned(),
+            (None, r) => r.clone().unwrap_or_else(|| "unresolved".into()),
+        };
+        out.row(vec![
+            s(String::from_utf8_lossy(&k).into_owned()),
+            s(a.host.as_ref().and_then(|h| host_instance.get(h).cloned())),
+            s(a.host.clone()),
+            s(a.handle.clone()),
+            s(a.handle.as_deref().and_then(crate::cluster::registrable_domain)),
+            Cell::Bool(a.handle.as_ref().map(|_| a.handle_verified)),
+            s(state),
+            s(status),
+            s(since),
+        ])?;
+    }
+    files.push(("accounts".to_owned(), out.finish()?));
+
+    let mut out = Sink::create(dir, "moves", MOVES, format)?;
+    for item in iter(CF_MOVES) {
+        let (k, v) = item?;
+        let m: MoveRow = store::from_cbor(CF_MOVES, &v)?;
+        let did = String::from_utf8_lossy(&k[..k.len().saturating_sub(9)]).into_owned();
+        out.row(vec![
+            s(did),
+            s(assign::move_key_time(&k).and_then(rfc3339_ms)),
+            s(m.from.clone()),
+            s(m.to.clone()),
+            s(host_instance.get(&m.from).cloned()),
+            s(host_instance.get(&m.to).cloned()),
+        ])?;
+    }
+    files.push(("moves".to_owned(), out.finish()?));
+    Ok(files)
+}
