@@ -475,24 +475,24 @@ pub async fn list_members(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
             hi = a.parse().map_err(|_| ApiError::bad("cursor is not one this server issued"))?;
             after = Some(b.to_owned());
         }
-        let mut out = Vec::new();
-        let mut next = None;
-        while hi < i.hosts.len() {
-            let dids = map::accounts_on_host(&st.store, &i.hosts[hi], after.as_deref(), limit - out.len())?;
-            for d in dids {
-                let a = map::assignment(&st.store, &d)?.unwrap_or_default();
-                out.push(
-                    json!({"did": d, "host": i.hosts[hi], "handle": a.handle, "handleVerified": a.handle_verified,
-                    "buckets": a.buckets}),
-                );
-            }
-            if out.len() >= limit {
-                let last = out.last().and_then(|v| v["did"].as_str()).unwrap_or_default().to_owned();
-                next = Some(format!("{hi}:{last}"));
-                break;
-            }
+        // one more than asked, to know whether a next page exists
+        let mut found: Vec<(usize, String)> = Vec::new();
+        while hi < i.hosts.len() && found.len() <= limit {
+            let dids = map::accounts_on_host(&st.store, &i.hosts[hi], after.as_deref(), limit + 1 - found.len())?;
+            found.extend(dids.into_iter().map(|d| (hi, d)));
             hi += 1;
             after = None;
+        }
+        let next = (found.len() > limit).then(|| {
+            found.truncate(limit);
+            let (h, d) = found.last().expect("limit is at least 1");
+            format!("{h}:{d}")
+        });
+        let mut out = Vec::new();
+        for (h, d) in found {
+            let a = map::assignment(&st.store, &d)?.unwrap_or_default();
+            out.push(json!({"did": d, "host": i.hosts[h], "handle": a.handle, "handleVerified": a.handle_verified,
+                "buckets": a.buckets}));
         }
         Ok(Json(json!({"instance": i.id, "members": out, "cursor": next})))
     })

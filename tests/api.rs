@@ -1,0 +1,394 @@
+//! The query API's contract over a store built from recorded frames and a
+//! hand-built network: every method's shape, errors, limits, the lexicons
+//! and the OpenAPI document.
+
+mod common;
+
+use ciborium::Value;
+use common::*;
+use instancemap::api::{self, openapi, ApiState, Limits};
+use instancemap::cluster::map;
+use instancemap::hosts::{self, Describe, HostRecord};
+use instancemap::identity::handle::HandleCheck;
+use instancemap::identity::resolve::IdentityRecord;
+use instancemap::plc::load::Loader;
+use instancemap::plc::{ExportOp, OpState};
+use instancemap::store::{self, Store};
+
+const OP: &str = "did:plc:oooooooooooooooooooooooo";
+const ALICE: &str = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+const BOB: &str = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";
+const CAROL: &str = "did:plc:cccccccccccccccccccccccc";
+const GONE: &str = "did:plc:dddddddddddddddddddddddd";
+
+fn op(seq: u64, did: &str, pds: Option<&str>, handle: &str, day: u32, tombstone: bool) -> ExportOp {
+    ExportOp {
+        did: did.into(),
+        cid: format!("bafy{seq}"),
+        created_at: format!("2025-01-{day:02}T00:00:00.000Z"),
+        seq: Some(seq),
+        nullified: false,
+        prev: None,
+        state: if tombstone {
+            OpState::Tombstone
+        } else {
+            OpState::Update { pds: pds.map(str::to_owned), handle: Some(handle.into()), signing_key: None }
+        },
+    }
+}
+
+/// A small network: a co-op with two hosts and a verified declaration, a
+/// big provider, a migration, a tombstone, the reference corpus' accounts.
+fn network(dir: &std::path::Path) -> Store {
+    let store = Store::open(dir).unwrap();
+    {
+        let mut l = Loader::new(&store).unwrap();
+        l.apply(op(1, OP, Some("https://pds.coop.example"), "op.coop.example", 1, false)).unwrap();
+        l.apply(op(2, ALICE, Some("https://a.host.bsky.network"), "alice.bsky.social", 2, false)).unwrap();
+        l.apply(op(3, ALICE, Some("https://pds.coop.example"), "alice.bsky.social", 5, false)).unwrap();
+        l.apply(op(4, BOB, Some("https://b.host.bsky.network"), "bob.bsky.social", 3, false)).unwrap();
+        l.apply(op(5, CAROL, Some("https://a.host.bsky.network"), "carol.bsky.social", 3, false)).unwrap();
+        l.apply(op(6, GONE, Some("https://b.host.bsky.network"), "gone.bsky.social", 3, false)).unwrap();
+        l.apply(op(7, GONE, None, "", 4, true)).unwrap();
+        l.flush().unwrap();
+    }
+    let describe = |did: Option<&str>, domains: &[&str], email: Option<&str>| Describe {
+        did: did.map(str::to_owned),
+        available_user_domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+        contact_email: email.map(str::to_owned),
+        privacy_policy: Some("https://example.org/privacy".into()),
+        ..Describe::default()
+    };
+    for (h, d) in [
+        ("https://pds.coop.example", describe(Some(OP), &[".coop.example"], Some("abuse@coop.example"))),
+        ("https://a.host.bsky.network", describe(None, &[".bsky.social"], Some("support@bsky.app"))),
+        ("https://b.host.bsky.network", describe(None, &[".bsky.social"], None)),
+    ] {
+        let rec = HostRecord {
+            state: "online".into(),
+            describe: Some(d),
+            last_checked_ms: Some(1_760_000_000_000),
+            ..hosts::get(&store, h).unwrap().unwrap_or_default()
+        };
+        hosts::put(&store, h, &rec).unwrap();
+    }
+    // the operator's verified custom handle; carol's verified handle
+    for (did, handle) in [(OP, "op.coop.example"), (CAROL, "carol.example.net")] {
+        let ident = IdentityRecord {
+            handle: Some(handle.into()),
+            resolved_at_ms: Some(1),
+            checked_at_ms: 1,
+            handle_check: Some(HandleCheck {
+                handle: handle.into(),
+                verified: true,
+                method: Some("dns".into()),
+                reason: None,
+                checked_at_ms: 1_760_000_000_000,
+            }),
+            ..IdentityRecord::default()
+        };
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put_cf(store.cf(store::CF_IDENTITY), did.as_bytes(), store::to_cbor(&ident));
+        store.write(wb).unwrap();
+    }
+    let declaration = map(vec![
+        ("$type", text("dev.instancemap.declaration")),
+        ("name", text("Example Co-op")),
+        ("pdsHosts", Value::Array(vec![text("https://pds.coop.example"), text("https://b.host.bsky.network")])),
+        ("moderationContact", text("mod@coop.example")),
+        ("abuseContact", text("abuse@coop.example")),
+        ("labelers", Value::Array(vec![text("did:plc:llllllllllllllllllllllll")])),
+        ("jurisdiction", text("NZ")),
+        ("createdAt", text("2026-11-26T00:00:00.000Z")),
+    ]);
+    let f = commit_frame(
+        1,
+        OP,
+        "3mptbypluud2a",
+        &[TestOp {
+            action: "create",
+            path: "dev.instancemap.declaration/self",
+            record: Some(declaration),
+            omit_block: false,
+        }],
+    );
+    let store = ingest_frames(store, "replay", &[f]);
+    // and the reference PDS's recorded accounts
+    let frames = instancemap::firehose::framelog::read_all(&fixture("reference-pds.frames")).unwrap();
+    let store = ingest_frames(store, "corpus", &frames);
+    map::recompute(&store, &Default::default()).unwrap();
+    store
+}
+
+struct Api {
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(limits: Limits, token: Option<&str>) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio::task::block_in_place(|| network(dir.path()));
+    let state = ApiState::new(store, false, token.map(str::to_owned), limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    Api { addr, _dir: dir }
+}
+
+async fn get(api: &Api, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_get(api.addr, path).await.unwrap();
+    let v = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: not JSON: {body}"));
+    (status, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_answers_who_is_responsible() {
+    let api = start(Limits::default(), None).await;
+    // by DID: alice migrated to the co-op's host, which its operator declares
+    let (s, v) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={ALICE}")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "assigned");
+    assert_eq!(v["host"], "https://pds.coop.example");
+    assert_eq!(v["instance"]["name"], "Example Co-op");
+    let roles: Vec<&str> = v["entities"].as_array().unwrap().iter().map(|e| e["roles"][0].as_str().unwrap()).collect();
+    assert_eq!(roles, ["hosting", "operator", "labeler"]);
+    let hosting = &v["entities"][0];
+    assert_eq!(hosting["contact"]["email"], "abuse@coop.example");
+    assert_eq!(hosting["links"]["privacyPolicy"], "https://example.org/privacy");
+    assert!(hosting["lastChecked"].as_str().unwrap().starts_with("2025-10-09"));
+    let operator = &v["entities"][1];
+    assert_eq!(operator["did"], OP);
+    assert_eq!(operator["handle"], "op.coop.example");
+    assert_eq!(operator["moderationContact"], "mod@coop.example");
+    assert_eq!(operator["abuseContact"], "abuse@coop.example");
+    assert_eq!(operator["jurisdiction"], "NZ");
+    assert!(operator["evidence"][0]["value"].as_str().unwrap().contains("describeServer names the operator"));
+    assert_eq!(v["entities"][2]["did"], "did:plc:llllllllllllllllllllllll");
+    let text = v["explanation"].as_str().unwrap();
+    assert!(text.contains("Hosted on https://pds.coop.example"), "{text}");
+    assert!(text.contains("mod@coop.example"), "{text}");
+
+    // by handle and by at:// URI (handle authority): same account
+    let (s, h) = get(&api, "/xrpc/dev.instancemap.lookup?subject=carol.example.net").await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["did"], CAROL);
+    assert_eq!(h["subjectType"], "handle");
+    // carol's custom-domain handle: the registrant is an entity; her host
+    // has no verified operator, so only hosting and registrant
+    let roles: Vec<&str> = h["entities"].as_array().unwrap().iter().map(|e| e["roles"][0].as_str().unwrap()).collect();
+    assert_eq!(roles, ["hosting", "registrant"]);
+    assert_eq!(h["entities"][1]["domain"], "example.net");
+    let uri = format!("/xrpc/dev.instancemap.lookup?subject=at://{CAROL}/app.bsky.feed.post/3l3qo2vuowo2b");
+    let (s, u) = get(&api, &uri).await;
+    assert_eq!((s, u["subjectType"].as_str(), u["did"].as_str()), (200, Some("at-uri"), Some(CAROL)));
+    assert_eq!(u["record"]["collection"], "app.bsky.feed.post");
+
+    // a deleted account: its state, no entities
+    let (s, g) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={GONE}")).await;
+    assert_eq!((s, g["state"].as_str()), (200, Some("deleted")));
+    assert!(g["entities"].as_array().unwrap().is_empty());
+
+    // unknown: 404 with the reason; invalid: 400 with the rule
+    let (s, e) = get(&api, "/xrpc/dev.instancemap.lookup?subject=did:plc:zzzzzzzzzzzzzzzzzzzzzzzz").await;
+    assert_eq!((s, e["error"].as_str()), (404, Some("AccountNotFound")));
+    let (s, e) = get(&api, "/xrpc/dev.instancemap.lookup?subject=nobody.example.org").await;
+    assert_eq!((s, e["error"].as_str()), (404, Some("HandleNotFound")));
+    for (bad, rule) in [
+        ("did:PLC:x", "DID"),
+        ("not a handle", "handle"),
+        ("at://did:plc:x/not..nsid/x", "collection"),
+        ("at://did:plc:aaaa/app.bsky.feed.post/bad%20key", "record key"),
+    ] {
+        let (s, e) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={}", bad.replace(' ', "%20"))).await;
+        assert_eq!((s, e["error"].as_str()), (400, Some("InvalidRequest")), "{bad}: {e}");
+        assert!(e["message"].as_str().unwrap().contains(rule), "{bad}: {e}");
+    }
+    let (s, e) = get(&api, "/xrpc/dev.instancemap.lookup").await;
+    assert_eq!(s, 400);
+    assert!(e["message"].as_str().unwrap().contains("subject"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_members_hosts_history_summary() {
+    let api = start(Limits::default(), None).await;
+    let (s, list) = get(&api, "/xrpc/dev.instancemap.listInstances").await;
+    assert_eq!(s, 200, "{list}");
+    let all = list["instances"].as_array().unwrap();
+    assert_eq!(all.len(), 2, "the big provider and the co-op (the corpus' accounts never resolved)");
+    let n = |i: &serde_json::Value| i["members"]["registered"].as_u64().unwrap_or(0);
+    assert!(all.windows(2).all(|w| n(&w[0]) >= n(&w[1])), "largest first");
+    let coop = all.iter().find(|i| i["name"] == "Example Co-op").unwrap();
+    let coop_id = coop["id"].as_str().unwrap().to_owned();
+    assert_eq!(coop["declared"], true);
+    let (_, declared) = get(&api, "/xrpc/dev.instancemap.listInstances?hasDeclaration=true").await;
+    assert_eq!(declared["instances"].as_array().unwrap().len(), 1);
+    let (_, big) = get(&api, "/xrpc/dev.instancemap.listInstances?minMembers=1000000").await;
+    assert!(big["instances"].as_array().unwrap().is_empty());
+    // pagination: pages of one cover the list once
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let (s, p) = get(&api, &format!("/xrpc/dev.instancemap.listInstances?limit=1{q}")).await;
+        assert_eq!(s, 200);
+        seen.extend(p["instances"].as_array().unwrap().iter().map(|i| i["id"].clone()));
+        match p["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all.iter().map(|i| i["id"].clone()).collect::<Vec<_>>());
+
+    let (s, inst) = get(&api, &format!("/xrpc/dev.instancemap.getInstance?id={coop_id}")).await;
+    assert_eq!(s, 200, "{inst}");
+    assert_eq!(inst["hosts"], serde_json::json!(["https://pds.coop.example"]));
+    assert_eq!(inst["governance"]["abuseContact"], "abuse@coop.example");
+    assert!(inst["evidence"].as_array().unwrap().iter().any(|e| e["kind"] == "declaration"));
+    assert_eq!(inst["declarations"][0]["operator"], OP);
+
+    // members: every account on its hosts, paged
+    let (_, m1) = get(&api, &format!("/xrpc/dev.instancemap.listMembers?id={coop_id}&limit=1")).await;
+    let (_, m2) = get(
+        &api,
+        &format!("/xrpc/dev.instancemap.listMembers?id={coop_id}&limit=1&cursor={}", m1["cursor"].as_str().unwrap()),
+    )
+    .await;
+    let (_, all_m) = get(&api, &format!("/xrpc/dev.instancemap.listMembers?id={coop_id}")).await;
+    let dids: Vec<&str> = all_m["members"].as_array().unwrap().iter().map(|m| m["did"].as_str().unwrap()).collect();
+    assert_eq!(dids, [ALICE, OP], "by host, then DID");
+    assert_eq!(m1["members"][0]["did"], ALICE);
+    assert_eq!(m2["members"][0]["did"], OP);
+    assert!(m2["cursor"].is_null());
+    // the claim on the provider's host did not verify: shown there, with why
+    let bsky = all.iter().find(|i| i["name"] == "bsky.social").unwrap();
+    let (_, b) = get(&api, &format!("/xrpc/dev.instancemap.getInstance?id={}", bsky["id"].as_str().unwrap())).await;
+    assert!(b["operator"].is_null());
+    let unverified = &b["declarations"][0]["unverified"][0];
+    assert_eq!(unverified[0], "https://b.host.bsky.network");
+    assert!(unverified[1].as_str().unwrap().contains("custom-domain"), "{unverified}");
+
+    let (s, hosts) = get(&api, &format!("/xrpc/dev.instancemap.listHosts?instance={coop_id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(hosts["total"], 1);
+    let (_, online) = get(&api, "/xrpc/dev.instancemap.listHosts?status=offline").await;
+    assert_eq!(online["total"], 0);
+
+    // history: alice moved on 2025-01-05 from the big provider to the co-op
+    let (_, flows) = get(&api, "/xrpc/dev.instancemap.getFlows?from=2025-01-01&to=2025-01-31").await;
+    let f = &flows["flows"][0];
+    assert_eq!(
+        (f["day"].as_str(), f["to"].as_str(), f["accounts"].as_i64()),
+        (Some("2025-01-05"), Some(coop_id.as_str()), Some(1))
+    );
+    let (_, matrix) = get(&api, "/xrpc/dev.instancemap.getFlows?from=2025-01-01&format=matrix").await;
+    assert_eq!(matrix["instances"].as_array().unwrap().len(), 2);
+    let (_, growth) = get(&api, &format!("/xrpc/dev.instancemap.getGrowth?id={coop_id}&to=2025-12-31")).await;
+    let days: Vec<(&str, i64)> = growth["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["day"].as_str().unwrap(), d["total"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(days, [("2025-01-01", 1), ("2025-01-05", 2)]);
+    let (_, asof) = get(&api, "/xrpc/dev.instancemap.getMapAsOf?at=2025-01-04").await;
+    let coop_then = asof["instances"].as_array().unwrap().iter().find(|i| i["instance"] == coop_id.as_str()).unwrap();
+    assert_eq!(coop_then["accounts"], 1, "the operator only: alice had not arrived");
+    let bsky_then = asof["instances"].as_array().unwrap().iter().find(|i| i["instance"] == bsky["id"]).unwrap();
+    assert_eq!(bsky_then["accounts"], 3, "alice, bob, carol (gone left that day)");
+    let (_, hist) = get(&api, &format!("/xrpc/dev.instancemap.getAccountHistory?did={ALICE}&at=2025-01-03")).await;
+    assert_eq!(hist["timeline"].as_array().unwrap().len(), 2);
+    assert_eq!(hist["asOf"]["host"], "https://a.host.bsky.network");
+
+    // summary and concentration
+    let (s, sum) = get(&api, "/xrpc/dev.instancemap.getSummary").await;
+    assert_eq!(s, 200, "{sum}");
+    let c = &sum["concentration"]["instances"];
+    let hhi = c["hhi"].as_f64().unwrap();
+    assert!(hhi > 0.0 && hhi <= 1.0);
+    assert!(c["top1_share"].as_f64().unwrap() >= c["hhi"].as_f64().unwrap().sqrt() - 1e-9 || hhi < 1.0);
+    assert_eq!(sum["accounts"]["unassigned"]["deleted"], 1);
+    assert_eq!(sum["declarations"]["verified"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_limits_and_documents() {
+    let api = start(Limits { rate_per_client: 5, ..Limits::default() }, Some("s3cret")).await;
+    for (path, status, error) in [
+        ("/xrpc/dev.instancemap.listInstances?limit=0", 400, "InvalidRequest"),
+        ("/xrpc/dev.instancemap.listInstances?limit=1001", 400, "InvalidRequest"),
+        ("/xrpc/dev.instancemap.listInstances?cursor=zz", 400, "InvalidRequest"),
+        ("/xrpc/dev.instancemap.listInstances?bogus=1", 400, "InvalidRequest"),
+        ("/xrpc/dev.instancemap.getInstance?id=inst_000000000000", 404, "InstanceNotFound"),
+    ] {
+        let (s, e) = get(&api, path).await;
+        assert_eq!((s, e["error"].as_str()), (status, Some(error)), "{path}: {e}");
+        assert!(e["message"].is_string());
+    }
+    // rate limit: a burst of 10 (twice the rate), then 429 with Retry-After
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        codes.push(http_get(api.addr, "/healthz").await.unwrap().0);
+    }
+    assert!(codes.contains(&429), "{codes:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    let api = start(Limits::default(), Some("s3cret")).await;
+    let (s, e) = get(&api, "/xrpc/dev.instancemap.nope").await;
+    assert_eq!((s, e["error"].as_str()), (501, Some("MethodNotImplemented")));
+    let (s, _) = get(&api, "/nothing").await;
+    assert_eq!(s, 404);
+    let long = format!("/xrpc/dev.instancemap.lookup?subject={}", "a".repeat(5000));
+    assert_eq!(http_get(api.addr, &long).await.unwrap().0, 414);
+
+    // the OpenAPI document names every method; the lexicons agree with it
+    let (s, doc) = get(&api, "/openapi.json").await;
+    assert_eq!(s, 200);
+    for m in openapi::METHODS {
+        let path = format!("/xrpc/dev.instancemap.{}", m.name);
+        assert!(doc["paths"][&path].is_object(), "{path} missing from openapi.json");
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("lexicons/dev/instancemap")
+            .join(format!("{}.json", m.name));
+        let want = openapi::lexicon(m);
+        if std::env::var_os("INSTANCEMAP_WRITE_LEXICONS").is_some() {
+            std::fs::write(&file, serde_json::to_string_pretty(&want).unwrap() + "\n").unwrap();
+        }
+        let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(
+            got,
+            want,
+            "{} differs from the API table (INSTANCEMAP_WRITE_LEXICONS=1 rewrites it)",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_are_one_consistent_snapshot() {
+    use instancemap::config::ExportFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let store = network(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let files = instancemap::export::export(&store, ExportFormat::Ndjson, out.path()).unwrap();
+    let rows: std::collections::BTreeMap<String, u64> = files.into_iter().collect();
+    let accounts = std::fs::read_to_string(out.path().join("accounts.ndjson")).unwrap();
+    assert_eq!(accounts.lines().count() as u64, rows["accounts"]);
+    let alice: serde_json::Value = accounts
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["did"] == ALICE)
+        .unwrap();
+    assert_eq!(alice["host"], "https://pds.coop.example");
+    assert_eq!(alice["state"], "assigned");
+    assert_eq!(rows["moves"], 1);
+    for f in [ExportFormat::Csv, ExportFormat::Parquet] {
+        let out = tempfile::tempdir().unwrap();
+        let again: std::collections::BTreeMap<String, u64> =
+            instancemap::export::export(&store, f, out.path()).unwrap().into_iter().collect();
+        assert_eq!(again, rows);
+    }
+    let out = tempfile::tempdir().unwrap();
+    instancemap::export::export(&store, ExportFormat::Csv, out.path()).unwrap();
+    let csv = std::fs::read_to_string(out.path().join("moves.csv")).unwrap();
+    assert!(csv.starts_with("did,at,from_host,to_host,from_instance,to_instance\n"));
+}
