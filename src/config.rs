@@ -59,6 +59,18 @@ pub enum Command {
     /// Write a consistent snapshot (accounts, instances, hosts, moves) as
     /// Parquet, NDJSON or CSV files.
     Export(ExportArgs),
+    /// Copy a stopped database to a new directory (a RocksDB checkpoint; for a
+    /// running `run`, POST dev.instancemap.admin.createCheckpoint instead).
+    Checkpoint(CheckpointArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Directory to create (must not exist; same filesystem for hard links).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +223,7 @@ pub struct CrawlHostsArgs {
     #[arg(long)]
     pub no_list_hosts: bool,
     /// Let requests reach loopback addresses (local test networks).
-    #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK")]
+    #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_loopback: bool,
 }
 
@@ -241,7 +253,7 @@ pub struct RunArgs {
     pub relay: String,
     #[command(flatten)]
     pub db: DbArg,
-    /// Address for /metrics and /healthz.
+    /// Address for the API, /metrics and /healthz.
     #[arg(long, env = "INSTANCEMAP_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     #[command(flatten)]
@@ -250,20 +262,20 @@ pub struct RunArgs {
     #[arg(long, env = "INSTANCEMAP_PLC", default_value = DEFAULT_PLC)]
     pub plc: String,
     /// Do not load or follow the PLC export.
-    #[arg(long, env = "INSTANCEMAP_NO_PLC")]
+    #[arg(long, env = "INSTANCEMAP_NO_PLC", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_plc: bool,
     /// Do not resolve DIDs on demand.
-    #[arg(long, env = "INSTANCEMAP_NO_RESOLVE")]
+    #[arg(long, env = "INSTANCEMAP_NO_RESOLVE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_resolve: bool,
     /// A DNS server (`ip:port`) for handle checks instead of the system's.
     #[arg(long, env = "INSTANCEMAP_DNS")]
     pub dns: Option<SocketAddr>,
     /// Do not crawl hosts (describeServer, listRepos) or read the relay's listHosts.
-    #[arg(long, env = "INSTANCEMAP_NO_CRAWL")]
+    #[arg(long, env = "INSTANCEMAP_NO_CRAWL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_crawl: bool,
     /// Let requests to hosts named by network data reach loopback addresses
     /// (for local test networks; private and link-local stay refused).
-    #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK")]
+    #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_loopback: bool,
     #[command(flatten)]
     pub overrides: OverridesArg,
@@ -276,7 +288,7 @@ pub struct VerifyArg {
     /// Do not check commit signatures (for archives whose keys have since
     /// rotated). Checks are on by default: a commit whose signature fails
     /// against the account's known key is counted and not applied.
-    #[arg(long, env = "INSTANCEMAP_NO_VERIFY")]
+    #[arg(long, env = "INSTANCEMAP_NO_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_verify: bool,
 }
 
@@ -338,8 +350,9 @@ pub struct BackfillPlcArgs {
     /// PLC directory to read `/export` from.
     #[arg(long, env = "INSTANCEMAP_PLC", default_value = DEFAULT_PLC)]
     pub plc: String,
-    /// Read this local export file (JSON lines, `.zst` allowed) instead.
-    #[arg(long, conflicts_with = "plc")]
+    /// Read this local export file (JSON lines, `.zst` allowed) instead of
+    /// the directory's `/export` (it wins over `--plc`).
+    #[arg(long)]
     pub file: Option<PathBuf>,
 }
 

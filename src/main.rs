@@ -288,6 +288,17 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Checkpoint(a) => {
+            let store = Store::open(&a.db.db).with_context(|| {
+                format!(
+                    "opening database {} (a running `run` holds it: use its admin.createCheckpoint)",
+                    a.db.db.display()
+                )
+            })?;
+            store.checkpoint(&a.out).with_context(|| format!("checkpoint to {}", a.out.display()))?;
+            eprintln!("checkpoint written to {}", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(a) => {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;

@@ -171,6 +171,15 @@ fn int_gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     g
 }
 
+/// Seconds to resolve one DID (document fetch and handle check).
+pub static RESOLVE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "instancemap_identity_resolve_seconds",
+        "Time to resolve one DID (document and handle check).",
+        prometheus::exponential_buckets(0.001, 2.0, 15).expect("valid buckets"),
+    )
+});
+
 /// Instances in the map.
 pub static MAP_INSTANCES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("instancemap_map_instances", "Instances in the map."));
@@ -264,6 +273,7 @@ pub const NAMES: &[&str] = &[
     "instancemap_ingest_batch_commit_seconds",
     "instancemap_ingest_batch_events",
     "instancemap_ingest_queue_depth",
+    "instancemap_identity_resolve_seconds",
     "instancemap_map_instances",
     "instancemap_map_accounts",
     "instancemap_map_top_instance_accounts",
@@ -366,6 +376,7 @@ pub fn init() {
     LazyLock::force(&BATCH_COMMIT_SECONDS);
     LazyLock::force(&BATCH_EVENTS);
     LazyLock::force(&QUEUE_DEPTH);
+    LazyLock::force(&RESOLVE_SECONDS);
     LazyLock::force(&MAP_INSTANCES);
     for st in ["assigned", "deleted", "no_pds", "unresolved", "unclustered"] {
         MAP_ACCOUNTS.with_label_values(&[st]);

@@ -340,6 +340,36 @@ async fn errors_limits_and_documents() {
     let long = format!("/xrpc/dev.instancemap.lookup?subject={}", "a".repeat(5000));
     assert_eq!(http_get(api.addr, &long).await.unwrap().0, 414);
 
+    // admin: a token is needed; the right one marks and checkpoints
+    let post = |path: String, token: Option<&'static str>| {
+        let addr = api.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            let req =
+                format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
+        }
+    };
+    let mark = format!("/xrpc/dev.instancemap.admin.refreshAccount?did={ALICE}");
+    assert_eq!(post(mark.clone(), None).await, 401);
+    assert_eq!(post(mark.clone(), Some("wrong!")).await, 401);
+    assert_eq!(post(mark, Some("s3cret")).await, 200);
+    let cp = tempfile::tempdir().unwrap();
+    let target = cp.path().join("copy");
+    let path = format!("/xrpc/dev.instancemap.admin.createCheckpoint?dir={}", target.display());
+    assert_eq!(post(path.clone(), Some("s3cret")).await, 200);
+    assert_eq!(post(path, Some("s3cret")).await, 400, "the directory exists now");
+    let copy = Store::open_read_only(&target).unwrap();
+    assert!(map::assignment(&copy, ALICE).unwrap().is_some(), "the checkpoint holds the map");
+    let no_admin = start(Limits::default(), None).await;
+    let (s, _) = get(&no_admin, "/xrpc/dev.instancemap.admin.refreshAccount").await;
+    assert_eq!(s, 501, "no admin routes without a token");
+
     // the OpenAPI document names every method; the lexicons agree with it
     let (s, doc) = get(&api, "/openapi.json").await;
     assert_eq!(s, 200);

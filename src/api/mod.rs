@@ -172,6 +172,7 @@ pub const ROUTES: &[&str] = &[
     "/xrpc/dev.instancemap.getSummary",
     "/xrpc/dev.instancemap.getAccountHistory",
     "/xrpc/dev.instancemap.admin.refreshAccount",
+    "/xrpc/dev.instancemap.admin.createCheckpoint",
     "unmatched",
 ];
 
@@ -193,7 +194,9 @@ pub fn router(state: ApiState) -> Router {
         .route(&x("getSummary"), get(query::get_summary))
         .route(&x("getAccountHistory"), get(query::get_account_history));
     if state.admin_token.is_some() {
-        r = r.route(&x("admin.refreshAccount"), post(query::admin_refresh_account));
+        r = r
+            .route(&x("admin.refreshAccount"), post(query::admin_refresh_account))
+            .route(&x("admin.createCheckpoint"), post(query::admin_create_checkpoint));
     }
     r.route("/xrpc/{method}", get(unknown_method).post(unknown_method))
         .fallback(not_found)

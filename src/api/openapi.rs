@@ -136,6 +136,13 @@ pub const METHODS: &[Method] = &[
         params: &[("did", Ty::Str, true, "The account's DID.")],
         output: &["did", "marked"],
     },
+    Method {
+        name: "admin.createCheckpoint",
+        kind: "procedure",
+        description: "Admin (bearer token; only served when one is configured): writes a consistent RocksDB checkpoint of the live database to a new directory on the server (a backup, or a copy for read-only `serve`).",
+        params: &[("dir", Ty::Str, true, "Absolute path of a directory that does not exist yet, on the database's filesystem.")],
+        output: &["dir", "seconds"],
+    },
 ];
 
 fn schema(t: Ty) -> Value {

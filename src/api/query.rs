@@ -689,9 +689,8 @@ pub async fn get_summary(State(st): State<ApiState>, RawQuery(q): RawQuery) -> R
 
 // ---------------------------------------------------------------- admin
 
-/// `dev.instancemap.admin.refreshAccount` (POST, bearer token): marks a DID
-/// for the map maintainer.
-pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Reply {
+/// Checks the admin bearer token and that the store is writable.
+fn admin(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let want = st.admin_token.as_deref().map(|t| format!("Bearer {t}"));
     let ok = match (token, &want) {
@@ -715,6 +714,13 @@ pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMa
             message: "this server serves a read-only copy".into(),
         });
     }
+    Ok(())
+}
+
+/// `dev.instancemap.admin.refreshAccount` (POST, bearer token): marks a DID
+/// for the map maintainer.
+pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Reply {
+    admin(&st, &headers)?;
     let p = Params::parse(q, &["did"])?;
     let did = p.required("did")?.to_owned();
     if !crate::types::is_did(&did) {
@@ -725,6 +731,23 @@ pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMa
         map::mark(&mut wb, &st.store, &did);
         st.store.write(wb)?;
         Ok(Json(json!({"did": did, "marked": true})))
+    })
+    .await
+}
+
+/// `dev.instancemap.admin.createCheckpoint` (POST, bearer token): a
+/// consistent copy of the live database (backups, read replicas).
+pub async fn admin_create_checkpoint(State(st): State<ApiState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Reply {
+    admin(&st, &headers)?;
+    let p = Params::parse(q, &["dir"])?;
+    let dir = std::path::PathBuf::from(p.required("dir")?);
+    if !dir.is_absolute() || dir.exists() {
+        return Err(ApiError::bad("dir must be an absolute path that does not exist yet"));
+    }
+    st.read(move |st| {
+        let started = Instant::now();
+        st.store.checkpoint(&dir).map_err(|e| ApiError::internal(format!("checkpoint failed: {e}")))?;
+        Ok(Json(json!({"dir": dir, "seconds": started.elapsed().as_secs_f64()})))
     })
     .await
 }

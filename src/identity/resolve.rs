@@ -247,6 +247,7 @@ impl Resolver {
         let mut rec = self.record(d)?.unwrap_or_default();
         let old_retry = (rec.unresolved.is_some()).then(|| retry_key(next_retry(&rec), d));
         let now = now_ms();
+        let started = std::time::Instant::now();
         rec.checked_at_ms = now;
         let outcome = match (refresh, self.doc_from_plc(d)) {
             (false, Some(doc)) => Ok(doc),
@@ -291,6 +292,7 @@ impl Resolver {
                 rec.failures = rec.failures.saturating_add(1);
             }
         }
+        metrics::RESOLVE_SECONDS.observe(started.elapsed().as_secs_f64());
         let mut wb = rocksdb::WriteBatch::default();
         if let Some(k) = old_retry {
             wb.delete_cf(self.store.cf(CF_RETRY), k);
