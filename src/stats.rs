@@ -43,6 +43,24 @@ pub struct Stats {
     /// Records of the project's own collections refused by their lexicon,
     /// by `<collection>/<reason>` (not stored).
     pub invalid_records: BTreeMap<String, i64>,
+    /// The instance map.
+    pub map: MapStats,
+}
+
+/// The map in figures.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct MapStats {
+    pub instances: u64,
+    /// Known hosts by crawl state.
+    pub hosts: BTreeMap<String, i64>,
+    /// Accounts by map state: `assigned`, or `deleted`, `no_pds`, `unresolved`.
+    pub accounts: BTreeMap<String, i64>,
+    /// Accounts marked for the maintainer and not yet taken.
+    pub pending: u64,
+    /// Declarations by outcome (`verified`: at least one host verified).
+    pub declarations: BTreeMap<String, i64>,
+    /// Migrations recorded.
+    pub moves: u64,
 }
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -87,6 +105,7 @@ impl Stats {
         for c in STORED_COLLECTIONS {
             s.records.insert((*c).to_owned(), store.records(c)?.len() as i64);
         }
+        s.map = MapStats::read(store)?;
         Ok(s)
     }
 
@@ -121,6 +140,46 @@ impl Stats {
             let parts: Vec<String> = m.iter().map(|(a, n)| format!("{a} {n}")).collect();
             let _ = writeln!(out, "  {c:<40} {}", parts.join(", "));
         }
+        let _ = writeln!(
+            out,
+            "map: {} instances, {} moves, {} accounts pending",
+            self.map.instances, self.map.moves, self.map.pending
+        );
+        section(&mut out, "map accounts by state", &self.map.accounts);
+        section(&mut out, "hosts by state", &self.map.hosts);
+        section(&mut out, "declarations", &self.map.declarations);
         out
+    }
+}
+
+impl MapStats {
+    pub fn read(store: &Store) -> store::Result<MapStats> {
+        use crate::store::{CF_DECLARATIONS, CF_HOSTS, CF_INSTANCES, CF_MOVES};
+        let mut m = MapStats {
+            instances: store.iter_cf(CF_INSTANCES).count() as u64,
+            moves: store.iter_cf(CF_MOVES).count() as u64,
+            pending: crate::cluster::map::pending(store)?,
+            ..MapStats::default()
+        };
+        for item in store.iter_cf(CF_HOSTS) {
+            let (_, v) = item?;
+            let h: crate::hosts::HostRecord = store::from_cbor(CF_HOSTS, &v)?;
+            *m.hosts.entry(h.state).or_default() += 1;
+        }
+        let assigned: i64 = crate::cluster::map::host_members(store)?
+            .values()
+            .filter_map(|b| b.get(crate::cluster::assign::bucket::REGISTERED))
+            .sum();
+        if assigned > 0 {
+            m.accounts.insert("assigned".into(), assigned);
+        }
+        m.accounts.extend(crate::cluster::map::unassigned(store)?);
+        for item in store.iter_cf(CF_DECLARATIONS) {
+            let (_, v) = item?;
+            let d: crate::cluster::map::DeclarationStatus = store::from_cbor(CF_DECLARATIONS, &v)?;
+            let k = if d.verified_hosts.is_empty() { "unverified" } else { "verified" };
+            *m.declarations.entry(k.into()).or_default() += 1;
+        }
+        Ok(m)
     }
 }
