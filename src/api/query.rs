@@ -11,18 +11,30 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::cluster::{assign, explain, history, map};
-use crate::store::{Store, CF_HOSTS};
+use crate::store::{Store, CF_HOSTS, CF_INSTANCES};
 
 type Reply = Result<Json<Value>, ApiError>;
 
-/// Short-lived results shared by requests (lists and summaries are whole-map
-/// scans; a few seconds old is fine for them).
+/// Results shared by requests: short-lived whole-map lists (lists and
+/// summaries are whole-map scans; a few seconds old is fine for them), and
+/// decoded instance records checked against the store on every use.
 #[derive(Default)]
 pub struct Cache {
     instances: Mutex<Option<(Instant, std::sync::Arc<Vec<map::InstanceRecord>>)>>,
+    /// Instance records by id, each with the stored bytes it was decoded
+    /// from: a reader still makes the point read and decodes only when the
+    /// bytes differ, so an answer is never older than the store. Members
+    /// are as stored, not summed over the hosts (the lookup does not use
+    /// them; `map::instance` sums them).
+    records: Mutex<HashMap<String, Decoded>>,
 }
 
+/// A decoded record and the stored bytes it came from.
+type Decoded = (Vec<u8>, std::sync::Arc<map::InstanceRecord>);
+
 const CACHE_FOR: Duration = Duration::from_secs(5);
+/// Instance records kept decoded at most (the cache starts over past it).
+const MAX_RECORDS: usize = 200_000;
 
 impl Cache {
     fn instances(&self, store: &Store) -> Result<std::sync::Arc<Vec<map::InstanceRecord>>, ApiError> {
@@ -35,6 +47,31 @@ impl Cache {
         let v = std::sync::Arc::new(map::instances(store)?);
         *c = Some((Instant::now(), v.clone()));
         Ok(v)
+    }
+
+    /// A host's instance record, without summed members (see `records`).
+    fn instance_of_host(
+        &self,
+        store: &Store,
+        host: &str,
+    ) -> Result<Option<std::sync::Arc<map::InstanceRecord>>, ApiError> {
+        let Some(id) = map::instance_id_of_host(store, host)? else { return Ok(None) };
+        let Some(bytes) = store.get_cf(CF_INSTANCES, id.as_bytes())? else { return Ok(None) };
+        {
+            let c = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((b, r)) = c.get(&id) {
+                if b[..] == bytes[..] {
+                    return Ok(Some(r.clone()));
+                }
+            }
+        }
+        let rec = std::sync::Arc::new(crate::store::from_cbor::<map::InstanceRecord>(CF_INSTANCES, &bytes)?);
+        let mut c = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= MAX_RECORDS {
+            c.clear();
+        }
+        c.insert(id, (bytes.to_vec(), rec.clone()));
+        Ok(Some(rec))
     }
 }
 
@@ -188,7 +225,7 @@ pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply 
                 (did_of(st, authority)?, Some(rec))
             }
         };
-        let mut v = responsibility(&st.store, &did)?;
+        let mut v = responsibility(&st.store, &st.cache, &did)?;
         v["subject"] = json!(subject);
         v["subjectType"] = json!(match parsed {
             Subject::Did(_) => "did",
@@ -204,7 +241,7 @@ pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply 
 }
 
 /// The responsibility answer for one DID (404 when nothing is known).
-pub fn responsibility(store: &Store, did: &str) -> Result<Value, ApiError> {
+pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, ApiError> {
     let (plc, res, acct) = map::known(store, did)?;
     if plc.is_none() && res.is_none() && acct.is_none() {
         return Err(ApiError::not_found(
@@ -244,7 +281,7 @@ pub fn responsibility(store: &Store, did: &str) -> Result<Value, ApiError> {
             }],
             "lastChecked": ms_str(h.as_ref().and_then(|h| h.last_checked_ms)),
         }));
-        if let Some(inst) = map::instance_of_host(store, host)? {
+        if let Some(inst) = cache.instance_of_host(store, host)? {
             let op_status = match &inst.operator {
                 Some(op) => map::declaration_status(store, op)?,
                 None => None,
