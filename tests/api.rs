@@ -367,8 +367,17 @@ async fn errors_limits_and_documents() {
     let copy = Store::open_read_only(&target).unwrap();
     assert!(map::assignment(&copy, ALICE).unwrap().is_some(), "the checkpoint holds the map");
     let no_admin = start(Limits::default(), None).await;
-    let (s, _) = get(&no_admin, "/xrpc/dev.instancemap.admin.refreshAccount").await;
-    assert_eq!(s, 501, "no admin routes without a token");
+    let no_admin_post = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(no_admin.addr).await.unwrap();
+        let req = format!("POST /xrpc/dev.instancemap.admin.refreshAccount?did={ALICE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(no_admin_post.starts_with("HTTP/1.1 404"), "no admin routes without a token: {no_admin_post}");
+    assert!(no_admin_post.contains("AdminDisabled"));
 
     // the OpenAPI document names every method; the lexicons agree with it
     let (s, doc) = get(&api, "/openapi.json").await;

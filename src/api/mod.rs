@@ -5,7 +5,7 @@
 //! at most [`Limits::concurrency`] at once. Every error is
 //! `{"error": "...", "message": "..."}` with its status. Limits: a timeout
 //! per request, a cap on page size, a per-client token bucket, a cap on the
-//! URI length; admin routes exist only when a token is configured.
+//! URI length; admin routes do nothing (404) unless a token is configured.
 
 pub mod openapi;
 pub mod query;
@@ -179,7 +179,7 @@ pub const ROUTES: &[&str] = &[
 /// The routes.
 pub fn router(state: ApiState) -> Router {
     let x = |n: &str| format!("/xrpc/dev.instancemap.{n}");
-    let mut r = Router::new()
+    let r = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve))
@@ -193,11 +193,10 @@ pub fn router(state: ApiState) -> Router {
         .route(&x("getGrowth"), get(query::get_growth))
         .route(&x("getSummary"), get(query::get_summary))
         .route(&x("getAccountHistory"), get(query::get_account_history));
-    if state.admin_token.is_some() {
-        r = r
-            .route(&x("admin.refreshAccount"), post(query::admin_refresh_account))
-            .route(&x("admin.createCheckpoint"), post(query::admin_create_checkpoint));
-    }
+    // admin routes answer 404 (AdminDisabled) unless a token is configured
+    let r = r
+        .route(&x("admin.refreshAccount"), post(query::admin_refresh_account))
+        .route(&x("admin.createCheckpoint"), post(query::admin_create_checkpoint));
     r.route("/xrpc/{method}", get(unknown_method).post(unknown_method))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))

@@ -217,6 +217,7 @@ pub fn document() -> Value {
                     "type": "object", "required": m.output}}}},
                 "400": error("Invalid request: the message says which rule failed."),
                 "404": error("Not found, with the reason."),
+                "414": error("URI longer than 4,096 bytes."),
                 "429": error("Rate limit exceeded (Retry-After)."),
                 "503": error("Timed out or shutting down."),
             },
@@ -224,7 +225,8 @@ pub fn document() -> Value {
         let verb = if m.kind == "procedure" {
             op["security"] = json!([{"bearer": []}]);
             op["responses"]["401"] = error("Missing or wrong admin token.");
-            op["responses"]["501"] = error("Read-only server.");
+            op["responses"]["403"] = error("Read-only server (serve).");
+            op["responses"]["404"] = error("Admin routes are off (no admin token configured), or not found.");
             "post"
         } else {
             "get"

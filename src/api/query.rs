@@ -728,6 +728,9 @@ pub async fn get_summary(State(st): State<ApiState>, RawQuery(q): RawQuery) -> R
 
 /// Checks the admin bearer token and that the store is writable.
 fn admin(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if st.admin_token.is_none() {
+        return Err(ApiError::not_found("AdminDisabled", "admin routes are off: no admin token is configured"));
+    }
     let token = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let want = st.admin_token.as_deref().map(|t| format!("Bearer {t}"));
     let ok = match (token, &want) {
@@ -746,7 +749,7 @@ fn admin(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
     if st.read_only {
         return Err(ApiError {
-            status: axum::http::StatusCode::NOT_IMPLEMENTED,
+            status: axum::http::StatusCode::FORBIDDEN,
             error: "ReadOnly",
             message: "this server serves a read-only copy".into(),
         });
