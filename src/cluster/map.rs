@@ -388,10 +388,20 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
             wb.delete_cf(counts, k);
         }
     }
-    // every mark is taken by now (the caller holds the only handle)
-    for item in store.iter_cf(CF_MAP_DIRTY) {
+    // every mark is taken by now (the caller holds the only handle): one
+    // range deletion up to the last mark (DIDs are ASCII, so below 0xff)
+    // rather than a tombstone per mark, which every later scan of the
+    // family (each maintainer step) would step over until compaction, and
+    // which made the last batch as large as the number of accounts
+    let dirty = store.cf(CF_MAP_DIRTY);
+    let cut: &[u8] = &[0xff];
+    if let Some((last, _)) = store.at_or_before(CF_MAP_DIRTY, cut)? {
+        wb.delete_range_cf(dirty, &[][..], &*last);
+        wb.delete_cf(dirty, &*last);
+    }
+    for item in store.iter_from(CF_MAP_DIRTY, cut) {
         let (k, _) = item?;
-        wb.delete_cf(store.cf(CF_MAP_DIRTY), k);
+        wb.delete_cf(dirty, k);
     }
     store.write(wb)?;
     crate::metrics::MAP_UPDATES.with_label_values(&["recompute"]).inc();
