@@ -52,12 +52,18 @@ pub mod key {
         [kind, 0]
     }
     fn join(kind: u8, parts: &[&str]) -> Vec<u8> {
-        let mut k = vec![kind];
+        let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+        join_into(&mut k, kind, parts.iter().map(|p| p.as_bytes()));
+        k
+    }
+    /// Writes the key of `kind` and `parts` into `k` (cleared first).
+    pub(crate) fn join_into<'a>(k: &mut Vec<u8>, kind: u8, parts: impl IntoIterator<Item = &'a [u8]>) {
+        k.clear();
+        k.push(kind);
         for p in parts {
             k.push(0);
-            k.extend_from_slice(p.as_bytes());
+            k.extend_from_slice(p);
         }
-        k
     }
     /// The parts of a key after its prefix.
     pub fn parts(k: &[u8]) -> Vec<&str> {
@@ -220,9 +226,35 @@ fn timeline(
 
 /// `YYYY-MM-DD` (UTC) of a time in ms.
 pub fn day(ms: i64) -> String {
+    let mut out = Vec::with_capacity(10);
+    day_into(&mut out, ms);
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// Appends `YYYY-MM-DD` (UTC) of a time in ms to `out`, without allocating
+/// for years 0 to 9999 (the rest as `format!` writes them).
+fn day_into(out: &mut Vec<u8>, ms: i64) {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let d = t.date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    let (y, m, dd) = (d.year(), u8::from(d.month()), d.day());
+    if (0..=9999).contains(&y) {
+        let y = y as u32;
+        let digit = |n: u32| b'0' + (n % 10) as u8;
+        out.extend_from_slice(&[
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(u32::from(m) / 10),
+            digit(u32::from(m)),
+            b'-',
+            digit(u32::from(dd) / 10),
+            digit(u32::from(dd)),
+        ]);
+    } else {
+        out.extend_from_slice(format!("{y:04}-{m:02}-{dd:02}").as_bytes());
+    }
 }
 
 /// A migration as stored in `moves` (keyed by DID and time).
@@ -259,38 +291,75 @@ pub struct Contributions {
 impl Contributions {
     /// Adds `sign` × the contributions of `a` (for the DID `did`).
     pub fn add(&mut self, did: &str, a: &Assignment, sign: i64) {
-        let mut c = |k: Vec<u8>, n: i64| *self.counts.entry(k).or_default() += n * sign;
+        Self::for_each_count(a, |k, n| match self.counts.get_mut(k) {
+            Some(v) => *v += n * sign,
+            None => {
+                self.counts.insert(k.to_vec(), n * sign);
+            }
+        });
+        Self::add_moves(&mut self.moves, did, a, sign);
+    }
+
+    /// Calls `f(key, n)` for every `map_counts` contribution of `a` (a key
+    /// may come more than once; the amounts add up), building the keys in
+    /// one buffer.
+    pub fn for_each_count(a: &Assignment, mut f: impl FnMut(&[u8], i64)) {
+        let mut k = Vec::with_capacity(128);
         match (&a.host, &a.reason) {
             (Some(h), _) => {
                 for b in &a.buckets {
-                    c(key::host(h, b), 1);
+                    key::join_into(&mut k, key::HOST, [h.as_bytes(), b.as_bytes()]);
+                    f(&k, 1);
                 }
             }
-            (None, Some(r)) => c(key::state(r), 1),
+            (None, Some(r)) => {
+                key::join_into(&mut k, key::STATE, [r.as_bytes()]);
+                f(&k, 1);
+            }
             (None, None) => {}
         }
         let mut prev: Option<&str> = None;
+        let mut d = Vec::with_capacity(10);
         for (at, host) in &a.timeline {
-            let d = day(*at);
+            d.clear();
+            day_into(&mut d, *at);
             if let Some(p) = prev {
-                c(key::day(&d, p), -1);
+                key::join_into(&mut k, key::DAY, [&d[..], p.as_bytes()]);
+                f(&k, -1);
             }
             if let Some(h) = host {
-                c(key::day(&d, h), 1);
+                key::join_into(&mut k, key::DAY, [&d[..], h.as_bytes()]);
+                f(&k, 1);
                 if let Some(p) = prev {
-                    c(key::flow(&d, p, h), 1);
-                }
-            }
-            if let (Some(p), Some(h)) = (prev, host) {
-                let k = move_key(did, *at);
-                if sign > 0 {
-                    self.moves.insert(k, MoveRow { from: p.to_owned(), to: h.clone() });
-                } else {
-                    self.moves.remove(&k);
+                    key::join_into(&mut k, key::FLOW, [&d[..], p.as_bytes(), h.as_bytes()]);
+                    f(&k, 1);
                 }
             }
             prev = host.as_deref();
         }
+    }
+
+    /// Adds (`sign` > 0) or removes the `moves` rows of `a` in `moves`.
+    fn add_moves(moves: &mut BTreeMap<Vec<u8>, MoveRow>, did: &str, a: &Assignment, sign: i64) {
+        let mut prev: Option<&str> = None;
+        for (at, host) in &a.timeline {
+            if let (Some(p), Some(h)) = (prev, host) {
+                let k = move_key(did, *at);
+                if sign > 0 {
+                    moves.insert(k, MoveRow { from: p.to_owned(), to: h.clone() });
+                } else {
+                    moves.remove(&k);
+                }
+            }
+            prev = host.as_deref();
+        }
+    }
+
+    /// The `moves` rows of an assignment, by key.
+    pub fn moves_of(did: &str, a: &Assignment) -> BTreeMap<Vec<u8>, MoveRow> {
+        let mut moves = BTreeMap::new();
+        Self::add_moves(&mut moves, did, a, 1);
+        moves
     }
 
     /// The `moves` keys of an assignment.
@@ -368,5 +437,24 @@ mod tests {
         }
         assert!(move_key("d", -1) < move_key("d", 0));
         assert_eq!(day(0), "1970-01-01");
+    }
+
+    #[test]
+    fn day_as_format_writes_it() {
+        let reference = |ms: i64| {
+            let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let d = t.date();
+            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+        };
+        let year_ms = 31_556_952_000i64;
+        let mut ms = -3000 * year_ms;
+        while ms < 9000 * year_ms {
+            assert_eq!(day(ms), reference(ms), "{ms}");
+            ms += 86_400_000 * 37 + 12_345;
+        }
+        for ms in [i64::MIN, i64::MAX, -1, -62_167_219_200_000 - 1, 253_402_300_799_999, 253_402_300_800_000] {
+            assert_eq!(day(ms), reference(ms), "{ms}");
+        }
     }
 }
