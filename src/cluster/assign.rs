@@ -227,15 +227,18 @@ fn timeline(
 /// `YYYY-MM-DD` (UTC) of a time in ms.
 pub fn day(ms: i64) -> String {
     let mut out = Vec::with_capacity(10);
-    day_into(&mut out, ms);
+    date_into(&mut out, date_of(ms));
     String::from_utf8(out).expect("ASCII")
 }
 
-/// Appends `YYYY-MM-DD` (UTC) of a time in ms to `out`, without allocating
-/// for years 0 to 9999 (the rest as `format!` writes them).
-fn day_into(out: &mut Vec<u8>, ms: i64) {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let d = t.date();
+/// The date (UTC) of a time in ms (1970-01-01 out of range).
+pub fn date_of(ms: i64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH).date()
+}
+
+/// Appends `YYYY-MM-DD` of a date to `out`, without allocating for years
+/// 0 to 9999 (the rest as `format!` writes them).
+fn date_into(out: &mut Vec<u8>, d: time::Date) {
     let (y, m, dd) = (d.year(), u8::from(d.month()), d.day());
     if (0..=9999).contains(&y) {
         let y = y as u32;
@@ -254,6 +257,45 @@ fn day_into(out: &mut Vec<u8>, ms: i64) {
         ]);
     } else {
         out.extend_from_slice(format!("{y:04}-{m:02}-{dd:02}").as_bytes());
+    }
+}
+
+/// One `map_counts` key, by parts (see [`key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountKey<'a> {
+    /// `h`: members of a host in a bucket.
+    Host { host: &'a str, bucket: &'a str },
+    /// `s`: accounts in an explicit state.
+    State(&'a str),
+    /// `d`: joins minus leaves of a host that day.
+    Day { day: time::Date, host: &'a str },
+    /// `f`: migrations that day.
+    Flow { day: time::Date, from: &'a str, to: &'a str },
+}
+
+impl CountKey<'_> {
+    /// Writes the stored key into `k` (cleared first).
+    pub fn write(&self, k: &mut Vec<u8>) {
+        match *self {
+            CountKey::Host { host, bucket } => key::join_into(k, key::HOST, [host.as_bytes(), bucket.as_bytes()]),
+            CountKey::State(reason) => key::join_into(k, key::STATE, [reason.as_bytes()]),
+            CountKey::Day { day, host } => {
+                k.clear();
+                k.extend_from_slice(&[key::DAY, 0]);
+                date_into(k, day);
+                k.push(0);
+                k.extend_from_slice(host.as_bytes());
+            }
+            CountKey::Flow { day, from, to } => {
+                k.clear();
+                k.extend_from_slice(&[key::FLOW, 0]);
+                date_into(k, day);
+                for p in [from, to] {
+                    k.push(0);
+                    k.extend_from_slice(p.as_bytes());
+                }
+            }
+        }
     }
 }
 
@@ -291,48 +333,41 @@ pub struct Contributions {
 impl Contributions {
     /// Adds `sign` × the contributions of `a` (for the DID `did`).
     pub fn add(&mut self, did: &str, a: &Assignment, sign: i64) {
-        Self::for_each_count(a, |k, n| match self.counts.get_mut(k) {
-            Some(v) => *v += n * sign,
-            None => {
-                self.counts.insert(k.to_vec(), n * sign);
+        let mut k = Vec::with_capacity(128);
+        Self::for_each_count(a, |ck, n| {
+            ck.write(&mut k);
+            match self.counts.get_mut(&k) {
+                Some(v) => *v += n * sign,
+                None => {
+                    self.counts.insert(k.clone(), n * sign);
+                }
             }
         });
         Self::add_moves(&mut self.moves, did, a, sign);
     }
 
     /// Calls `f(key, n)` for every `map_counts` contribution of `a` (a key
-    /// may come more than once; the amounts add up), building the keys in
-    /// one buffer.
-    pub fn for_each_count(a: &Assignment, mut f: impl FnMut(&[u8], i64)) {
-        let mut k = Vec::with_capacity(128);
+    /// may come more than once; the amounts add up).
+    pub fn for_each_count<'a>(a: &'a Assignment, mut f: impl FnMut(CountKey<'a>, i64)) {
         match (&a.host, &a.reason) {
             (Some(h), _) => {
                 for b in &a.buckets {
-                    key::join_into(&mut k, key::HOST, [h.as_bytes(), b.as_bytes()]);
-                    f(&k, 1);
+                    f(CountKey::Host { host: h, bucket: b }, 1);
                 }
             }
-            (None, Some(r)) => {
-                key::join_into(&mut k, key::STATE, [r.as_bytes()]);
-                f(&k, 1);
-            }
+            (None, Some(r)) => f(CountKey::State(r), 1),
             (None, None) => {}
         }
         let mut prev: Option<&str> = None;
-        let mut d = Vec::with_capacity(10);
         for (at, host) in &a.timeline {
-            d.clear();
-            day_into(&mut d, *at);
+            let day = date_of(*at);
             if let Some(p) = prev {
-                key::join_into(&mut k, key::DAY, [&d[..], p.as_bytes()]);
-                f(&k, -1);
+                f(CountKey::Day { day, host: p }, -1);
             }
             if let Some(h) = host {
-                key::join_into(&mut k, key::DAY, [&d[..], h.as_bytes()]);
-                f(&k, 1);
+                f(CountKey::Day { day, host: h }, 1);
                 if let Some(p) = prev {
-                    key::join_into(&mut k, key::FLOW, [&d[..], p.as_bytes(), h.as_bytes()]);
-                    f(&k, 1);
+                    f(CountKey::Flow { day, from: p, to: h }, 1);
                 }
             }
             prev = host.as_deref();

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::assign::{self, key, Assignment, Contributions, MoveRow};
+use super::assign::{self, key, Assignment, Contributions, CountKey, MoveRow};
 use super::{EvidenceKind, HostFacts};
 use crate::hosts::HostRecord;
 use crate::identity::resolve::IdentityRecord;
@@ -342,8 +342,7 @@ const RECOMPUTE_BATCH: usize = 20_000;
 /// rewritten, marks cleared, then the structure.
 pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<Summary> {
     let mut summary = Summary::default();
-    // the counts, summed in place (keys allocated once each)
-    let mut totals: HashMap<Vec<u8>, i64> = HashMap::new();
+    let mut totals = Totals::default();
     let mut wb = rocksdb::WriteBatch::default();
     let mut in_batch = 0usize;
     for_each_account(store, |k, (plc, res, acct), old| {
@@ -364,12 +363,7 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
         if let Some(r) = &new.reason {
             *summary.unassigned.entry(r.clone()).or_default() += 1;
         }
-        Contributions::for_each_count(&new, |key, n| match totals.get_mut(key) {
-            Some(v) => *v += n,
-            None => {
-                totals.insert(key.to_vec(), n);
-            }
-        });
+        Contributions::for_each_count(&new, |k, n| totals.add(k, n));
         // stored bytes equal to the new assignment's encoding: unchanged,
         // without decoding them; otherwise compared decoded
         let cbor = store::to_cbor(&new);
@@ -389,15 +383,14 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
         Ok(())
     })?;
     // counts: replace whole
+    let totals = totals.into_keys();
     let counts = store.cf(CF_MAP_COUNTS);
     for item in store.iter_cf(CF_MAP_COUNTS) {
         let (k, _) = item?;
-        if !totals.contains_key(&*k) {
+        if totals.binary_search_by(|(t, _)| t.as_slice().cmp(&k)).is_err() {
             wb.delete_cf(counts, k);
         }
     }
-    let mut totals: Vec<(Vec<u8>, i64)> = totals.into_iter().collect();
-    totals.sort_unstable();
     for (k, v) in &totals {
         if *v != 0 {
             wb.put_cf(counts, k, v.to_le_bytes());
@@ -430,6 +423,69 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
     summary.memberships = st.memberships;
     summary.verified_memberships = st.verified_memberships;
     Ok(summary)
+}
+
+/// The recompute's counts, summed under compact keys (no allocation per
+/// contribution, one hash probe): names (hosts, buckets, reasons) interned,
+/// days as Julian day numbers.
+#[derive(Default)]
+struct Totals {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+    counts: HashMap<(u8, i32, u32, u32), i64>,
+}
+
+impl Totals {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.ids.get(name) {
+            return *i;
+        }
+        let i = u32::try_from(self.names.len()).expect("fewer than 2^32 names");
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), i);
+        i
+    }
+
+    fn add(&mut self, k: CountKey<'_>, n: i64) {
+        let k = match k {
+            CountKey::Host { host, bucket } => (key::HOST, 0, self.id(host), self.id(bucket)),
+            CountKey::State(reason) => (key::STATE, 0, self.id(reason), 0),
+            CountKey::Day { day, host } => (key::DAY, day.to_julian_day(), self.id(host), 0),
+            CountKey::Flow { day, from, to } => (key::FLOW, day.to_julian_day(), self.id(from), self.id(to)),
+        };
+        *self.counts.entry(k).or_default() += n;
+    }
+
+    /// The counts under their stored keys, in key order (amounts of equal
+    /// keys summed).
+    fn into_keys(self) -> Vec<(Vec<u8>, i64)> {
+        let name = |i: u32| self.names[i as usize].as_str();
+        let date = |jd: i32| time::Date::from_julian_day(jd).expect("the Julian day of a date");
+        let mut out: Vec<(Vec<u8>, i64)> = self
+            .counts
+            .iter()
+            .map(|(&(kind, jd, a, b), &n)| {
+                let k = match kind {
+                    key::HOST => CountKey::Host { host: name(a), bucket: name(b) },
+                    key::STATE => CountKey::State(name(a)),
+                    key::DAY => CountKey::Day { day: date(jd), host: name(a) },
+                    _ => CountKey::Flow { day: date(jd), from: name(a), to: name(b) },
+                };
+                let mut buf = Vec::new();
+                k.write(&mut buf);
+                (buf, n)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                first.1 += later.1;
+            }
+            same
+        });
+        out
+    }
 }
 
 // ---------------------------------------------------------------- structure
