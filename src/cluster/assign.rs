@@ -52,12 +52,18 @@ pub mod key {
         [kind, 0]
     }
     fn join(kind: u8, parts: &[&str]) -> Vec<u8> {
-        let mut k = vec![kind];
+        let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+        join_into(&mut k, kind, parts.iter().map(|p| p.as_bytes()));
+        k
+    }
+    /// Writes the key of `kind` and `parts` into `k` (cleared first).
+    pub(crate) fn join_into<'a>(k: &mut Vec<u8>, kind: u8, parts: impl IntoIterator<Item = &'a [u8]>) {
+        k.clear();
+        k.push(kind);
         for p in parts {
             k.push(0);
-            k.extend_from_slice(p.as_bytes());
+            k.extend_from_slice(p);
         }
-        k
     }
     /// The parts of a key after its prefix.
     pub fn parts(k: &[u8]) -> Vec<&str> {
@@ -250,9 +256,77 @@ fn timeline(
 
 /// `YYYY-MM-DD` (UTC) of a time in ms.
 pub fn day(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let d = t.date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    let mut out = Vec::with_capacity(10);
+    date_into(&mut out, date_of(ms));
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// The date (UTC) of a time in ms (1970-01-01 out of range).
+pub fn date_of(ms: i64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH).date()
+}
+
+/// Appends `YYYY-MM-DD` of a date to `out`, without allocating for years
+/// 0 to 9999 (the rest as `format!` writes them).
+fn date_into(out: &mut Vec<u8>, d: time::Date) {
+    let (y, m, dd) = (d.year(), u8::from(d.month()), d.day());
+    if (0..=9999).contains(&y) {
+        let y = y as u32;
+        let digit = |n: u32| b'0' + (n % 10) as u8;
+        out.extend_from_slice(&[
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(u32::from(m) / 10),
+            digit(u32::from(m)),
+            b'-',
+            digit(u32::from(dd) / 10),
+            digit(u32::from(dd)),
+        ]);
+    } else {
+        out.extend_from_slice(format!("{y:04}-{m:02}-{dd:02}").as_bytes());
+    }
+}
+
+/// One `map_counts` key, by parts (see [`key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountKey<'a> {
+    /// `h`: members of a host in a bucket.
+    Host { host: &'a str, bucket: &'a str },
+    /// `s`: accounts in an explicit state.
+    State(&'a str),
+    /// `d`: joins minus leaves of a host that day.
+    Day { day: time::Date, host: &'a str },
+    /// `f`: migrations that day.
+    Flow { day: time::Date, from: &'a str, to: &'a str },
+}
+
+impl CountKey<'_> {
+    /// Writes the stored key into `k` (cleared first).
+    pub fn write(&self, k: &mut Vec<u8>) {
+        match *self {
+            CountKey::Host { host, bucket } => key::join_into(k, key::HOST, [host.as_bytes(), bucket.as_bytes()]),
+            CountKey::State(reason) => key::join_into(k, key::STATE, [reason.as_bytes()]),
+            CountKey::Day { day, host } => {
+                k.clear();
+                k.extend_from_slice(&[key::DAY, 0]);
+                date_into(k, day);
+                k.push(0);
+                k.extend_from_slice(host.as_bytes());
+            }
+            CountKey::Flow { day, from, to } => {
+                k.clear();
+                k.extend_from_slice(&[key::FLOW, 0]);
+                date_into(k, day);
+                for p in [from, to] {
+                    k.push(0);
+                    k.extend_from_slice(p.as_bytes());
+                }
+            }
+        }
+    }
 }
 
 /// A migration as stored in `moves` (keyed by DID and time).
@@ -289,38 +363,68 @@ pub struct Contributions {
 impl Contributions {
     /// Adds `sign` × the contributions of `a` (for the DID `did`).
     pub fn add(&mut self, did: &str, a: &Assignment, sign: i64) {
-        let mut c = |k: Vec<u8>, n: i64| *self.counts.entry(k).or_default() += n * sign;
+        let mut k = Vec::with_capacity(128);
+        Self::for_each_count(a, |ck, n| {
+            ck.write(&mut k);
+            match self.counts.get_mut(&k) {
+                Some(v) => *v += n * sign,
+                None => {
+                    self.counts.insert(k.clone(), n * sign);
+                }
+            }
+        });
+        Self::add_moves(&mut self.moves, did, a, sign);
+    }
+
+    /// Calls `f(key, n)` for every `map_counts` contribution of `a` (a key
+    /// may come more than once; the amounts add up).
+    pub fn for_each_count<'a>(a: &'a Assignment, mut f: impl FnMut(CountKey<'a>, i64)) {
         match (&a.host, &a.reason) {
             (Some(h), _) => {
                 for b in &a.buckets {
-                    c(key::host(h, b), 1);
+                    f(CountKey::Host { host: h, bucket: b }, 1);
                 }
             }
-            (None, Some(r)) => c(key::state(r), 1),
+            (None, Some(r)) => f(CountKey::State(r), 1),
             (None, None) => {}
         }
         let mut prev: Option<&str> = None;
         for (at, host) in &a.timeline {
-            let d = day(*at);
+            let day = date_of(*at);
             if let Some(p) = prev {
-                c(key::day(&d, p), -1);
+                f(CountKey::Day { day, host: p }, -1);
             }
             if let Some(h) = host {
-                c(key::day(&d, h), 1);
+                f(CountKey::Day { day, host: h }, 1);
                 if let Some(p) = prev {
-                    c(key::flow(&d, p, h), 1);
-                }
-            }
-            if let (Some(p), Some(h)) = (prev, host) {
-                let k = move_key(did, *at);
-                if sign > 0 {
-                    self.moves.insert(k, MoveRow { from: p.to_owned(), to: h.clone() });
-                } else {
-                    self.moves.remove(&k);
+                    f(CountKey::Flow { day, from: p, to: h }, 1);
                 }
             }
             prev = host.as_deref();
         }
+    }
+
+    /// Adds (`sign` > 0) or removes the `moves` rows of `a` in `moves`.
+    fn add_moves(moves: &mut BTreeMap<Vec<u8>, MoveRow>, did: &str, a: &Assignment, sign: i64) {
+        let mut prev: Option<&str> = None;
+        for (at, host) in &a.timeline {
+            if let (Some(p), Some(h)) = (prev, host) {
+                let k = move_key(did, *at);
+                if sign > 0 {
+                    moves.insert(k, MoveRow { from: p.to_owned(), to: h.clone() });
+                } else {
+                    moves.remove(&k);
+                }
+            }
+            prev = host.as_deref();
+        }
+    }
+
+    /// The `moves` rows of an assignment, by key.
+    pub fn moves_of(did: &str, a: &Assignment) -> BTreeMap<Vec<u8>, MoveRow> {
+        let mut moves = BTreeMap::new();
+        Self::add_moves(&mut moves, did, a, 1);
+        moves
     }
 
     /// The `moves` keys of an assignment.
@@ -398,5 +502,24 @@ mod tests {
         }
         assert!(move_key("d", -1) < move_key("d", 0));
         assert_eq!(day(0), "1970-01-01");
+    }
+
+    #[test]
+    fn day_as_format_writes_it() {
+        let reference = |ms: i64| {
+            let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let d = t.date();
+            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+        };
+        let year_ms = 31_556_952_000i64;
+        let mut ms = -3000 * year_ms;
+        while ms < 9000 * year_ms {
+            assert_eq!(day(ms), reference(ms), "{ms}");
+            ms += 86_400_000 * 37 + 12_345;
+        }
+        for ms in [i64::MIN, i64::MAX, -1, -62_167_219_200_000 - 1, 253_402_300_799_999, 253_402_300_800_000] {
+            assert_eq!(day(ms), reference(ms), "{ms}");
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::assign::{self, key, Assignment, Contributions, MoveRow};
+use super::assign::{self, key, Assignment, Contributions, CountKey, MoveRow};
 use super::{EvidenceKind, HostFacts};
 use crate::hosts::HostRecord;
 use crate::identity::resolve::IdentityRecord;
@@ -137,24 +137,28 @@ pub fn pending(store: &Store) -> store::Result<u64> {
 
 // ---------------------------------------------------------------- accounts
 
-/// Writes the change from `old` to `new` of one account into `wb`.
+/// Writes the change from `old` to `new` of one account into `wb`; `cbor`
+/// is `new` encoded. With `deltas`, the change of the counts too (merge
+/// operands); the full recompute rewrites them whole instead.
 fn write_change(
     wb: &mut rocksdb::WriteBatch,
     store: &Store,
     did: &str,
     old: Option<&Assignment>,
     new: &Assignment,
+    cbor: Vec<u8>,
     deltas: bool,
 ) {
-    let mut c = Contributions::default();
-    if let Some(o) = old {
-        for k in Contributions::move_keys(did, o) {
-            wb.delete_cf(store.cf(CF_MOVES), k);
-        }
-        c.add(did, o, -1);
+    let old_moves = old.map(|o| Contributions::move_keys(did, o)).unwrap_or_default();
+    for k in &old_moves {
+        wb.delete_cf(store.cf(CF_MOVES), k);
     }
-    c.add(did, new, 1);
     if deltas {
+        let mut c = Contributions::default();
+        if let Some(o) = old {
+            c.add(did, o, -1);
+        }
+        c.add(did, new, 1);
         let counts = store.cf(CF_MAP_COUNTS);
         for (k, v) in &c.counts {
             if *v != 0 {
@@ -162,7 +166,8 @@ fn write_change(
             }
         }
     }
-    for (k, row) in &c.moves {
+    let moves = Contributions::moves_of(did, new);
+    for (k, row) in &moves {
         wb.put_cf(store.cf(CF_MOVES), k, store::to_cbor(row));
     }
     // the indexes
@@ -180,12 +185,11 @@ fn write_change(
     if let Some(k) = new.handle_key(did) {
         wb.put_cf(store.cf(CF_HANDLES), k, [u8::from(new.handle_verified)]);
     }
-    let new_moves = c.moves.len() as u64;
-    let old_moves = old.map_or(0, |o| Contributions::move_keys(did, o).len() as u64);
+    let (new_moves, old_moves) = (moves.len() as u64, old_moves.len() as u64);
     if new_moves > old_moves {
         crate::metrics::MAP_MOVES.with_label_values(&["migration"]).inc_by(new_moves - old_moves);
     }
-    wb.put_cf(store.cf(CF_ASSIGN), did.as_bytes(), store::to_cbor(new));
+    wb.put_cf(store.cf(CF_ASSIGN), did.as_bytes(), cbor);
 }
 
 /// The incremental maintainer: the single writer of the map's families.
@@ -284,7 +288,7 @@ impl Maintainer {
                 if let Some(h) = old.as_ref().and_then(|o| o.host.as_ref()).filter(|h| new.host.as_ref() != Some(*h)) {
                     left.insert(h.clone());
                 }
-                write_change(&mut wb, &store, &did, old.as_ref(), &new, true);
+                write_change(&mut wb, &store, &did, old.as_ref(), &new, store::to_cbor(&new), true);
             }
             wb.merge_cf(store.cf(CF_MAP_DIRTY), k, (-n).to_le_bytes());
         }
@@ -330,38 +334,35 @@ impl Maintainer {
 /// Calls `f` once per DID known to any of the account families (PLC state,
 /// resolution, firehose, stored assignment), in DID order, streaming them
 /// side by side (a merge join on the key): memory stays constant however
-/// many accounts there are.
+/// many accounts there are. The stored assignment is passed encoded.
 fn for_each_account(
     store: &Store,
-    mut f: impl FnMut(&[u8], Known, Option<Assignment>) -> store::Result<()>,
+    mut f: impl FnMut(&[u8], Known, Option<Box<[u8]>>) -> store::Result<()>,
 ) -> store::Result<()> {
     type It<'a> = std::iter::Peekable<Box<dyn Iterator<Item = store::Result<store::KeyValue>> + 'a>>;
     let mut its: [It<'_>; 4] =
         [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN].map(|cf| store.iter_from(cf, &[]).peekable());
-    fn head(it: &mut It<'_>) -> store::Result<Option<Box<[u8]>>> {
-        match it.peek() {
-            Some(Ok((k, _))) => Ok(Some(k.clone())),
-            Some(Err(_)) => Err(it.next().expect("peeked").expect_err("peeked an error")),
-            None => Ok(None),
-        }
-    }
     loop {
-        let mut keys: [Option<Box<[u8]>>; 4] = Default::default();
-        for (k, it) in keys.iter_mut().zip(its.iter_mut()) {
-            *k = head(it)?;
+        for it in its.iter_mut() {
+            if let Some(Err(_)) = it.peek() {
+                return Err(it.next().expect("peeked").expect_err("peeked an error"));
+            }
         }
-        let Some(min) = keys.iter().flatten().min().cloned() else { return Ok(()) };
+        let Some(min) = its.iter_mut().filter_map(|it| it.peek().and_then(|r| r.as_ref().ok())).map(|(k, _)| k).min()
+        else {
+            return Ok(());
+        };
+        let min = min.clone();
         let mut take = |i: usize| -> store::Result<Option<Box<[u8]>>> {
-            if keys[i].as_deref() == Some(&*min) {
-                Ok(Some(its[i].next().expect("peeked")?.1))
-            } else {
-                Ok(None)
+            match its[i].peek() {
+                Some(Ok((k, _))) if *k == min => Ok(Some(its[i].next().expect("peeked")?.1)),
+                _ => Ok(None),
             }
         };
         let p = take(0)?.map(|v| decode(CF_PLC, &v)).transpose()?;
         let i = take(1)?.map(|v| decode(CF_IDENTITY, &v)).transpose()?;
         let a = take(2)?.map(|v| decode(CF_ACCOUNTS, &v)).transpose()?;
-        let s = take(3)?.map(|v| decode(CF_ASSIGN, &v)).transpose()?;
+        let s = take(3)?;
         f(&min, (p, i, a), s)?;
     }
 }
@@ -374,15 +375,16 @@ const RECOMPUTE_BATCH: usize = 20_000;
 /// rewritten, marks cleared, then the structure.
 pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<Summary> {
     let mut summary = Summary::default();
-    let mut totals = Contributions::default();
+    let mut totals = Totals::default();
     let mut wb = rocksdb::WriteBatch::default();
     let mut in_batch = 0usize;
     for_each_account(store, |k, (plc, res, acct), old| {
         let did = std::str::from_utf8(k).unwrap_or_default();
         if plc.is_none() && res.is_none() && acct.is_none() {
             // an assignment whose records are gone
-            if let Some(o) = &old {
-                for mk in Contributions::move_keys(did, o) {
+            if let Some(b) = &old {
+                let o: Assignment = decode(CF_ASSIGN, b)?;
+                for mk in Contributions::move_keys(did, &o) {
                     wb.delete_cf(store.cf(CF_MOVES), mk);
                 }
                 if let Some(hk) = o.host_key(did) {
@@ -400,10 +402,17 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
         if let Some(r) = &new.reason {
             *summary.unassigned.entry(r.clone()).or_default() += 1;
         }
-        totals.add_counts(did, &new);
+        Contributions::for_each_count(&new, |k, n| totals.add(k, n));
+        // stored bytes equal to the new assignment's encoding: unchanged,
+        // without decoding them; otherwise compared decoded
+        let cbor = store::to_cbor(&new);
+        if old.as_deref() == Some(&cbor[..]) {
+            return Ok(());
+        }
+        let old: Option<Assignment> = old.map(|b| decode(CF_ASSIGN, &b)).transpose()?;
         if old.as_ref() != Some(&new) {
             summary.changed += 1;
-            write_change(&mut wb, store, did, old.as_ref(), &new, false);
+            write_change(&mut wb, store, did, old.as_ref(), &new, cbor, false);
             in_batch += 1;
             if in_batch >= RECOMPUTE_BATCH {
                 store.write(std::mem::take(&mut wb))?;
@@ -413,24 +422,35 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
         Ok(())
     })?;
     // counts: replace whole
+    let totals = totals.into_keys();
     let counts = store.cf(CF_MAP_COUNTS);
     for item in store.iter_cf(CF_MAP_COUNTS) {
         let (k, _) = item?;
-        if !totals.counts.contains_key(&*k) {
+        if totals.binary_search_by(|(t, _)| t.as_slice().cmp(&k)).is_err() {
             wb.delete_cf(counts, k);
         }
     }
-    for (k, v) in &totals.counts {
+    for (k, v) in &totals {
         if *v != 0 {
             wb.put_cf(counts, k, v.to_le_bytes());
         } else {
             wb.delete_cf(counts, k);
         }
     }
-    // every mark is taken by now (the caller holds the only handle)
-    for item in store.iter_cf(CF_MAP_DIRTY) {
+    // every mark is taken by now (the caller holds the only handle): one
+    // range deletion up to the last mark (DIDs are ASCII, so below 0xff)
+    // rather than a tombstone per mark, which every later scan of the
+    // family (each maintainer step) would step over until compaction, and
+    // which made the last batch as large as the number of accounts
+    let dirty = store.cf(CF_MAP_DIRTY);
+    let cut: &[u8] = &[0xff];
+    if let Some((last, _)) = store.at_or_before(CF_MAP_DIRTY, cut)? {
+        wb.delete_range_cf(dirty, &[][..], &*last);
+        wb.delete_cf(dirty, &*last);
+    }
+    for item in store.iter_from(CF_MAP_DIRTY, cut) {
         let (k, _) = item?;
-        wb.delete_cf(store.cf(CF_MAP_DIRTY), k);
+        wb.delete_cf(dirty, k);
     }
     store.write(wb)?;
     crate::metrics::MAP_UPDATES.with_label_values(&["recompute"]).inc();
@@ -444,12 +464,66 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
     Ok(summary)
 }
 
-impl Contributions {
-    /// Adds only the counts of `a` (no `moves` rows): the recompute's totals.
-    fn add_counts(&mut self, did: &str, a: &Assignment) {
-        let moves = std::mem::take(&mut self.moves);
-        self.add(did, a, 1);
-        self.moves = moves;
+/// The recompute's counts, summed under compact keys (no allocation per
+/// contribution, one hash probe): names (hosts, buckets, reasons) interned,
+/// days as Julian day numbers.
+#[derive(Default)]
+struct Totals {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+    counts: HashMap<(u8, i32, u32, u32), i64>,
+}
+
+impl Totals {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.ids.get(name) {
+            return *i;
+        }
+        let i = u32::try_from(self.names.len()).expect("fewer than 2^32 names");
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), i);
+        i
+    }
+
+    fn add(&mut self, k: CountKey<'_>, n: i64) {
+        let k = match k {
+            CountKey::Host { host, bucket } => (key::HOST, 0, self.id(host), self.id(bucket)),
+            CountKey::State(reason) => (key::STATE, 0, self.id(reason), 0),
+            CountKey::Day { day, host } => (key::DAY, day.to_julian_day(), self.id(host), 0),
+            CountKey::Flow { day, from, to } => (key::FLOW, day.to_julian_day(), self.id(from), self.id(to)),
+        };
+        *self.counts.entry(k).or_default() += n;
+    }
+
+    /// The counts under their stored keys, in key order (amounts of equal
+    /// keys summed).
+    fn into_keys(self) -> Vec<(Vec<u8>, i64)> {
+        let name = |i: u32| self.names[i as usize].as_str();
+        let date = |jd: i32| time::Date::from_julian_day(jd).expect("the Julian day of a date");
+        let mut out: Vec<(Vec<u8>, i64)> = self
+            .counts
+            .iter()
+            .map(|(&(kind, jd, a, b), &n)| {
+                let k = match kind {
+                    key::HOST => CountKey::Host { host: name(a), bucket: name(b) },
+                    key::STATE => CountKey::State(name(a)),
+                    key::DAY => CountKey::Day { day: date(jd), host: name(a) },
+                    _ => CountKey::Flow { day: date(jd), from: name(a), to: name(b) },
+                };
+                let mut buf = Vec::new();
+                k.write(&mut buf);
+                (buf, n)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                first.1 += later.1;
+            }
+            same
+        });
+        out
     }
 }
 
