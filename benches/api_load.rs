@@ -16,7 +16,13 @@
 //! and reads the whole response (Content-Length or chunked), timing each;
 //! the first WARMUP of each run is not counted. Env:
 //! INSTANCEMAP_BENCH_CONNECTIONS (default "8,32,64"),
-//! INSTANCEMAP_BENCH_SECONDS (default 10).
+//! INSTANCEMAP_BENCH_SECONDS (default 10), INSTANCEMAP_BENCH_RATE (requests
+//! per second offered in all, on a fixed schedule per connection; default
+//! 0: each connection sends its next request when the answer is in),
+//! INSTANCEMAP_BENCH_READS (the
+//! read concurrency limit, default the server's). Each run also prints the
+//! CPU this process used and what the rest of the machine used meanwhile
+//! (cores, from /proc), to show contention.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -201,15 +207,42 @@ struct ConnResult {
     errors: u64,
 }
 
-async fn client(addr: SocketAddr, accounts: u64, seed: u64, count_from: Instant, until: Instant) -> ConnResult {
+/// One connection: requests back to back (`every` is `None`), or one per
+/// `every` on a fixed schedule. On a schedule, a request sent late because
+/// the previous answer came after its time is timed from its scheduled time
+/// (no coordinated omission); one sent late only by the timer (tokio's are
+/// 1 ms coarse) from when it was sent.
+async fn client(
+    addr: SocketAddr,
+    accounts: u64,
+    seed: u64,
+    count_from: Instant,
+    until: Instant,
+    every: Option<Duration>,
+) -> ConnResult {
     let mut out = ConnResult { latencies_us: Vec::with_capacity(1 << 16), errors: 0 };
     let mut rng = Rng(seed | 1);
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.set_nodelay(true).expect("nodelay");
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut req = String::with_capacity(128);
+    // a random phase, so the connections do not send in step
+    let mut next = Instant::now() + every.map_or(Duration::ZERO, |e| e.mul_f64((rng.next() % 1000) as f64 / 1000.0));
+    let mut done = Instant::now();
     loop {
-        let start = Instant::now();
+        let start = match every {
+            None => Instant::now(),
+            Some(e) => {
+                let due = next;
+                next += e;
+                if done > due {
+                    due
+                } else {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                }
+            }
+        };
         if start >= until {
             break;
         }
@@ -221,7 +254,8 @@ async fn client(addr: SocketAddr, accounts: u64, seed: u64, count_from: Instant,
             Ok(()) => read_response(&mut s, &mut buf).await,
             Err(e) => Err(e),
         };
-        let took = start.elapsed();
+        done = Instant::now();
+        let took = done - start;
         match status {
             Ok(200) if start >= count_from => out.latencies_us.push(took.as_micros().min(u32::MAX as u128) as u32),
             Ok(200) => {}
@@ -236,6 +270,29 @@ async fn client(addr: SocketAddr, accounts: u64, seed: u64, count_from: Instant,
     out
 }
 
+/// CPU time so far in clock ticks: the whole machine's busy time (from
+/// /proc/stat) and this process's (from /proc/self/stat); zeros elsewhere.
+fn cpu_ticks() -> (u64, u64) {
+    let machine = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<u64> = s.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal
+            Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
+        })
+        .unwrap_or(0);
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // fields 14 and 15 (utime, stime); the first after the name is field 3
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    (machine, own)
+}
+
 fn pct(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -248,6 +305,7 @@ fn main() {
     let accounts: u64 = env("INSTANCEMAP_BENCH_ACCOUNTS", 1_000_000);
     let seconds: u64 = env("INSTANCEMAP_BENCH_SECONDS", 10);
     let client_threads: usize = env("INSTANCEMAP_BENCH_CLIENT_THREADS", 1);
+    let rate: f64 = env("INSTANCEMAP_BENCH_RATE", 0.0);
     let conns: Vec<usize> = env("INSTANCEMAP_BENCH_CONNECTIONS", "8,32,64".to_owned())
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
@@ -271,45 +329,61 @@ fn main() {
     let cancel = tokio_util::sync::CancellationToken::new();
     let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    let limits = Limits { rate_per_client: 0, ..Limits::default() };
+    let limits = Limits {
+        rate_per_client: 0,
+        concurrency: env("INSTANCEMAP_BENCH_READS", Limits::default().concurrency),
+        ..Limits::default()
+    };
     server.spawn(api::serve(listener, ApiState::new(store, true, None, limits), cancel.clone()));
 
     let clients =
         tokio::runtime::Builder::new_multi_thread().worker_threads(client_threads).enable_all().build().unwrap();
     println!(
         "api_load: lookup by DID, {accounts} accounts, {HOSTS} hosts; {seconds} s per run after {} s warm-up; \
-         server 2 workers, clients {client_threads} thread(s), same machine",
-        WARMUP.as_secs()
+         server 2 workers, clients {client_threads} thread(s), same machine; {}",
+        WARMUP.as_secs(),
+        if rate > 0.0 { format!("open loop, {rate} requests/s offered in all") } else { "closed loop".into() }
     );
     println!(
-        "{:>11} {:>12} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "connections", "requests/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "errors"
+        "{:>11} {:>12} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>12}",
+        "connections", "requests/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "errors", "cpu here", "cpu others"
     );
     for &n in &conns {
         let count_from = Instant::now() + WARMUP;
         let until = count_from + Duration::from_secs(seconds);
+        let mut cpu_from = None;
         let results: Vec<ConnResult> = clients.block_on(async {
             let tasks: Vec<_> = (0..n)
-                .map(|i| tokio::spawn(client(addr, accounts, 0x5EED + i as u64 * 7919, count_from, until)))
+                .map(|i| {
+                    let every = (rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / rate));
+                    tokio::spawn(client(addr, accounts, 0x5EED + i as u64 * 7919, count_from, until, every))
+                })
                 .collect();
+            tokio::time::sleep_until(count_from.into()).await;
+            cpu_from = Some(cpu_ticks());
             let mut out = Vec::new();
             for t in tasks {
                 out.push(t.await.unwrap());
             }
             out
         });
+        let ((m0, o0), (m1, o1)) = (cpu_from.unwrap_or_default(), cpu_ticks());
+        // clock ticks are 1/100 s on Linux
+        let cores = |t: u64| t as f64 / 100.0 / seconds as f64;
         let mut all: Vec<u32> = results.iter().flat_map(|r| r.latencies_us.iter().copied()).collect();
         let errors: u64 = results.iter().map(|r| r.errors).sum();
         all.sort_unstable();
         println!(
-            "{:>11} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+            "{:>11} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>10.2} {:>12.2}",
             n,
             all.len() as f64 / seconds as f64,
             pct(&all, 0.50),
             pct(&all, 0.99),
             pct(&all, 0.999),
             all.last().map_or(f64::NAN, |m| f64::from(*m) / 1000.0),
-            errors
+            errors,
+            cores(o1 - o0),
+            cores((m1 - m0).saturating_sub(o1 - o0)),
         );
     }
     cancel.cancel();
