@@ -5,10 +5,21 @@
 set -euo pipefail
 
 have_libclang() {
-    # Any one pattern matching is enough (`ls` of all three fails when one does not).
-    local p
-    for p in '/usr/lib/llvm-*/lib/libclang*.so*' '/usr/lib/x86_64-linux-gnu/libclang*.so*' '/usr/lib/aarch64-linux-gnu/libclang*.so*'; do
-        compgen -G "$p" >/dev/null && return 0
+    # What bindgen (clang-sys) loads: libclang.so, libclang-*.so, libclang.so.*
+    # or libclang-*.so.*, not libclang-cpp.so.* (the C++ interface, which a
+    # fresh Debian machine ships without libclang). LIBCLANG_PATH, where set,
+    # is where clang-sys looks first. Any one match is enough.
+    local d n f
+    local dirs=(/usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib /usr/local/lib)
+    if [ -n "${LIBCLANG_PATH:-}" ]; then dirs=("$LIBCLANG_PATH" "${dirs[@]}"); fi
+    for d in "${dirs[@]}"; do
+        for n in 'libclang.so' 'libclang-*.so' 'libclang.so.*' 'libclang-*.so.*'; do
+            for f in $d/$n; do
+                [ -e "$f" ] || continue
+                case "${f##*/}" in libclang-cpp*) continue ;; esac
+                return 0
+            done
+        done
     done
     return 1
 }
