@@ -161,7 +161,7 @@ fn run(rt: &tokio::runtime::Runtime, db: &Path, log: &Path) {
     let s = rt
         .block_on(instancemap::app::replay(
             db,
-            "bench",
+            Some("bench"),
             std::slice::from_ref(&log.to_path_buf()),
             true,
             Default::default(),

@@ -80,7 +80,7 @@ pub fn settle(q: Queued) -> Event {
 
 /// The writer thread: applies queued events, committing a batch when it is
 /// full or old, and once more when the queue closes.
-fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Queued>, rt: tokio::runtime::Handle) -> store::Result<Store> {
+fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Queued>, rt: tokio::runtime::Handle) -> WriterResult {
     loop {
         let next = match ingest.due_in() {
             None => rt.block_on(rx.recv()),
@@ -105,12 +105,17 @@ fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Queued>, rt: tokio::ru
             ingest.flush()?;
         }
     }
-    ingest.finish()
+    let totals = ingest.totals();
+    Ok((ingest.finish()?, totals))
 }
+
+/// What the writer thread gives back: the store after its final flush, and
+/// what it applied.
+type WriterResult = store::Result<(Store, crate::ingest::Totals)>;
 
 /// Starts the writer thread; its handle yields the store back after the
 /// final flush.
-fn spawn_writer(ingest: Ingest) -> (mpsc::Sender<Queued>, std::thread::JoinHandle<store::Result<Store>>) {
+fn spawn_writer(ingest: Ingest) -> (mpsc::Sender<Queued>, std::thread::JoinHandle<WriterResult>) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let rt = tokio::runtime::Handle::current();
     let handle = std::thread::Builder::new()
@@ -120,14 +125,14 @@ fn spawn_writer(ingest: Ingest) -> (mpsc::Sender<Queued>, std::thread::JoinHandl
     (tx, handle)
 }
 
-async fn join_writer(handle: std::thread::JoinHandle<store::Result<Store>>) -> anyhow::Result<Store> {
-    let store = tokio::task::spawn_blocking(move || handle.join())
+async fn join_writer(handle: std::thread::JoinHandle<WriterResult>) -> anyhow::Result<(Store, crate::ingest::Totals)> {
+    let (store, totals) = tokio::task::spawn_blocking(move || handle.join())
         .await
         .context("joining the writer")?
         .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
         .context("writer")?;
     store.flush().context("flushing the database")?;
-    Ok(store)
+    Ok((store, totals))
 }
 
 /// Decodes live frames and queues their events.
@@ -165,6 +170,39 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Leaves the map current before a one-shot command that wrote exits (see
+/// [`crate::cluster::map::bring_current`]), with the overrides in force;
+/// SIGINT/SIGTERM (through `cancel`) stop a recompute, which the next
+/// writer of the map then redoes.
+pub async fn bring_map_current(store: &Store, cancel: &CancellationToken) -> anyhow::Result<String> {
+    use crate::cluster::map::{self, Update};
+    let overrides = crate::cluster::overrides::in_force(store, None)?;
+    let stop = stop_flag(cancel);
+    let s = store.clone();
+    let update = tokio::task::spawn_blocking(move || map::bring_current(&s, &overrides, Some(&stop)))
+        .await
+        .context("map update")??;
+    store.flush()?;
+    Ok(match update {
+        Update::Current => "map: current".to_owned(),
+        Update::Incremental(step) => format!("map: {} account(s) taken in, {} changed", step.accounts, step.changed),
+        Update::Recomputed(s) => {
+            format!("map: recomputed, {} instances over {} hosts; {} accounts", s.instances, s.hosts, s.accounts)
+        }
+    })
+}
+
+/// The stages' label sets, for [`metrics::init`].
+pub fn metric_labels() -> metrics::Labels {
+    metrics::Labels {
+        frame_kinds: frame::KINDS,
+        decode_errors: frame::FrameError::REASONS,
+        fetch_reasons: crate::net::FETCH_REASONS,
+        actions: frame::Action::LABELS,
+        routes: api::ROUTES,
+    }
+}
+
 /// What `run` needs.
 pub struct RunOptions {
     pub subscribe: SubscribeConfig,
@@ -187,8 +225,9 @@ pub struct RunOptions {
     /// Crawl hosts (and read the relay's listHosts), checking for due hosts
     /// this often (`None`: `--no-crawl`).
     pub crawl: Option<std::time::Duration>,
-    /// The operator's overrides for the map.
-    pub overrides: crate::cluster::overrides::Overrides,
+    /// The operator's overrides for the map (`None`: those in force in the
+    /// store).
+    pub overrides: Option<crate::cluster::overrides::Overrides>,
     /// API limits and admin token.
     pub api: crate::api::Limits,
     pub admin_token: Option<String>,
@@ -199,6 +238,18 @@ pub const STRUCTURE_EVERY: std::time::Duration = std::time::Duration::from_secs(
 /// How often the map's gauges are recomputed while running.
 pub const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// A flag set when `cancel` is (for loops on plain threads that check a flag
+/// between steps).
+pub fn stop_flag(cancel: &CancellationToken) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(cancel.is_cancelled()));
+    let (f, c) = (flag.clone(), cancel.clone());
+    tokio::spawn(async move {
+        c.cancelled().await;
+        f.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    flag
+}
+
 /// The map maintainer thread: takes the marks writers leave until `cancel`
 /// (what it has not taken stays marked for the next start).
 fn spawn_maintainer(
@@ -206,11 +257,13 @@ fn spawn_maintainer(
     overrides: crate::cluster::overrides::Overrides,
     cancel: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
+    let stop = stop_flag(&cancel);
     std::thread::Builder::new()
         .name("map".into())
         .spawn(move || {
             let mut m = crate::cluster::map::Maintainer::new(store.clone(), overrides);
             m.structure_every = STRUCTURE_EVERY;
+            m.stop = Some(stop);
             let mut gauges = std::time::Instant::now();
             let _ = crate::cluster::map::publish_gauges(&store);
             while !cancel.is_cancelled() {
@@ -239,7 +292,7 @@ fn spawn_maintainer(
 
 /// Follows the relay until `cancel`; flushes and returns the store.
 pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<Store> {
-    metrics::init();
+    metrics::init(&metric_labels());
     let store = Store::open(&opts.db).with_context(|| format!("opening database {}", opts.db.display()))?;
     let source = opts.subscribe.endpoint.clone();
     let checker = Checker::new(opts.verify, &store);
@@ -276,13 +329,14 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         tracing::info!(plc = %opts.plc, "loading and following the PLC export");
         tokio::spawn(crate::plc::source::follow(store.clone(), opts.plc.clone(), every, cancel.clone()))
     });
-    let maintainer = spawn_maintainer(store.clone(), opts.overrides.clone(), cancel.clone());
+    let overrides = crate::cluster::overrides::in_force(&store, opts.overrides.clone())?;
+    let maintainer = spawn_maintainer(store.clone(), overrides, cancel.clone());
     let (tx, writer) = spawn_writer(ingest);
     let mut fwd = Forward { tx, checker };
     let outcome = subscribe::subscribe(&opts.subscribe, cursor, &cancel, &mut fwd).await;
     drop(fwd);
     cancel.cancel();
-    let store = join_writer(writer).await?;
+    let (store, _) = join_writer(writer).await?;
     let _ = http.await;
     if let Some(p) = plc {
         let _ = p.await;
@@ -303,61 +357,128 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
 pub struct ReplaySummary {
     pub files: usize,
     pub frames: u64,
+    /// Per file read: its cursor and what the writer did with its frames.
+    pub per_file: Vec<FileReplay>,
     /// The first file error (a truncated or corrupt file), if any; every frame
     /// before it was applied.
     pub error: Option<String>,
+    /// How the map was brought up to date after it.
+    pub map: Option<String>,
 }
 
-/// Runs frame files through the ingest pipeline into `db`.
+/// One file of a replay.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FileReplay {
+    pub path: PathBuf,
+    /// The cursor its frames were deduplicated under.
+    pub source: String,
+    pub frames: u64,
+    pub applied: u64,
+    /// Frames at or below the cursor: applied before, not again.
+    pub duplicates: u64,
+}
+
+/// The cursor a replayed file is deduplicated under when no `--source` is
+/// given: `replay:<file name>`. Every PDS and relay numbers its own seqs
+/// (from 1), so two archives never share a cursor unless asked to.
+pub fn file_source(path: &Path) -> String {
+    let name = path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
+    format!("replay:{name}")
+}
+
+/// Runs frame files through the ingest pipeline into `db`, one after the
+/// other. With `source`, every file continues one cursor (chunks of one
+/// recording, or a `run`'s relay URL to continue its cursor); without it,
+/// each file has its own ([`file_source`]), so archives of several hosts
+/// are all applied and replaying any of them again applies nothing.
 pub async fn replay(
     db: &Path,
-    source: &str,
+    source: Option<&str>,
     files: &[PathBuf],
     verify: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<ReplaySummary> {
-    metrics::init();
-    let store = Store::open(db).with_context(|| format!("opening database {}", db.display()))?;
-    let checker = Checker::new(verify, &store);
-    let ingest = Ingest::new(store, source)?;
-    let (tx, writer) = spawn_writer(ingest);
-    let files = files.to_vec();
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut summary = ReplaySummary::default();
-        let mut buf = Vec::with_capacity(1 << 16);
-        'files: for path in &files {
-            let mut r = match FrameReader::open(path) {
+    metrics::init(&metric_labels());
+    if source.is_none() {
+        let mut seen = std::collections::BTreeMap::new();
+        for f in files {
+            if let Some(other) = seen.insert(file_source(f), f) {
+                anyhow::bail!(
+                    "{} and {} have one file name, so their cursors would be one ({}): rename one, or replay each \
+                     with its own --source",
+                    other.display(),
+                    f.display(),
+                    file_source(f)
+                );
+            }
+        }
+    }
+    let mut store = Store::open(db).with_context(|| format!("opening database {}", db.display()))?;
+    let mut summary = ReplaySummary::default();
+    for path in files {
+        let src = source.map_or_else(|| file_source(path), str::to_owned);
+        let checker = Checker::new(verify, &store);
+        let ingest = Ingest::new(store.clone(), &src)?;
+        let (tx, writer) = spawn_writer(ingest);
+        let (path2, cancel2) = (path.clone(), cancel.clone());
+        let reader = tokio::task::spawn_blocking(move || -> (u64, Option<String>) {
+            let mut buf = Vec::with_capacity(1 << 16);
+            let mut frames = 0;
+            let mut r = match FrameReader::open(&path2) {
                 Ok(r) => r,
-                Err(e) => {
-                    summary.error = Some(e.to_string());
-                    break;
-                }
+                Err(e) => return (0, Some(e.to_string())),
             };
-            summary.files += 1;
             loop {
-                if cancel.is_cancelled() {
-                    break 'files;
+                if cancel2.is_cancelled() {
+                    return (frames, None);
                 }
                 match r.next_into(&mut buf) {
                     Ok(true) => {
-                        summary.frames += 1;
+                        frames += 1;
                         if tx.blocking_send(checker.queue(event::from_frame_bytes(&buf))).is_err() {
-                            break 'files; // the writer failed; its error is reported
+                            return (frames, None); // the writer failed; its error is reported
                         }
                     }
-                    Ok(false) => break,
+                    Ok(false) => return (frames, None),
                     Err(e) => {
                         tracing::error!(error = %e, "replay file error");
-                        summary.error = Some(e.to_string());
-                        break 'files;
+                        return (frames, Some(e.to_string()));
                     }
                 }
             }
+        });
+        let (frames, error) = reader.await.context("replay reader")?;
+        let (s, totals) = join_writer(writer).await?;
+        store = s;
+        if error.is_none() || frames > 0 {
+            summary.files += 1;
         }
-        summary
-    });
-    let summary = reader.await.context("replay reader")?;
-    join_writer(writer).await?;
+        summary.frames += frames;
+        if totals.applied == 0 && totals.duplicates > 0 {
+            tracing::warn!(
+                file = %path.display(),
+                source = %src,
+                duplicates = totals.duplicates,
+                "every frame of the file was at or below the cursor: already applied (if it is another host's \
+                 archive, replay it without --source or under its own)"
+            );
+        }
+        summary.per_file.push(FileReplay {
+            path: path.clone(),
+            source: src,
+            frames,
+            applied: totals.applied,
+            duplicates: totals.duplicates,
+        });
+        if error.is_some() {
+            summary.error = error;
+            break;
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    summary.map = Some(bring_map_current(&store, &cancel).await?);
     Ok(summary)
 }
 

@@ -183,22 +183,26 @@ pub struct ReclusterArgs {
 
 #[derive(Debug, Args)]
 pub struct OverridesArg {
-    /// Overrides file (TOML: `[[pin]]` hosts to join, `[[split]]` hosts to keep apart).
+    /// Overrides file (TOML: `[[pin]]` hosts to join, `[[split]]` hosts to
+    /// keep apart). Kept in the database: later commands without it use the
+    /// ones last given; an empty file clears them.
     #[arg(long, env = "INSTANCEMAP_OVERRIDES")]
     pub overrides: Option<PathBuf>,
 }
 
 impl OverridesArg {
-    /// The parsed file (none: no overrides).
-    pub fn load(&self) -> anyhow::Result<crate::cluster::overrides::Overrides> {
+    /// The parsed file (`None`: none given; the ones in force in the store
+    /// apply, see [`crate::cluster::overrides::in_force`]).
+    pub fn load(&self) -> anyhow::Result<Option<crate::cluster::overrides::Overrides>> {
         use anyhow::Context;
         match &self.overrides {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
                 crate::cluster::overrides::Overrides::parse(&text)
+                    .map(Some)
                     .with_context(|| format!("overrides file {}", p.display()))
             }
-            None => Ok(Default::default()),
+            None => Ok(None),
         }
     }
 }
@@ -312,10 +316,14 @@ pub struct RecordArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub db: DbArg,
-    /// Cursor name the replayed events are deduplicated under. Use the relay
-    /// URL the frames came from (as `run` names it) to continue with `run`.
-    #[arg(long, default_value = "replay")]
-    pub source: String,
+    /// Cursor name every file's events are deduplicated under, as one
+    /// stream (chunks of one recording; the relay URL the frames came from,
+    /// as `run` names it, to continue with `run`). Without it each file has
+    /// its own cursor, `replay:<file name>`: archives of several hosts (each
+    /// numbering its seqs from 1) are all applied, and the same replay
+    /// again applies nothing.
+    #[arg(long)]
+    pub source: Option<String>,
     #[command(flatten)]
     pub verify: VerifyArg,
     /// Frame files, applied in order.

@@ -64,6 +64,16 @@ pub struct Ingest {
     key: Vec<u8>,
     /// Where DIDs go to be resolved (never waited on).
     resolve: Option<crate::identity::resolve::ResolveQueue>,
+    /// What this writer did so far.
+    totals: Totals,
+}
+
+/// What one writer did: events applied, and events dropped because the
+/// source's cursor had already passed them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub applied: u64,
+    pub duplicates: u64,
 }
 
 impl Ingest {
@@ -84,6 +94,7 @@ impl Ingest {
             cache: HashMap::new(),
             key: Vec::with_capacity(128),
             resolve: None,
+            totals: Totals::default(),
         })
     }
 
@@ -101,6 +112,16 @@ impl Ingest {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The cursor's name (a relay URL, or a replay's source).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// What this writer did so far.
+    pub fn totals(&self) -> Totals {
+        self.totals
     }
 
     /// Whether the current batch should be committed now.
@@ -168,10 +189,12 @@ impl Ingest {
         self.batch.events += 1;
         if let Some(seq) = ev.seq {
             if self.cursor.is_some_and(|c| seq <= c) {
+                self.totals.duplicates += 1;
                 self.drop_event("duplicate");
                 return Ok(());
             }
         }
+        self.totals.applied += 1;
         let label = ev.kind_label();
         if label != "rejected" {
             self.count(counter::FRAME, label, 1);

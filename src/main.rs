@@ -67,8 +67,21 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(a) => {
             app::cancel_on_signal(cancel.clone());
-            let s = app::replay(&a.db.db, &a.source, &a.files, !a.verify.no_verify, cancel).await?;
+            let s = app::replay(&a.db.db, a.source.as_deref(), &a.files, !a.verify.no_verify, cancel).await?;
+            for f in &s.per_file {
+                eprintln!(
+                    "{}: {} frames, {} applied, {} already applied (cursor {})",
+                    f.path.display(),
+                    f.frames,
+                    f.applied,
+                    f.duplicates,
+                    f.source
+                );
+            }
             eprintln!("replayed {} frames from {} file(s) into {}", s.frames, s.files, a.db.db.display());
+            if let Some(m) = &s.map {
+                eprintln!("{m}");
+            }
             match s.error {
                 Some(e) => {
                     eprintln!("error: {e}");
@@ -85,6 +98,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 None => instancemap::plc::source::load_http(&store, &a.plc, true, &cancel).await?,
             };
             store.flush()?;
+            let map = app::bring_map_current(&store, &cancel).await?;
             eprintln!(
                 "PLC export: {} lines, {} operations applied ({} tombstones), {} already applied, {} nullified skipped, {} rejected",
                 stats.lines,
@@ -94,6 +108,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 stats.nullified_skipped,
                 stats.rejected.values().sum::<u64>()
             );
+            eprintln!("{map}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Account(a) => {
@@ -125,6 +140,8 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let n = instancemap::hosts::crawl_due(&store, &fetcher, true).await?;
             store.flush()?;
             eprintln!("crawled {n} hosts");
+            app::cancel_on_signal(cancel.clone());
+            eprintln!("{}", app::bring_map_current(&store, &cancel).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Host(a) => {
@@ -150,11 +167,20 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Recluster(a) => {
-            let overrides = a.overrides.load()?;
+            use instancemap::cluster::map;
+            let given = a.overrides.load()?;
             let db = &a.db;
             let store = Store::open(&db.db).with_context(|| format!("opening database {}", db.db.display()))?;
-            let s = instancemap::cluster::map::recompute(&store, &overrides)?;
+            let overrides = instancemap::cluster::overrides::in_force(&store, given)?;
+            app::cancel_on_signal(cancel.clone());
+            let stop = app::stop_flag(&cancel);
+            let s = tokio::task::block_in_place(|| {
+                let progress = |n: u64| eprintln!("recompute: {n} accounts read");
+                let opts = map::RecomputeOptions { clear_marks: true, stop: Some(&stop), progress: Some(&progress) };
+                map::recompute_with(&store, &overrides, &opts)
+            });
             store.flush()?;
+            let s = s?;
             eprintln!(
                 "{} instances over {} hosts; {} accounts, unassigned: {:?}",
                 s.instances, s.hosts, s.accounts, s.unassigned
@@ -165,6 +191,9 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             let list = instancemap::cluster::map::instances(&store)?;
+            if let Some(n) = instancemap::cluster::map::freshness(&store)?.note() {
+                eprintln!("note: {n}");
+            }
             if a.json {
                 let v: Vec<serde_json::Value> = list
                     .iter()
@@ -200,8 +229,11 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 .map_err(|why| anyhow::anyhow!("{:?}: {why}", a.id))?;
                 instancemap::cluster::map::instance_of_host(&store, &host)?
             };
+            if let Some(n) = instancemap::cluster::map::freshness(&store)?.note() {
+                eprintln!("note: {n}");
+            }
             let Some(i) = found else {
-                eprintln!("{}: no such instance (run recluster?)", a.id);
+                eprintln!("{}: no such instance", a.id);
                 return Ok(ExitCode::from(2));
             };
             let status = match &i.operator {
@@ -253,7 +285,7 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => {
-            instancemap::metrics::init();
+            instancemap::metrics::init(&app::metric_labels());
             app::cancel_on_signal(cancel.clone());
             let store = match &a.follow {
                 Some(own) => Store::open_secondary(&a.db.db, own),

@@ -324,13 +324,26 @@ pub const DROP_REASONS: &[&str] =
 pub const SIGNATURE_RESULTS: &[&str] =
     &["valid", "no_key", "not_checked", "sig_invalid", "sig_high_s", "sig_length", "sig_malformed"];
 
+/// The label sets that belong to the stages (frame kinds, decode errors,
+/// fetch outcomes, op actions, API routes), handed in by the app so this
+/// module imports nothing of the crate: every stage uses metrics, metrics
+/// uses no stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels {
+    pub frame_kinds: &'static [&'static str],
+    pub decode_errors: &'static [&'static str],
+    pub fetch_reasons: &'static [&'static str],
+    pub actions: &'static [&'static str],
+    pub routes: &'static [&'static str],
+}
+
 /// Touches every metric and label set so `/metrics` lists all series from
 /// the start (a dashboard shows 0 rather than "no data").
-pub fn init() {
-    for k in crate::firehose::frame::KINDS {
+pub fn init(labels: &Labels) {
+    for k in labels.frame_kinds {
         FRAMES.with_label_values(&[k]);
     }
-    for r in crate::firehose::frame::FrameError::REASONS {
+    for r in labels.decode_errors {
         DECODE_ERRORS.with_label_values(&[r]);
     }
     for r in DROP_REASONS {
@@ -343,7 +356,7 @@ pub fn init() {
         PLC_OPS.with_label_values(&[r]);
     }
     LazyLock::force(&PLC_POSITION);
-    let fetch = crate::net::FETCH_REASONS.iter();
+    let fetch = labels.fetch_reasons.iter();
     let doc =
         ["resolved", "queue_full", "bad_did_document", "did_document_id_mismatch", "unsupported_method", "bad_did_web"];
     for r in fetch.clone().chain(doc.iter()) {
@@ -356,8 +369,8 @@ pub fn init() {
     for r in fetch.chain(["online"].iter()) {
         HOST_CRAWLS.with_label_values(&[r]);
     }
-    for a in crate::firehose::frame::Action::ALL {
-        OPS.with_label_values(&[a.as_str()]);
+    for a in labels.actions {
+        OPS.with_label_values(&[a]);
     }
     for n in ["OutdatedCursor", "other"] {
         INFO.with_label_values(&[n]);
@@ -403,7 +416,7 @@ pub fn init() {
     for st in ["verified", "unverified"] {
         DECLARATIONS.with_label_values(&[st]);
     }
-    for r in crate::api::ROUTES {
+    for r in labels.routes {
         API_SECONDS.with_label_values(&[r]);
         for class in ["2xx", "4xx", "5xx"] {
             API_REQUESTS.with_label_values(&[r, class]);

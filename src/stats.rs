@@ -57,6 +57,12 @@ pub struct MapStats {
     pub accounts: BTreeMap<String, i64>,
     /// Accounts marked for the maintainer and not yet taken.
     pub pending: u64,
+    /// Whether the map has taken in everything the database holds, and
+    /// what it has yet to (`note` says it in words when it has not).
+    pub current: bool,
+    pub freshness: crate::cluster::map::Freshness,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Declarations by outcome (`verified`: at least one host verified).
     pub declarations: BTreeMap<String, i64>,
     /// Migrations recorded.
@@ -145,6 +151,9 @@ impl Stats {
             "map: {} instances, {} moves, {} accounts pending",
             self.map.instances, self.map.moves, self.map.pending
         );
+        if let Some(n) = &self.map.note {
+            let _ = writeln!(out, "map: {n}");
+        }
         section(&mut out, "map accounts by state", &self.map.accounts);
         section(&mut out, "hosts by state", &self.map.hosts);
         section(&mut out, "declarations", &self.map.declarations);
@@ -158,9 +167,12 @@ impl MapStats {
         let mut m = MapStats {
             instances: store.iter_cf(CF_INSTANCES).count() as u64,
             moves: store.iter_cf(CF_MOVES).count() as u64,
-            pending: crate::cluster::map::pending(store)?,
             ..MapStats::default()
         };
+        m.freshness = crate::cluster::map::freshness(store)?;
+        m.pending = m.freshness.pending_accounts;
+        m.current = m.freshness.is_current();
+        m.note = m.freshness.note();
         for item in store.iter_cf(CF_HOSTS) {
             let (_, v) = item?;
             let h: crate::hosts::HostRecord = store::from_cbor(CF_HOSTS, &v)?;

@@ -152,7 +152,7 @@ fn replay_of_a_cut_file_fails_with_the_position_and_keeps_what_came_before() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ends mid-frame: frame 1511 at byte"), "{err}");
     let s = stats_json(&db);
-    assert_eq!(s["cursors"]["replay"], 1511, "every frame before the cut is applied");
+    assert_eq!(s["cursors"]["replay:cut.frames"], 1511, "every frame before the cut is applied");
 }
 
 #[test]
@@ -213,4 +213,95 @@ fn recluster_then_instances_and_instance() {
     let out =
         Command::new(BIN).args(["account", "did:plc:ragtjsm2j2vknwkz3zp4oxrd", "--db"]).arg(&db).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("instance: bsky.social (inst_"));
+}
+
+/// Two PDSes' archives, each numbering its seqs from 1: the bug was that
+/// both ran under one cursor, so every frame of the second was dropped as
+/// `duplicate`. Each file now has its own cursor; the same replay again
+/// changes nothing.
+#[test]
+fn replay_of_several_hosts_archives_applies_every_file_and_again_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("pds-a.frames");
+    std::fs::copy(fixture("reference-pds.frames"), &a).unwrap();
+    let b = dir.path().join("pds-b.frames");
+    let mut w = instancemap::firehose::framelog::FrameWriter::create(&b).unwrap();
+    let dids: Vec<String> = (0..40).map(|i| format!("did:plc:bbbbbbbbbbbbbbbbbbbbbb{i:02}")).collect();
+    for (i, did) in dids.iter().enumerate() {
+        w.write(&commit_frame(i as i64 + 1, did, "3mptbypluud2a", &[])).unwrap();
+    }
+    w.finish().unwrap();
+    let db = dir.path().join("db");
+    let replay = || {
+        let out = Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(&a).arg(&b).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = replay();
+    let s = stats_json(&db);
+    assert_eq!(s["cursors"]["replay:pds-a.frames"], 1512, "{first}");
+    assert_eq!(s["cursors"]["replay:pds-b.frames"], 40, "{first}");
+    assert_eq!(s["dropped"]["duplicate"].as_i64().unwrap_or(0), 0, "nothing dropped: {first}");
+    let store = Store::open_read_only(&db).unwrap();
+    for did in &dids {
+        assert!(store.account(did).unwrap().is_some_and(|a| a.commits == 1), "{did} applied");
+    }
+    let before = snapshot(&store);
+    drop(store);
+    let again = replay();
+    assert!(again.contains("pds-b.frames: 40 frames, 0 applied, 40 already applied"), "{again}");
+    assert_eq!(snapshot(&Store::open_read_only(&db).unwrap()), before, "the same replay twice changes nothing");
+}
+
+/// Under one `--source` the files are one stream: a second host's archive
+/// is then (as asked) deduplicated against the first, and the replay says
+/// so per file.
+#[test]
+fn replay_under_one_source_says_which_file_was_already_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let f = fixture("reference-pds.frames");
+    let out = Command::new(BIN)
+        .args(["replay", "--source", "one", "--db"])
+        .arg(&db)
+        .arg(&f)
+        .arg(&f)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1512 frames, 0 applied, 1512 already applied (cursor one)"), "{err}");
+    assert!(err.contains("already applied (if it is another host's archive"), "the warning: {err}");
+    // without --source, two files of one name would share a cursor: refused
+    let out = Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(&f).arg(&f).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("have one file name"));
+}
+
+/// The bug: after `backfill-plc` and `replay`, `instances` printed `[]` and
+/// the API answered as if the network were empty until someone ran
+/// `recluster`, and nothing said so. Every command that writes now leaves
+/// the map current before it exits.
+#[test]
+fn map_is_current_after_backfill_and_replay_without_recluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    backfill_sample(&db);
+    let out = Command::new(BIN).args(["instances", "--json", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 1, "bsky.social's instance, without recluster: {v}");
+    assert_eq!(list[0]["members"]["registered"], 2, "{v}");
+    assert!(out.stderr.is_empty(), "a current map needs no note: {}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(fixture("reference-pds.frames")).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("map: "), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = stats_json(&db);
+    assert_eq!(s["map"]["current"], true, "{}", s["map"]);
+    assert_eq!(s["map"]["pending"], 0);
+    let n: i64 = s["map"]["accounts"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();
+    assert!(n > 2, "the replayed accounts are in the map too: {}", s["map"]);
 }

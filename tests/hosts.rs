@@ -113,3 +113,50 @@ async fn reads_the_relays_list_hosts() {
         "https://bsky.network"
     );
 }
+
+/// The lost update: `crawl` read a host's record, awaited describeServer,
+/// `_health` and every `listRepos` page, then wrote the whole record back,
+/// erasing a note made meanwhile (here the relay naming the host while its
+/// listing is still being read). A crawl now writes only what it found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawl_does_not_lose_a_note_made_while_it_awaits_the_host() {
+    use std::sync::Arc;
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (e, r) = (entered.clone(), release.clone());
+    let app = axum::Router::new()
+        .route(
+            "/xrpc/com.atproto.server.describeServer",
+            get(|| async { axum::Json(json!({"did": "did:web:slow.test", "availableUserDomains": []})) }),
+        )
+        .route(
+            "/xrpc/com.atproto.sync.listRepos",
+            get(move || {
+                let (e, r) = (e.clone(), r.clone());
+                async move {
+                    e.notify_one();
+                    r.notified().await;
+                    axum::Json(json!({"repos": [{"did": "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "head": "bafy", "rev": "3mvan7xus7k2x"}]}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    hosts::note(&store, &host, "did_document").unwrap();
+    let crawl = tokio::spawn({
+        let (store, host) = (store.clone(), host.clone());
+        async move { hosts::crawl(&store, &Fetcher::new(true), &host).await.unwrap() }
+    });
+    entered.notified().await;
+    // while the crawl waits on listRepos, another writer notes the host
+    hosts::note(&store, &host, "relay").unwrap();
+    release.notify_one();
+    let after = crawl.await.unwrap();
+    assert_eq!(after.state, "online");
+    assert_eq!(after.repos.map(|r| r.total), Some(1));
+    let h = hosts::get(&store, &host).unwrap().unwrap();
+    assert_eq!(h.sources, vec!["did_document", "relay"], "the note made during the crawl survives it");
+}

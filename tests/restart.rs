@@ -55,7 +55,7 @@ fn killed_replay_process_resumes_to_the_same_store() {
     assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
     let s: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     let want = common::json("reference-pds.frames.json");
-    assert_eq!(s["cursors"]["replay"], want["last_seq"]);
+    assert_eq!(s["cursors"]["replay:reference-pds.frames"], want["last_seq"]);
     for (t, n) in want["by_type"].as_object().unwrap() {
         assert_eq!(&s["frames"][t], n, "{t}");
     }

@@ -46,7 +46,7 @@ pub const METHODS: &[Method] = &[
         kind: "query",
         description: "Who is responsible for an account, handle or record: the account's state and instance, and role-typed entities (hosting operator, declared operator with moderation and abuse contacts, handle registrant, labelers), each with evidence, source and when it was last checked, and a plain-words explanation.",
         params: &[("subject", Ty::Str, true, "A DID, a handle, or an at:// URI.")],
-        output: &["subject", "subjectType", "did", "state", "entities", "explanation"],
+        output: &["subject", "subjectType", "did", "state", "entities", "explanation", "map"],
     },
     Method {
         name: "listInstances",
@@ -60,14 +60,14 @@ pub const METHODS: &[Method] = &[
             ("hostStatus", Ty::Enum(&["pending", "online", "offline"]), false, "Only instances with a host in this crawl state."),
             ("sort", Ty::Enum(&["members", "growth"]), false, "Order: registered members (default) or growth over the last 30 days."),
         ],
-        output: &["instances", "total"],
+        output: &["instances", "total", "map"],
     },
     Method {
         name: "getInstance",
         kind: "query",
         description: "One instance: hosts, account domains, evidence with timestamps, governance, member counts by status, and every declaration claiming its hosts with what verified.",
         params: &[ID],
-        output: &["id", "name", "hosts", "members", "evidence"],
+        output: &["id", "name", "hosts", "members", "evidence", "map"],
     },
     Method {
         name: "listMembers",
@@ -120,7 +120,7 @@ pub const METHODS: &[Method] = &[
         kind: "query",
         description: "Network totals and concentration: share of accounts in the largest instance, top-5 and top-10 shares, and the Herfindahl-Hirschman index over instances and over hosts.",
         params: &[],
-        output: &["accounts", "instances", "hosts", "declarations", "concentration"],
+        output: &["accounts", "instances", "hosts", "declarations", "concentration", "map"],
     },
     Method {
         name: "getAccountHistory",

@@ -27,7 +27,12 @@ pub struct Cache {
     /// are as stored, not summed over the hosts (the lookup does not use
     /// them; `map::instance` sums them).
     records: Mutex<HashMap<String, Decoded>>,
+    /// The map's freshness (a scan of the marks), a second old at most.
+    freshness: Mutex<Option<(Instant, Value)>>,
 }
+
+/// How old the cached freshness may be.
+const FRESHNESS_FOR: Duration = Duration::from_secs(1);
 
 /// A decoded record and the stored bytes it came from.
 type Decoded = (Vec<u8>, std::sync::Arc<map::InstanceRecord>);
@@ -45,6 +50,30 @@ impl Cache {
             }
         }
         let v = std::sync::Arc::new(map::instances(store)?);
+        *c = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    /// Whether the map has taken in everything the database holds, as the
+    /// `map` property of an answer: `current`, `pendingAccounts`,
+    /// `structurePending`, and a `note` in words when it is not current (an
+    /// answer from a map with pending work says so).
+    fn freshness(&self, store: &Store) -> Result<Value, ApiError> {
+        let mut c = self.freshness.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = &*c {
+            if at.elapsed() < FRESHNESS_FOR {
+                return Ok(v.clone());
+            }
+        }
+        let f = map::freshness(store)?;
+        let mut v = json!({"current": f.is_current(), "pendingAccounts": f.pending_accounts,
+            "structurePending": f.structure_pending});
+        if let Some(n) = f.note() {
+            v["note"] = json!(n);
+        }
+        if let Some(at) = f.recompute_interrupted_ms {
+            v["recomputeInterruptedAt"] = ms_str(Some(at));
+        }
         *c = Some((Instant::now(), v.clone()));
         Ok(v)
     }
@@ -235,6 +264,7 @@ pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply 
         if let Some(r) = record {
             v["record"] = r;
         }
+        v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })
     .await
@@ -468,7 +498,8 @@ pub async fn list_instances(State(st): State<ApiState>, RawQuery(q): RawQuery) -
                 v
             })
             .collect();
-        Ok(Json(json!({"instances": items, "cursor": cursor, "total": list.len()})))
+        let map = st.cache.freshness(&st.store)?;
+        Ok(Json(json!({"instances": items, "cursor": cursor, "total": list.len(), "map": map})))
     })
     .await
 }
@@ -492,6 +523,7 @@ pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
             claims.extend(map::declaration_status(&st.store, op)?);
         }
         v["declarations"] = json!(claims);
+        v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })
     .await
@@ -721,7 +753,12 @@ pub fn summary(store: &Store) -> Result<Value, ApiError> {
 /// `dev.instancemap.getSummary`.
 pub async fn get_summary(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
     Params::parse(q, &[])?;
-    st.read(|st| Ok(Json(summary(&st.store)?))).await
+    st.read(|st| {
+        let mut v = summary(&st.store)?;
+        v["map"] = st.cache.freshness(&st.store)?;
+        Ok(Json(v))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- admin

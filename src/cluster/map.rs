@@ -202,6 +202,8 @@ pub struct Maintainer {
     /// on every crawl); zero in tests.
     pub structure_every: std::time::Duration,
     last_structure: Option<std::time::Instant>,
+    /// Set to stop a recompute the maintainer runs (shutdown).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What one [`Maintainer::step`] did.
@@ -223,6 +225,7 @@ impl Maintainer {
             clustered: None,
             structure_every: std::time::Duration::ZERO,
             last_structure: None,
+            stop: None,
         }
     }
 
@@ -242,6 +245,21 @@ impl Maintainer {
     /// needed) and applies them.
     pub fn step(&mut self, limit: usize) -> store::Result<Step> {
         let store = self.store.clone();
+        if let Some(at) = recompute_interrupted(&store)? {
+            // the counts disagree with the assignments: no delta may be
+            // applied to them before a full recompute
+            tracing::warn!(started_ms = at, "a recompute did not finish; recomputing the map before anything else");
+            let opts = RecomputeOptions { clear_marks: false, stop: self.stop.as_deref(), progress: None };
+            return match recompute_with(&store, &self.overrides, &opts) {
+                Ok(s) => {
+                    self.clustered = None;
+                    self.last_structure = Some(std::time::Instant::now());
+                    Ok(Step { accounts: s.accounts as usize, changed: s.changed as usize, structure: true })
+                }
+                Err(RecomputeError::Store(e)) => Err(e),
+                Err(RecomputeError::Stopped { .. }) => Ok(Step::default()),
+            };
+        }
         let mut marks: Vec<(Box<[u8]>, i64)> = Vec::new();
         let mut structure: Option<i64> = None;
         for item in store.iter_cf(CF_MAP_DIRTY) {
@@ -331,21 +349,114 @@ impl Maintainer {
     }
 }
 
+/// Marks above which a one-shot command rebuilds the map in full rather
+/// than taking each mark (a bulk PLC load marks every DID it touches; the
+/// recompute streams the families in key order, where the maintainer makes
+/// a handful of point reads per mark).
+pub const BULK_MARKS: u64 = 50_000;
+
+/// How [`bring_current`] brought the map up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Nothing was pending.
+    Current,
+    /// The marks were taken one by one.
+    Incremental(Step),
+    /// A full recompute (many marks, or an unfinished recompute).
+    Recomputed(Summary),
+}
+
+/// Leaves the map current, for a command that wrote and is about to exit
+/// (so `instances` and the API never answer from a map that has not taken
+/// in what the database holds). The caller holds the only handle.
+pub fn bring_current(
+    store: &Store,
+    overrides: &super::overrides::Overrides,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Update, RecomputeError> {
+    let interrupted = recompute_interrupted(store)?.is_some();
+    let marks = pending(store)?;
+    if interrupted || marks > BULK_MARKS {
+        let opts = RecomputeOptions { clear_marks: true, stop, progress: None };
+        return Ok(Update::Recomputed(recompute_with(store, overrides, &opts)?));
+    }
+    if marks == 0 {
+        return Ok(Update::Current);
+    }
+    Ok(Update::Incremental(Maintainer::new(store.clone(), overrides.clone()).run_until_idle()?))
+}
+
+/// What the map has yet to take in, for readers to say so.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Freshness {
+    /// Accounts marked and not yet taken in.
+    pub pending_accounts: u64,
+    /// Hosts, declarations or memberships changed since the last structure
+    /// refresh.
+    pub structure_pending: bool,
+    /// A recompute started (at this time, ms) and did not finish: the
+    /// counts are not to be trusted until the next one.
+    pub recompute_interrupted_ms: Option<i64>,
+}
+
+impl Freshness {
+    pub fn is_current(&self) -> bool {
+        self.pending_accounts == 0 && !self.structure_pending && self.recompute_interrupted_ms.is_none()
+    }
+
+    /// One line for people; `None` when current.
+    pub fn note(&self) -> Option<String> {
+        if let Some(at) = self.recompute_interrupted_ms {
+            return Some(format!(
+                "the map is being rebuilt: a recompute started at {} did not finish; counts are not to be trusted until \
+                 `recluster` (or `run`) completes one",
+                crate::cluster::explain::rfc3339_ms(at).unwrap_or_default()
+            ));
+        }
+        if self.is_current() {
+            return None;
+        }
+        Some(format!(
+            "the map has pending work: {} account(s){} not yet taken in (`run` takes them continuously; \
+             or run `recluster`)",
+            self.pending_accounts,
+            if self.structure_pending { " and a host or declaration change" } else { "" }
+        ))
+    }
+}
+
+/// The map's freshness (a scan of the marks).
+pub fn freshness(store: &Store) -> store::Result<Freshness> {
+    let mut f = Freshness { recompute_interrupted_ms: recompute_interrupted(store)?, ..Default::default() };
+    for item in store.iter_cf(CF_MAP_DIRTY) {
+        let (k, v) = item?;
+        if read_i64(&v) == 0 {
+            continue;
+        }
+        if &*k == STRUCTURE {
+            f.structure_pending = true;
+        } else {
+            f.pending_accounts += 1;
+        }
+    }
+    Ok(f)
+}
+
 /// Calls `f` once per DID known to any of the account families (PLC state,
 /// resolution, firehose, stored assignment), in DID order, streaming them
 /// side by side (a merge join on the key): memory stays constant however
 /// many accounts there are. The stored assignment is passed encoded.
-fn for_each_account(
+fn for_each_account<E: From<store::StoreError>>(
     store: &Store,
-    mut f: impl FnMut(&[u8], Known, Option<Box<[u8]>>) -> store::Result<()>,
-) -> store::Result<()> {
+    mut f: impl FnMut(&[u8], Known, Option<Box<[u8]>>) -> Result<(), E>,
+) -> Result<(), E> {
     type It<'a> = std::iter::Peekable<Box<dyn Iterator<Item = store::Result<store::KeyValue>> + 'a>>;
     let mut its: [It<'_>; 4] =
         [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN].map(|cf| store.iter_from(cf, &[]).peekable());
     loop {
         for it in its.iter_mut() {
             if let Some(Err(_)) = it.peek() {
-                return Err(it.next().expect("peeked").expect_err("peeked an error"));
+                return Err(it.next().expect("peeked").expect_err("peeked an error").into());
             }
         }
         let Some(min) = its.iter_mut().filter_map(|it| it.peek().and_then(|r| r.as_ref().ok())).map(|(k, _)| k).min()
@@ -367,18 +478,97 @@ fn for_each_account(
     }
 }
 
-/// Write batches of a recompute are committed every this many changes.
+/// Write batches of a recompute are committed every this many accounts read.
 const RECOMPUTE_BATCH: usize = 20_000;
+
+/// The `meta` key present while a recompute is under way (value: when it
+/// started, i64 ms big-endian). A recompute rewrites assignments in
+/// batches but the counts only at its end, so a recompute that did not
+/// finish (killed, or stopped by a signal) leaves assignments and counts
+/// that disagree: while the key is there, the counts are not to be trusted
+/// or changed by deltas, and the next writer of the map (`recluster`, or
+/// `run`'s maintainer before anything else) recomputes in full.
+pub const RECOMPUTE_MARKER: &[u8] = b"map/recompute";
+
+/// How a recompute runs.
+#[derive(Default)]
+pub struct RecomputeOptions<'a> {
+    /// Clear every mark at the end (one range deletion). Only when the
+    /// caller holds the only handle: with writers running (`run`), marks
+    /// left while the recompute read the accounts must survive it, and the
+    /// maintainer takes them after (re-deriving an account the recompute
+    /// already took changes nothing).
+    pub clear_marks: bool,
+    /// Stop between write batches when set (SIGINT/SIGTERM); the marker
+    /// stays, so the next writer of the map recomputes.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Called after each committed batch with the accounts read so far.
+    pub progress: Option<&'a dyn Fn(u64)>,
+}
+
+/// Why a recompute did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RecomputeError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(
+        "stopped after {accounts} accounts; the map is marked for a full recompute (the next recluster or run does it)"
+    )]
+    Stopped { accounts: u64 },
+}
+
+/// Whether a recompute was started and did not finish (see
+/// [`RECOMPUTE_MARKER`]): when it started, in ms.
+pub fn recompute_interrupted(store: &Store) -> store::Result<Option<i64>> {
+    Ok(store.get_meta(RECOMPUTE_MARKER)?.map(|v| v.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0)))
+}
 
 /// Recomputes the whole map (with the operator's `overrides`) and stores
 /// it: every count rebuilt from zero, every assignment that differs
-/// rewritten, marks cleared, then the structure.
+/// rewritten, marks cleared, then the structure. The caller holds the only
+/// handle on the store.
 pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<Summary> {
+    match recompute_with(store, overrides, &RecomputeOptions { clear_marks: true, ..Default::default() }) {
+        Ok(s) => Ok(s),
+        Err(RecomputeError::Store(e)) => Err(e),
+        Err(RecomputeError::Stopped { .. }) => unreachable!("no stop flag was given"),
+    }
+}
+
+/// [`recompute`], with its options: crash-safe through
+/// [`RECOMPUTE_MARKER`], written before the first assignment changes and
+/// removed in the batch that writes the counts.
+pub fn recompute_with(
+    store: &Store,
+    overrides: &super::overrides::Overrides,
+    opts: &RecomputeOptions<'_>,
+) -> Result<Summary, RecomputeError> {
+    let _span = tracing::info_span!("recompute").entered();
+    let mut marker = rocksdb::WriteBatch::default();
+    marker.put_cf(store.cf(store::CF_META), RECOMPUTE_MARKER, store::now_ms().to_be_bytes());
+    store.write(marker)?;
+    let stopped = || opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     let mut summary = Summary::default();
     let mut totals = Totals::default();
     let mut wb = rocksdb::WriteBatch::default();
     let mut in_batch = 0usize;
-    for_each_account(store, |k, (plc, res, acct), old| {
+    let mut read = 0u64;
+    let walked = for_each_account(store, |k, (plc, res, acct), old| {
+        // every RECOMPUTE_BATCH accounts read: what changed so far is
+        // committed, then progress is reported and a stop honoured
+        if read > 0 && read % RECOMPUTE_BATCH as u64 == 0 {
+            if in_batch > 0 {
+                store.write(std::mem::take(&mut wb))?;
+                in_batch = 0;
+            }
+            if let Some(p) = opts.progress {
+                p(read);
+            }
+            if stopped() {
+                return Err(RecomputeError::Stopped { accounts: read });
+            }
+        }
+        read += 1;
         let did = std::str::from_utf8(k).unwrap_or_default();
         if plc.is_none() && res.is_none() && acct.is_none() {
             // an assignment whose records are gone
@@ -414,13 +604,16 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
             summary.changed += 1;
             write_change(&mut wb, store, did, old.as_ref(), &new, cbor, false);
             in_batch += 1;
-            if in_batch >= RECOMPUTE_BATCH {
-                store.write(std::mem::take(&mut wb))?;
-                in_batch = 0;
-            }
         }
         Ok(())
-    })?;
+    });
+    if let Err(e) = walked {
+        if let RecomputeError::Stopped { accounts } = e {
+            store.write(wb)?;
+            tracing::warn!(accounts, "recompute stopped; the map stays marked for a full recompute");
+        }
+        return Err(e);
+    }
     // counts: replace whole
     let totals = totals.into_keys();
     let counts = store.cf(CF_MAP_COUNTS);
@@ -442,16 +635,20 @@ pub fn recompute(store: &Store, overrides: &super::overrides::Overrides) -> stor
     // rather than a tombstone per mark, which every later scan of the
     // family (each maintainer step) would step over until compaction, and
     // which made the last batch as large as the number of accounts
-    let dirty = store.cf(CF_MAP_DIRTY);
-    let cut: &[u8] = &[0xff];
-    if let Some((last, _)) = store.at_or_before(CF_MAP_DIRTY, cut)? {
-        wb.delete_range_cf(dirty, &[][..], &*last);
-        wb.delete_cf(dirty, &*last);
+    if opts.clear_marks {
+        let dirty = store.cf(CF_MAP_DIRTY);
+        let cut: &[u8] = &[0xff];
+        if let Some((last, _)) = store.at_or_before(CF_MAP_DIRTY, cut)? {
+            wb.delete_range_cf(dirty, &[][..], &*last);
+            wb.delete_cf(dirty, &*last);
+        }
+        for item in store.iter_from(CF_MAP_DIRTY, cut) {
+            let (k, _) = item?;
+            wb.delete_cf(dirty, k);
+        }
     }
-    for item in store.iter_from(CF_MAP_DIRTY, cut) {
-        let (k, _) = item?;
-        wb.delete_cf(dirty, k);
-    }
+    // the counts agree with the assignments again
+    wb.delete_cf(store.cf(store::CF_META), RECOMPUTE_MARKER);
     store.write(wb)?;
     crate::metrics::MAP_UPDATES.with_label_values(&["recompute"]).inc();
     let st = refresh_structure(store, overrides)?;

@@ -14,23 +14,23 @@
 //! Hosts are normalised like every endpoint. Each override shows in the
 //! instance's evidence.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One pin: hosts to join.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin {
     #[serde(default)]
     pub name: Option<String>,
     pub hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Split {
     pub host: String,
 }
 
 /// The overrides file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Overrides {
     #[serde(default)]
     pub pin: Vec<Pin>,
@@ -73,5 +73,28 @@ impl Overrides {
 
     pub fn is_split(&self, host: &str) -> bool {
         self.split.iter().any(|s| s.host == host)
+    }
+}
+
+/// Where the overrides in force are kept (`meta`, CBOR).
+const KEY: &[u8] = b"map/overrides";
+
+/// The overrides the map is built with: `given` (a file named on this
+/// command's line, kept in the store from now on), else the ones last given
+/// to any command, so a command that updates the map without `--overrides`
+/// (replay, backfill-plc, crawl-hosts) does not undo an operator's pins.
+/// An empty file clears them.
+pub fn in_force(store: &crate::store::Store, given: Option<Overrides>) -> crate::store::Result<Overrides> {
+    match given {
+        Some(o) => {
+            let mut wb = rocksdb::WriteBatch::default();
+            wb.put_cf(store.cf(crate::store::CF_META), KEY, crate::store::to_cbor(&o));
+            store.write(wb)?;
+            Ok(o)
+        }
+        None => match store.get_meta(KEY)? {
+            Some(b) => crate::store::from_cbor(crate::store::CF_META, &b),
+            None => Ok(Overrides::default()),
+        },
     }
 }

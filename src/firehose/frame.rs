@@ -119,6 +119,8 @@ impl Action {
         }
     }
     pub const ALL: [Action; 3] = [Action::Create, Action::Update, Action::Delete];
+    /// [`Action::as_str`] of each of [`Action::ALL`] (a metric label set).
+    pub const LABELS: &'static [&'static str] = &["create", "update", "delete"];
 }
 
 /// One `#repoOp`, with its record block when the slice has it.
@@ -619,4 +621,15 @@ fn skipped<'a>(r: &mut Reader<'a>, t: &'a str, deprecated: bool) -> Result<Skipp
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_labels_are_the_actions_names() {
+        let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(names, Action::LABELS);
+    }
 }

@@ -85,25 +85,124 @@ pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {
     }
 }
 
-pub fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
+/// One change to a host's record, written as a merge operand of the
+/// `hosts` family and folded into the record by [`merge`] in write order.
+/// No writer reads a record, awaits the network and writes the whole record
+/// back: a crawl that takes minutes (`listRepos`, 200 pages) cannot
+/// overwrite a note the resolver or the PLC loader made meanwhile (the
+/// lost update this replaced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostOp {
+    /// Named by `source` (`did_document`, `relay`) at this time.
+    Noted { source: String, at_ms: i64 },
+    /// A crawl's outcome.
+    Crawled { at_ms: i64, outcome: CrawlOutcome },
+    /// What the relay's `listHosts` said.
+    Relay(RelayView),
+    /// The whole record (tests, benches, imports).
+    Replace(HostRecord),
+}
+
+/// What one crawl found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CrawlOutcome {
+    Reached { describe: Describe, version: Option<String>, repos: Option<Repos> },
+    Failed { reason: String },
+}
+
+impl HostRecord {
+    fn new_at(at_ms: i64) -> HostRecord {
+        HostRecord { first_seen_ms: at_ms, state: "pending".into(), ..HostRecord::default() }
+    }
+
+    /// Applies one change.
+    pub fn apply(&mut self, op: HostOp) {
+        match op {
+            HostOp::Noted { source, .. } => {
+                if !self.sources.contains(&source) {
+                    self.sources.push(source);
+                }
+            }
+            HostOp::Relay(view) => {
+                if !self.sources.iter().any(|s| s == "relay") {
+                    self.sources.push("relay".into());
+                }
+                self.relay = Some(view);
+            }
+            HostOp::Replace(rec) => *self = rec,
+            HostOp::Crawled { at_ms: now, outcome } => {
+                self.last_checked_ms = Some(now);
+                match outcome {
+                    CrawlOutcome::Reached { describe, version, repos } => {
+                        self.describe = Some(describe);
+                        self.version = version;
+                        self.repos = repos;
+                        self.state = "online".into();
+                        self.offline_since_ms = None;
+                        self.last_ok_ms = Some(now);
+                        self.last_error = None;
+                        self.failures = 0;
+                        self.next_check_ms = now + RECRAWL.as_millis() as i64;
+                    }
+                    CrawlOutcome::Failed { reason } => {
+                        if self.state != "offline" {
+                            self.offline_since_ms = Some(now);
+                        }
+                        self.state = "offline".into();
+                        self.last_error = Some(reason);
+                        self.failures = self.failures.saturating_add(1);
+                        let wait =
+                            RETRY_MIN.saturating_mul(1 << self.failures.saturating_sub(1).min(16)).min(RETRY_MAX);
+                        self.next_check_ms = now + wait.as_millis() as i64;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `hosts` family's merge operator: folds [`HostOp`] operands into the
+/// record (a host first named by an operand starts `pending`, first seen
+/// then). An operand that does not decode is skipped (logged), never fatal.
+pub fn merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let mut rec: Option<HostRecord> = existing.and_then(|b| ciborium::from_reader(b).ok());
+    for op in operands {
+        match ciborium::from_reader::<HostOp, _>(op) {
+            Ok(o) => {
+                let at = match &o {
+                    HostOp::Noted { at_ms, .. } | HostOp::Crawled { at_ms, .. } => *at_ms,
+                    HostOp::Relay(v) => v.seen_at_ms,
+                    HostOp::Replace(r) => r.first_seen_ms,
+                };
+                rec.get_or_insert_with(|| HostRecord::new_at(at)).apply(o);
+            }
+            Err(e) => tracing::error!(error = %e, "undecodable host operand skipped"),
+        }
+    }
+    Some(store::to_cbor(&rec.unwrap_or_default()))
+}
+
+/// Writes one change (and the map's structure mark) in one batch.
+fn write(store: &Store, host: &str, op: &HostOp) -> store::Result<()> {
     let mut wb = rocksdb::WriteBatch::default();
-    wb.put_cf(store.cf(CF_HOSTS), host.as_bytes(), store::to_cbor(rec));
+    wb.merge_cf(store.cf(CF_HOSTS), host.as_bytes(), store::to_cbor(op));
     crate::cluster::map::mark_structure(&mut wb, store);
     store.write(wb)
 }
 
+/// Replaces a host's whole record.
+pub fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
+    write(store, host, &HostOp::Replace(rec.clone()))
+}
+
 /// Records that `host` (a normalised endpoint) was named by `source`.
 pub fn note(store: &Store, host: &str, source: &str) -> store::Result<()> {
-    let mut rec = get(store, host)?.unwrap_or_else(|| HostRecord {
-        first_seen_ms: now_ms(),
-        state: "pending".into(),
-        ..HostRecord::default()
-    });
-    if rec.sources.iter().any(|s| s == source) {
+    // a host that already has the source needs no write (nor a structure
+    // refresh); the read may be stale, which costs one redundant operand
+    if get(store, host)?.is_some_and(|r| r.sources.iter().any(|s| s == source)) {
         return Ok(());
     }
-    rec.sources.push(source.to_owned());
-    put(store, host, &rec)
+    write(store, host, &HostOp::Noted { source: source.to_owned(), at_ms: now_ms() })
 }
 
 #[derive(Deserialize)]
@@ -154,55 +253,42 @@ fn json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, FetchError> {
     serde_json::from_slice(b).map_err(|_| FetchError::Transport("response is not the expected JSON".into()))
 }
 
-/// Crawls one host now and stores the outcome.
+/// Crawls one host now and stores the outcome (one [`HostOp::Crawled`]
+/// operand: nothing read before the network is written back).
 pub async fn crawl(store: &Store, fetcher: &Fetcher, host: &str) -> store::Result<HostRecord> {
-    let mut rec = get(store, host)?.unwrap_or_default();
     let now = now_ms();
-    rec.last_checked_ms = Some(now);
     let describe = fetcher
         .get(&format!("{host}/xrpc/com.atproto.server.describeServer"))
         .await
         .and_then(|b| json::<RawDescribe>(&b));
-    match describe {
+    let outcome = match describe {
         Ok(d) => {
             let (links, contact) = (d.links, d.contact);
-            rec.describe = Some(Describe {
+            let describe = Describe {
                 did: d.did,
                 available_user_domains: d.available_user_domains.into_iter().take(64).collect(),
                 invite_code_required: d.invite_code_required,
                 privacy_policy: links.as_ref().and_then(|l| l.privacy_policy.clone()),
                 terms_of_service: links.and_then(|l| l.terms_of_service),
                 contact_email: contact.and_then(|c| c.email),
-            });
-            rec.version = fetcher
+            };
+            let version = fetcher
                 .get(&format!("{host}/xrpc/_health"))
                 .await
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["version"].as_str().map(str::to_owned));
-            rec.repos = list_repos(fetcher, host).await.ok();
-            rec.state = "online".into();
-            rec.offline_since_ms = None;
-            rec.last_ok_ms = Some(now);
-            rec.last_error = None;
-            rec.failures = 0;
-            rec.next_check_ms = now + RECRAWL.as_millis() as i64;
+            let repos = list_repos(fetcher, host).await.ok();
             metrics::HOST_CRAWLS.with_label_values(&["online"]).inc();
+            CrawlOutcome::Reached { describe, version, repos }
         }
         Err(e) => {
-            if rec.state != "offline" {
-                rec.offline_since_ms = Some(now);
-            }
-            rec.state = "offline".into();
-            rec.last_error = Some(e.reason().to_owned());
-            rec.failures = rec.failures.saturating_add(1);
-            let wait = RETRY_MIN.saturating_mul(1 << rec.failures.saturating_sub(1).min(16)).min(RETRY_MAX);
-            rec.next_check_ms = now + wait.as_millis() as i64;
             metrics::HOST_CRAWLS.with_label_values(&[e.reason()]).inc();
+            CrawlOutcome::Failed { reason: e.reason().to_owned() }
         }
-    }
-    put(store, host, &rec)?;
-    Ok(rec)
+    };
+    write(store, host, &HostOp::Crawled { at_ms: now, outcome })?;
+    Ok(get(store, host)?.unwrap_or_default())
 }
 
 async fn list_repos(fetcher: &Fetcher, host: &str) -> Result<Repos, FetchError> {
@@ -271,21 +357,15 @@ pub async fn list_hosts(store: &Store, fetcher: &Fetcher, relay: &str) -> Result
             let Ok(host) = crate::identity::did::normalize_endpoint(&format!("https://{}", h.hostname)) else {
                 continue;
             };
-            let mut rec = get(store, &host).ok().flatten().unwrap_or_else(|| HostRecord {
-                first_seen_ms: now_ms(),
-                state: "pending".into(),
-                ..HostRecord::default()
-            });
-            if !rec.sources.iter().any(|s| s == "relay") {
-                rec.sources.push("relay".into());
-            }
-            rec.relay = Some(RelayView {
+            let view = RelayView {
                 status: h.status.clone(),
                 account_count: h.account_count,
                 seq: h.seq,
                 seen_at_ms: now_ms(),
-            });
-            let _ = put(store, &host, &rec);
+            };
+            if let Err(e) = write(store, &host, &HostOp::Relay(view)) {
+                tracing::error!(error = %e, "storing a relay's host");
+            }
             n += 1;
         }
         match page.cursor {

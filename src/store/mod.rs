@@ -15,7 +15,7 @@
 //! | `plc`      | did:plc (UTF-8)                       | [`crate::plc::load::PlcRecord`], CBOR: state from the PLC export, written as merge operands ([`crate::plc::load::PlcOperand`]) |
 //! | `identity` | DID (UTF-8)                           | [`crate::identity::resolve::IdentityRecord`], CBOR: the last resolution's outcome |
 //! | `retry`    | next try (i64 ms, big-endian) ‖ DID   | empty: DIDs whose resolution failed, by when to try again |
-//! | `hosts`    | normalised endpoint (`https://host`)  | [`crate::hosts::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view |
+//! | `hosts`    | normalised endpoint (`https://host`)  | [`crate::hosts::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view; written as merge operands ([`crate::hosts::HostOp`]) |
 //! | `instances` | instance id                          | [`crate::cluster::map::InstanceRecord`], CBOR (written whole by `recluster`) |
 //! | `host_instance` | normalised endpoint              | instance id |
 //! | `declarations` | operator DID                      | [`crate::cluster::map::DeclarationStatus`], CBOR: which claims verified and why not |
@@ -295,6 +295,9 @@ impl Store {
                 }
                 if *name == CF_PLC {
                     o.set_merge_operator("plc_apply", crate::plc::load::merge, |_, _, _| None);
+                }
+                if *name == CF_HOSTS {
+                    o.set_merge_operator("host_apply", crate::hosts::merge, |_, _, _| None);
                 }
                 ColumnFamilyDescriptor::new(*name, o)
             })
