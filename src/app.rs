@@ -32,7 +32,7 @@ pub struct Queued {
 }
 
 /// The step between decoding and the writer's queue: starts each commit's
-/// signature check on the worker pool (when checks are on) and drops a
+/// (and `#sync`'s) signature check on the worker pool (when checks are on) and drops a
 /// DID's cached key when an `#identity` says it may have changed.
 pub struct Checker {
     pool: Option<VerifyPool>,
@@ -54,13 +54,15 @@ impl Checker {
         let mut pending = None;
         if let Some(pool) = &self.pool {
             match &mut event.kind {
-                EventKind::Commit { did, sig, signature, .. } => match sig.take() {
-                    Some(input) => match pool.submit(did, input) {
-                        Ok(p) => pending = Some(p),
-                        Err(status) => *signature = status,
-                    },
-                    None => *signature = SigStatus::Invalid("sig_malformed"),
-                },
+                EventKind::Commit { did, sig, signature, .. } | EventKind::Sync { did, sig, signature, .. } => {
+                    match sig.take() {
+                        Some(input) => match pool.submit(did, input) {
+                            Ok(p) => pending = Some(p),
+                            Err(status) => *signature = status,
+                        },
+                        None => *signature = SigStatus::Invalid("sig_malformed"),
+                    }
+                }
                 EventKind::Identity { did, .. } => pool.identity_changed(did),
                 _ => {}
             }
@@ -72,7 +74,9 @@ impl Checker {
 /// Waits for the event's signature check, if it has one.
 pub fn settle(q: Queued) -> Event {
     let mut event = q.event;
-    if let (Some(p), EventKind::Commit { signature, .. }) = (q.pending, &mut event.kind) {
+    if let (Some(p), EventKind::Commit { signature, .. } | EventKind::Sync { signature, .. }) =
+        (q.pending, &mut event.kind)
+    {
         *signature = p.recv().unwrap_or(SigStatus::NotChecked);
     }
     event

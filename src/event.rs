@@ -46,6 +46,10 @@ pub enum EventKind {
     Sync {
         did: String,
         rev: String,
+        /// What the signature check of its commit block covers, as for
+        /// `Commit`.
+        sig: Option<SigInput>,
+        signature: SigStatus,
     },
     Identity {
         did: String,
@@ -127,6 +131,13 @@ pub fn from_frame_bytes(bytes: &[u8]) -> Event {
     }
 }
 
+/// What the signature check of a commit block covers; `claimed`: the
+/// times the event claims (see [`SigInput::claimed_us`]).
+fn sig_input(commit_block: Option<&[u8]>, claimed: &[Option<i64>]) -> Option<SigInput> {
+    let (digest, sig) = crate::repo::commit::unsigned_digest(commit_block?).ok()?;
+    Some(SigInput { digest, sig: sig.to_vec(), claimed_us: SigInput::latest(claimed) })
+}
+
 /// Turns a decoded frame into an owned event.
 pub fn from_frame(f: &Frame<'_>) -> Event {
     let seq = f.seq();
@@ -151,11 +162,9 @@ pub fn from_frame(f: &Frame<'_>) -> Event {
                     });
                 }
             }
-            let sig = c
-                .blocks
-                .get(c.commit)
-                .and_then(|b| crate::repo::commit::unsigned_digest(b).ok())
-                .map(|(digest, sig)| SigInput { digest, sig: sig.to_vec() });
+            // the frame's rev is the commit object's (the decoder checks)
+            let claimed = [crate::types::tid_time_us(c.rev), time_us];
+            let sig = sig_input(c.blocks.get(c.commit), &claimed);
             EventKind::Commit {
                 did: c.repo.to_owned(),
                 rev: c.rev.to_owned(),
@@ -166,7 +175,18 @@ pub fn from_frame(f: &Frame<'_>) -> Event {
                 signature: SigStatus::NotChecked,
             }
         }
-        Frame::Sync(s) => EventKind::Sync { did: s.did.to_owned(), rev: s.rev.to_owned() },
+        Frame::Sync(s) => {
+            // the frame's rev may be newer than the signed commit's (see
+            // the decoder): both count as claimed times
+            let mut claimed = vec![crate::types::tid_time_us(s.rev), time_us];
+            claimed.extend(s.object.rev.map(crate::types::tid_time_us));
+            EventKind::Sync {
+                did: s.did.to_owned(),
+                rev: s.rev.to_owned(),
+                sig: sig_input(s.blocks.get(s.commit), &claimed),
+                signature: SigStatus::NotChecked,
+            }
+        }
         Frame::Identity(i) => EventKind::Identity {
             did: i.did.to_owned(),
             // A syntactically invalid handle is recorded as `handle.invalid`,

@@ -209,11 +209,12 @@ impl Ingest {
             }
         };
         match &ev.kind {
-            EventKind::Commit { signature: SigStatus::Invalid(reason), did, .. } => {
+            EventKind::Commit { signature: SigStatus::Invalid(reason), did, .. }
+            | EventKind::Sync { signature: SigStatus::Invalid(reason), did, .. } => {
                 metrics::SIGNATURES.with_label_values(&[reason]).inc();
                 self.count(counter::SIGNATURE, reason, 1);
                 self.drop_event("bad_signature");
-                tracing::warn!(did, seq, reason, "commit signature does not verify; not applied");
+                tracing::warn!(did, seq, reason, kind = label, "commit signature does not verify; not applied");
             }
             EventKind::Commit { did, rev, ops, records, blocks_missing, signature, .. } => {
                 metrics::SIGNATURES.with_label_values(&[signature.label()]).inc();
@@ -258,7 +259,9 @@ impl Ingest {
                     }
                 }
             }
-            EventKind::Sync { did, rev } => {
+            EventKind::Sync { did, rev, signature, .. } => {
+                metrics::SIGNATURES.with_label_values(&[signature.label()]).inc();
+                self.count(counter::SIGNATURE, signature.label(), 1);
                 let a = self.account(did, seq)?;
                 touch(a);
                 a.rev = Some(rev.clone());

@@ -59,11 +59,15 @@ pub static BLOCKS_MISSING: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
-/// Commit signature checks, by result (`valid`, `no_key`, `not_checked`,
-/// or a failure reason: `sig_invalid`, `sig_high_s`, `sig_length`,
-/// `sig_malformed`).
+/// Commit and `#sync` signature checks, by result (`valid`,
+/// `valid_prior_key`, `no_key`, `not_checked`, or a failure reason:
+/// `sig_invalid`, `sig_high_s`, `sig_length`, `sig_malformed`).
 pub static SIGNATURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("instancemap_identity_signature_checks_total", "Commit signature checks, by result.", &["result"])
+    counter_vec(
+        "instancemap_identity_signature_checks_total",
+        "Commit and #sync signature checks, by result.",
+        &["result"],
+    )
 });
 
 /// PLC export lines, by outcome (`applied`, `already_applied`,
@@ -322,7 +326,7 @@ pub const DROP_REASONS: &[&str] =
 
 /// Signature check results, for pre-registering.
 pub const SIGNATURE_RESULTS: &[&str] =
-    &["valid", "no_key", "not_checked", "sig_invalid", "sig_high_s", "sig_length", "sig_malformed"];
+    &["valid", "valid_prior_key", "no_key", "not_checked", "sig_invalid", "sig_high_s", "sig_length", "sig_malformed"];
 
 /// The label sets that belong to the stages (frame kinds, decode errors,
 /// fetch outcomes, op actions, API routes), handed in by the app so this

@@ -29,8 +29,10 @@ pub struct Stats {
     /// Events not applied, by reason (`duplicate`, `rejected`, `deprecated`,
     /// `unknown_type`, `info`, `error_frame`).
     pub dropped: BTreeMap<String, i64>,
-    /// Commit signature checks by result: `valid`, `no_key` (applied,
-    /// unverified), `not_checked` (verification off), or the failure reason
+    /// Commit and `#sync` signature checks by result: `valid`,
+    /// `valid_prior_key` (by a key since rotated away, the event claiming a
+    /// time before the rotation), `no_key` (applied, unverified),
+    /// `not_checked` (verification off), or the failure reason
     /// (`sig_invalid`, `sig_high_s`, `sig_length`, `sig_malformed`: not applied).
     pub signatures: BTreeMap<String, i64>,
     /// `#info` frames by name; error frames by error.

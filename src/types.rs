@@ -107,6 +107,17 @@ pub fn is_tid(s: &str) -> bool {
         && b.iter().all(|c| matches!(c, b'2'..=b'7' | b'a'..=b'z'))
 }
 
+/// The time a TID claims: its 53 bits of microseconds since the epoch
+/// (`None` for a string that is not a TID). Whoever made the TID chose it.
+pub fn tid_time_us(s: &str) -> Option<i64> {
+    if !is_tid(s) {
+        return None;
+    }
+    const ALPHABET: &[u8; 32] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let n = s.bytes().fold(0u64, |n, c| (n << 5) | ALPHABET.iter().position(|a| *a == c).unwrap_or(0) as u64);
+    i64::try_from(n >> 10).ok()
+}
+
 /// Splits a repo path `collection/rkey`, checking both parts.
 pub fn split_repo_path(path: &str) -> Option<(&str, &str)> {
     let (c, r) = path.split_once('/')?;
@@ -128,6 +139,9 @@ mod tests {
         assert!(!is_nsid("app.bsky"));
         assert!(is_record_key("self"));
         assert!(is_tid("3mptbypluud2a"));
+        // a real commit rev and its frame's time, 2026-07-04T14:38:07.517Z
+        assert_eq!(tid_time_us("3mptbypluud2a"), Some(1_783_175_887_514_441));
+        assert_eq!(tid_time_us("3mptbypluud2"), None);
         assert_eq!(split_repo_path("app.bsky.feed.like/3mptbyplj5d2a"), Some(("app.bsky.feed.like", "3mptbyplj5d2a")));
         assert_eq!(split_repo_path("app.bsky.feed.like"), None);
     }

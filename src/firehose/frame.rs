@@ -178,6 +178,9 @@ pub struct Sync<'a> {
     pub did: &'a str,
     pub rev: &'a str,
     pub time: &'a str,
+    /// The commit's CID (the CAR's root) and the CAR, which holds its block.
+    pub commit: &'a [u8],
+    pub blocks: CarSlice<'a>,
     pub object: CommitObject<'a>,
 }
 
@@ -521,7 +524,7 @@ fn sync<'a>(r: &mut Reader<'a>) -> Result<Sync<'a>, FrameError> {
     // whose `rev` is newer than the commit block's (seen in its recorded
     // frames), and the frame's rev is the one the lexicon defines.
     let object = commit_object(&slice, root, did, None)?;
-    Ok(Sync { seq, did, rev, time, object })
+    Ok(Sync { seq, did, rev, time, commit: root, blocks: slice, object })
 }
 
 fn identity<'a>(r: &mut Reader<'a>) -> Result<Identity<'a>, FrameError> {

@@ -1,8 +1,19 @@
 //! Commit signature checks, off the writer thread: a pool of workers
-//! verifies each `#commit`'s signature against the account's current
-//! signing key while the writer waits, in order, only for the event at the
-//! head of its queue. Keys come from a [`KeySource`] (the store's identity
-//! state) through a small cache of parsed keys.
+//! verifies each `#commit`'s (and `#sync`'s) signature against the
+//! account's signing key while the writer waits, in order, only for the
+//! event at the head of its queue. Keys come from a [`KeySource`] (the
+//! store's identity state, with the PLC log's key history) through a small
+//! cache of parsed keys.
+//!
+//! Which key is accepted: the current key first. Only when it fails, a key
+//! the account has rotated away from, if every time the event claims (its
+//! rev's TID, the signed commit's rev, the frame's `time`) is before that
+//! key was rotated away; such an event is counted `valid_prior_key`. Those
+//! times are the PDS's word, so this is a limitation, not a proof: whoever
+//! holds an old key (leaked, or a former PDS) can still sign a commit that
+//! claims an old time and have it accepted. What it cannot do is pass off
+//! a commit claiming a time after the rotation, and a commit refused by the
+//! current key is visible under its own label.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,11 +25,22 @@ use crate::plc::load::PlcRecord;
 use crate::store::{self, Store, CF_IDENTITY, CF_PLC};
 
 /// What a commit's signature is checked over: the SHA-256 of the unsigned
-/// commit, and the signature bytes.
+/// commit, and the signature bytes; and when the event claims it was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigInput {
     pub digest: [u8; 32],
     pub sig: Vec<u8>,
+    /// The latest of the times the event claims (µs since the epoch): the
+    /// revs' TIDs and the frame's `time`; `None` when any of them is
+    /// missing or does not parse (then only the current key can pass).
+    pub claimed_us: Option<i64>,
+}
+
+impl SigInput {
+    /// The latest of `times`, or `None` if any is `None`.
+    pub fn latest(times: &[Option<i64>]) -> Option<i64> {
+        times.iter().try_fold(i64::MIN, |m, t| t.map(|t| m.max(t)))
+    }
 }
 
 /// The outcome of a check.
@@ -26,7 +48,11 @@ pub struct SigInput {
 pub enum SigStatus {
     /// Verification is off, or the event is not a commit.
     NotChecked,
+    /// Verified by the account's current key.
     Valid,
+    /// Verified by a key the account has rotated away from, claiming a
+    /// time before the rotation (see the module docs): applied, counted.
+    ValidPriorKey,
     /// No signing key is known for the account yet: applied, counted.
     NoKey,
     /// The signature does not verify against the known key: not applied.
@@ -39,23 +65,43 @@ impl SigStatus {
         match self {
             SigStatus::NotChecked => "not_checked",
             SigStatus::Valid => "valid",
+            SigStatus::ValidPriorKey => "valid_prior_key",
             SigStatus::NoKey => "no_key",
             SigStatus::Invalid(reason) => reason,
         }
     }
 }
 
+/// An account's keys as Multikeys: the current one, and the ones it has
+/// rotated away from, each with the time (µs) it stopped being in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyHistory {
+    pub current: Option<String>,
+    pub retired: Vec<(String, i64)>,
+}
+
 /// Where signing keys come from.
 pub trait KeySource: Send + Sync {
     /// The account's current `#atproto` key as a Multikey, if known.
     fn signing_key(&self, did: &str) -> store::Result<Option<String>>;
+
+    /// The current key and the retired ones. By default the current key
+    /// only (a source without history).
+    fn key_history(&self, did: &str) -> store::Result<KeyHistory> {
+        Ok(KeyHistory { current: self.signing_key(did)?, retired: Vec::new() })
+    }
 }
 
 /// The store's keys: the PLC state and the last resolution, whichever is
 /// newer (a resolution reflects the directory at its time; a PLC operation
-/// created after it supersedes it).
+/// created after it supersedes it). The history is the PLC log's: a
+/// resolved DID document has only the current key, and did:web has none.
 impl KeySource for Store {
     fn signing_key(&self, did: &str) -> store::Result<Option<String>> {
+        Ok(self.key_history(did)?.current)
+    }
+
+    fn key_history(&self, did: &str) -> store::Result<KeyHistory> {
         let plc: Option<PlcRecord> = match self.get_cf(CF_PLC, did.as_bytes())? {
             Some(b) => Some(store::from_cbor(CF_PLC, &b)?),
             None => None,
@@ -64,11 +110,30 @@ impl KeySource for Store {
             Some(b) => Some(store::from_cbor(CF_IDENTITY, &b)?),
             None => None,
         };
-        Ok(if super::resolve::resolution_is_current(plc.as_ref(), resolved.as_ref()) {
+        let plc_key = plc.as_ref().and_then(|p| p.signing_key.clone().filter(|_| !p.tombstoned));
+        let current = if super::resolve::resolution_is_current(plc.as_ref(), resolved.as_ref()) {
             resolved.and_then(|r| r.signing_key)
         } else {
-            plc.and_then(|p| p.signing_key.filter(|_| !p.tombstoned))
-        })
+            plc_key.clone()
+        };
+        let Some(plc) = plc else {
+            return Ok(KeyHistory { current, retired: Vec::new() });
+        };
+        let mut retired: Vec<(String, i64)> = plc
+            .retired_keys
+            .iter()
+            .filter_map(|r| Some((r.key.clone(), crate::event::parse_time_us(&r.until)?)))
+            .collect();
+        // A newer resolution names another key: the PLC state's key was
+        // rotated away by an operation not loaded yet, at an unknown time
+        // after the last one loaded, which is the safe bound.
+        if let Some(k) = plc_key.filter(|k| current.as_ref() != Some(k)) {
+            if let Some(until) = crate::event::parse_time_us(&plc.updated_at) {
+                retired.push((k, until));
+            }
+        }
+        retired.retain(|(k, _)| current.as_ref() != Some(k));
+        Ok(KeyHistory { current, retired })
     }
 }
 
@@ -78,16 +143,65 @@ impl KeySource for HashMap<String, String> {
     }
 }
 
+/// [`KeyHistory`] parsed (keys that do not parse are left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub current: Option<PublicKey>,
+    pub retired: Vec<(PublicKey, i64)>,
+}
+
+impl Keys {
+    fn parse(h: KeyHistory) -> Keys {
+        Keys {
+            current: h.current.and_then(|mk| PublicKey::from_multikey(&mk).ok()),
+            retired: h
+                .retired
+                .into_iter()
+                .filter_map(|(mk, t)| Some((PublicKey::from_multikey(&mk).ok()?, t)))
+                .collect(),
+        }
+    }
+
+    /// No key to check against.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_none() && self.retired.is_empty()
+    }
+
+    /// Checks `input`: the current key, then (only if it fails) the retired
+    /// keys, newest first, that were rotated away after every time the
+    /// event claims. There is no lower bound (a key's `from`): a PDS that an
+    /// account moves to signs with its new key before the PLC operation
+    /// naming that key, and an old key claiming an earlier time is the
+    /// accepted limitation anyway. The outcome of a failure is the current
+    /// key's reason.
+    pub fn check(&self, input: &SigInput) -> SigStatus {
+        let mut status = SigStatus::Invalid("sig_invalid");
+        if let Some(k) = &self.current {
+            status = verify(k, input);
+            if status == SigStatus::Valid {
+                return status;
+            }
+        }
+        let Some(claimed) = input.claimed_us else { return status };
+        for (k, until) in self.retired.iter().rev() {
+            if claimed < *until && verify(k, input) == SigStatus::Valid {
+                return SigStatus::ValidPriorKey;
+            }
+        }
+        status
+    }
+}
+
 /// How long a looked-up key (or its absence) is trusted before the source
 /// is asked again. Short, because the store's identity state moves.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most keys cached; the cache is cleared when it grows past this.
 pub const KEY_CACHE_MAX: usize = 200_000;
 
-/// Parsed keys by DID.
+/// Parsed keys by DID (shared, so a hit copies a pointer, not the history).
 pub struct KeyCache {
     source: Arc<dyn KeySource>,
-    map: Mutex<HashMap<String, (Instant, Option<PublicKey>)>>,
+    map: Mutex<HashMap<String, (Instant, Arc<Keys>)>>,
 }
 
 impl KeyCache {
@@ -95,27 +209,31 @@ impl KeyCache {
         KeyCache { source, map: Mutex::new(HashMap::new()) }
     }
 
-    /// The account's parsed key (cached), if one is known.
+    /// The account's current parsed key (cached), if one is known.
     pub fn key(&self, did: &str) -> Option<PublicKey> {
+        self.keys(did).current.clone()
+    }
+
+    /// The account's parsed keys, current and retired (cached).
+    pub fn keys(&self, did: &str) -> Arc<Keys> {
         if let Some((at, k)) = self.map.lock().expect("key cache lock").get(did) {
             if at.elapsed() < KEY_CACHE_TTL {
                 return k.clone();
             }
         }
-        let key = match self.source.signing_key(did) {
-            Ok(Some(mk)) => PublicKey::from_multikey(&mk).ok(),
-            Ok(None) => None,
+        let keys = Arc::new(match self.source.key_history(did) {
+            Ok(h) => Keys::parse(h),
             Err(e) => {
                 tracing::warn!(error = %e, "reading a signing key");
-                None
+                Keys::default()
             }
-        };
+        });
         let mut map = self.map.lock().expect("key cache lock");
         if map.len() >= KEY_CACHE_MAX {
             map.clear();
         }
-        map.insert(did.to_owned(), (Instant::now(), key.clone()));
-        key
+        map.insert(did.to_owned(), (Instant::now(), keys.clone()));
+        keys
     }
 
     /// Drops a DID's cached key (its identity changed).
@@ -126,7 +244,7 @@ impl KeyCache {
 
 struct Job {
     did: String,
-    key: PublicKey,
+    keys: Arc<Keys>,
     input: SigInput,
     /// The account announced an identity change (`#identity`) recently: on
     /// failure, re-resolve and try the fresh key before failing.
@@ -174,11 +292,11 @@ impl VerifyPool {
                 .name(format!("verify-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let mut status = verify(&job.key, &job.input);
+                        let mut status = job.keys.check(&job.input);
                         if let (SigStatus::Invalid(_), true, Some(refresh)) = (status, job.changed, &refresh) {
                             cache.forget(&job.did);
                             if let Some(fresh) = refresh(&job.did) {
-                                if fresh != job.key {
+                                if job.keys.current.as_ref() != Some(&fresh) {
                                     status = verify(&fresh, &job.input);
                                 }
                             }
@@ -201,15 +319,18 @@ impl VerifyPool {
         changed.insert(did.to_owned(), Instant::now());
     }
 
-    /// Starts the check of one commit: `Err` with the outcome at once when
-    /// no key is known (nothing to wait for), else the pending check.
+    /// Starts the check of one commit (or `#sync`): `Err` with the outcome
+    /// at once when no key is known (nothing to wait for), else the pending
+    /// check. An account whose only keys are retired (tombstoned) is
+    /// checked against them.
     pub fn submit(&self, did: &str, input: SigInput) -> Result<Pending, SigStatus> {
-        let Some(key) = self.cache.key(did) else {
+        let keys = self.cache.keys(did);
+        if keys.is_empty() {
             return Err(SigStatus::NoKey);
-        };
+        }
         let changed = self.changed.lock().expect("changed lock").get(did).is_some_and(|t| t.elapsed() < CHANGE_WINDOW);
         let (reply, pending) = crossbeam_channel::bounded(1);
-        if self.jobs.send(Job { did: did.to_owned(), key, input, changed, reply }).is_err() {
+        if self.jobs.send(Job { did: did.to_owned(), keys, input, changed, reply }).is_err() {
             // no workers left: the pending check reads as disconnected
             tracing::error!("signature workers are gone");
         }

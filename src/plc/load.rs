@@ -39,7 +39,33 @@ pub struct PlcRecord {
     /// PDS changes (migrations), oldest first; the last [`MAX_MOVES`].
     #[serde(default)]
     pub moves: Vec<Move>,
+    /// `#atproto` keys no longer in force, oldest first; the last
+    /// [`MAX_RETIRED_KEYS`]. With `signing_key` (in force since the last
+    /// one's `until`, or since genesis) this is the account's key history, so
+    /// a commit can be checked against the key of its time. Empty for an
+    /// account that never changed its key (most), and not written then;
+    /// records stored before it existed read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_keys: Vec<RetiredKey>,
 }
+
+/// A signing key that was in force from `from` until `until` (the
+/// `createdAt` of the operation that changed it or tombstoned the DID).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    pub key: String,
+    pub from: String,
+    pub until: String,
+}
+
+/// Retired keys kept per account (the record stays bounded; the oldest go
+/// first, and commits signed with them then fail as `sig_invalid`).
+pub const MAX_RETIRED_KEYS: usize = 64;
+
+/// How far back a recovery operation can nullify (the PLC spec's 72-hour
+/// recovery window): keys set by operations this close before a fork may
+/// come from nullified operations.
+pub const RECOVERY_WINDOW_US: i64 = 72 * 3600 * 1_000_000;
 
 /// One PDS change of an account: when (the operation's `createdAt`, or the
 /// resolution time), from which endpoint, to which.
@@ -140,12 +166,43 @@ impl PlcRecord {
     /// Applies one operation: its state replaces the record's; a `prev`
     /// that is not the current head is a fork (a recovery that nullified
     /// later operations).
+    ///
+    /// The key in force before the operation is retired (with its span)
+    /// when the operation tombstones the DID or sets another key. A fork
+    /// nullifies operations up to 72 hours old that the record already
+    /// applied: keys set within that window before the fork are dropped
+    /// from the history rather than kept as ever having been in force (a
+    /// legitimate one among them is lost too, which only makes its commits
+    /// fail).
     pub fn apply(&mut self, op: PlcOperand) {
+        // the key in force until this operation
+        let mut live_key = if self.tombstoned { None } else { self.signing_key.clone() };
         if self.ops > 0 && op.prev.as_deref() != Some(self.head.as_str()) {
             self.forks += 1;
+            let window_start = crate::event::parse_time_us(&op.created_at).map(|t| t - RECOVERY_WINDOW_US);
+            let suspect = |from: &str| match (window_start, crate::event::parse_time_us(from)) {
+                (Some(w), Some(f)) => f >= w,
+                _ => true,
+            };
+            self.retired_keys.retain(|r| !suspect(&r.from));
+            if suspect(self.key_since()) {
+                live_key = None;
+            }
         }
         if self.ops == 0 {
             self.created_at = Some(op.created_at.clone());
+        }
+        let retire = match (&live_key, op.tombstone) {
+            (Some(_), true) => live_key,
+            (Some(k), false) if op.signing_key.as_ref() != Some(k) => live_key,
+            _ => None,
+        };
+        if let Some(key) = retire {
+            let from = self.key_since().to_owned();
+            if self.retired_keys.len() >= MAX_RETIRED_KEYS {
+                self.retired_keys.remove(0);
+            }
+            self.retired_keys.push(RetiredKey { key, from, until: op.created_at.clone() });
         }
         self.ops += 1;
         self.head = op.cid;
@@ -158,6 +215,15 @@ impl PlcRecord {
             self.pds = op.pds;
             self.handle = op.handle;
             self.signing_key = op.signing_key;
+        }
+    }
+
+    /// Since when the current key is in force: the end of the last retired
+    /// key, else the genesis (`""` when neither is known).
+    fn key_since(&self) -> &str {
+        match self.retired_keys.last() {
+            Some(r) => &r.until,
+            None => self.created_at.as_deref().unwrap_or(""),
         }
     }
 }
@@ -337,5 +403,77 @@ impl<'s> Loader<'s> {
             crate::metrics::PLC_POSITION.set(s as i64);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(cid: &str, prev: Option<&str>, at: &str, key: Option<&str>) -> PlcOperand {
+        PlcOperand {
+            cid: cid.into(),
+            prev: prev.map(Into::into),
+            created_at: at.into(),
+            tombstone: key.is_none(),
+            pds: Some("https://pds.example.com".into()),
+            handle: None,
+            signing_key: key.map(Into::into),
+        }
+    }
+
+    fn retired(r: &PlcRecord) -> Vec<(&str, &str, &str)> {
+        r.retired_keys.iter().map(|k| (k.key.as_str(), k.from.as_str(), k.until.as_str())).collect()
+    }
+
+    #[test]
+    fn key_changes_and_a_tombstone_retire_the_key_in_force() {
+        let mut r = PlcRecord::default();
+        r.apply(op("a", None, "2026-01-01T00:00:00Z", Some("k1")));
+        r.apply(op("b", Some("a"), "2026-02-01T00:00:00Z", Some("k1"))); // same key: nothing retired
+        assert!(r.retired_keys.is_empty());
+        r.apply(op("c", Some("b"), "2026-03-01T00:00:00Z", Some("k2")));
+        r.apply(op("d", Some("c"), "2026-04-01T00:00:00Z", None));
+        assert_eq!(
+            retired(&r),
+            [
+                ("k1", "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z"),
+                ("k2", "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z")
+            ]
+        );
+        // an unchanged record is written without the field, and old records read
+        let plain = PlcRecord { ops: 1, ..PlcRecord::default() };
+        let back: PlcRecord = ciborium::from_reader(store::to_cbor(&plain).as_slice()).unwrap();
+        assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn a_fork_drops_keys_set_by_operations_it_may_have_nullified() {
+        let mut r = PlcRecord::default();
+        r.apply(op("a", None, "2026-01-01T00:00:00Z", Some("k1")));
+        // someone with a rotation key sets their own signing key …
+        r.apply(op("b", Some("a"), "2026-03-01T00:00:00Z", Some("evil")));
+        // … and a recovery within 72 hours forks from `a`, nullifying `b`
+        r.apply(op("c", Some("a"), "2026-03-02T00:00:00Z", Some("k2")));
+        assert_eq!(r.forks, 1);
+        assert_eq!(retired(&r), [("k1", "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z")], "evil is not kept");
+        assert_eq!(r.signing_key.as_deref(), Some("k2"));
+    }
+
+    #[test]
+    fn the_history_is_bounded() {
+        let mut r = PlcRecord::default();
+        r.apply(op("g", None, "2026-01-01T00:00:00Z", Some("k0")));
+        for i in 1..=MAX_RETIRED_KEYS + 5 {
+            let prev = r.head.clone();
+            r.apply(op(
+                &format!("c{i}"),
+                Some(&prev),
+                &format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+                Some(&format!("k{i}")),
+            ));
+        }
+        assert_eq!(r.retired_keys.len(), MAX_RETIRED_KEYS);
+        assert_eq!(r.retired_keys.last().unwrap().key, format!("k{}", MAX_RETIRED_KEYS + 4));
     }
 }

@@ -190,6 +190,18 @@ pub fn signed_commit_frame(
     ops: &[TestOp<'_>],
     key: Option<&k256::ecdsa::SigningKey>,
 ) -> Vec<u8> {
+    signed_commit_frame_at(seq, did, rev, "2026-07-04T14:38:07.517Z", ops, key)
+}
+
+/// A `#commit` frame signed with `key` whose frame `time` is `time`.
+pub fn signed_commit_frame_at(
+    seq: i64,
+    did: &str,
+    rev: &str,
+    time: &str,
+    ops: &[TestOp<'_>],
+    key: Option<&k256::ecdsa::SigningKey>,
+) -> Vec<u8> {
     let commit = commit_block(did, rev, key);
     let commit_cid = cid::dag_cbor_cid(&commit);
     let mut blocks = vec![(commit_cid.clone(), commit)];
@@ -214,7 +226,7 @@ pub fn signed_commit_frame(
         ("rev", text(rev)),
         ("seq", Value::Integer(seq.into())),
         ("repo", text(did)),
-        ("time", text("2026-07-04T14:38:07.517Z")),
+        ("time", text(time)),
         ("blobs", Value::Array(vec![])),
         ("since", Value::Null),
         ("blocks", Value::Bytes(car(&commit_cid, &blocks))),
@@ -223,6 +235,37 @@ pub fn signed_commit_frame(
         ("tooBig", Value::Bool(false)),
     ]);
     frame(1, Some("#commit"), &body)
+}
+
+/// A `#sync` frame: a CAR holding only the commit block (signed with
+/// `key`), whose CID is the CAR's root.
+pub fn sync_frame(seq: i64, did: &str, rev: &str, time: &str, key: Option<&k256::ecdsa::SigningKey>) -> Vec<u8> {
+    let commit = commit_block(did, rev, key);
+    let commit_cid = cid::dag_cbor_cid(&commit);
+    let body = map(vec![
+        ("did", text(did)),
+        ("rev", text(rev)),
+        ("seq", Value::Integer(seq.into())),
+        ("time", text(time)),
+        ("blocks", Value::Bytes(car(&commit_cid, &[(commit_cid.clone(), commit)]))),
+    ]);
+    frame(1, Some("#sync"), &body)
+}
+
+/// A TID (commit `rev`) for `time` (RFC 3339), clock id 0.
+pub fn tid_at(time: &str) -> String {
+    const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let us = instancemap::event::parse_time_us(time).expect("RFC 3339 time") as u64;
+    let n = us << 10;
+    (0..13).map(|i| ALPHABET[((n >> (5 * (12 - i))) & 31) as usize] as char).collect()
+}
+
+/// A signing key from a one-byte seed, and its Multikey.
+pub fn test_key(seed: u8) -> (k256::ecdsa::SigningKey, String) {
+    use instancemap::identity::crypto::{Curve, PublicKey};
+    let key = k256::ecdsa::SigningKey::from_bytes(&[seed; 32].into()).expect("key");
+    let mk = PublicKey::from_sec1(Curve::K256, &key.verifying_key().to_sec1_bytes()).expect("point").to_multikey();
+    (key, mk)
 }
 
 pub fn labeler_record(desc: &str) -> Value {
