@@ -159,4 +159,27 @@ async fn crawl_does_not_lose_a_note_made_while_it_awaits_the_host() {
     assert_eq!(after.repos.map(|r| r.total), Some(1));
     let h = hosts::get(&store, &host).unwrap().unwrap();
     assert_eq!(h.sources, vec!["did_document", "relay"], "the note made during the crawl survives it");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_hosts_keys_each_host_once_and_skips_what_is_not_a_host() {
+    let app = axum::Router::new().route(
+        "/xrpc/com.atproto.sync.listHosts",
+        get(|| async {
+            axum::Json(json!({"hosts": [
+                {"hostname": "pds.bücher.de"}, {"hostname": "pds.xn--bcher-kva.de"}, {"hostname": "PDS.BÜCHER.de."},
+                {"hostname": "[2001:db8::1]:8443"},
+                {"hostname": "pds.exa mple.com"}, {"hostname": "pds.example.com\u{0}"}, {"hostname": "pds.example.com/x"}]}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    hosts::list_hosts(&store, &Fetcher::new(true), &format!("http://localhost:{port}")).await.unwrap();
+    let keys: Vec<String> = store
+        .iter_cf(instancemap::store::CF_HOSTS)
+        .map(|kv| String::from_utf8(kv.unwrap().0.to_vec()).unwrap())
+        .collect();
+    assert_eq!(keys, vec!["https://[2001:db8::1]:8443", "https://pds.xn--bcher-kva.de"]);
 }

@@ -1239,7 +1239,7 @@ pub fn verify_declaration(
             .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
         let how = if proof.and_then(|p| p.did.as_deref()) == Some(operator) {
             Some("the host's describeServer names the operator's DID")
-        } else if !alone && handle_rd.is_some() && super::registrable_domain(name) == handle_rd {
+        } else if !alone && handle_rd.is_some() && super::registrable_domain(&name) == handle_rd {
             Some("the operator's verified custom-domain handle shares the host's registrable domain")
         } else if let (Some(h), Some(e)) = (custom, email_domain.as_deref()) {
             let same_rd = handle_rd.is_some() && super::registrable_domain(e) == handle_rd;

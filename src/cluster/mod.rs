@@ -17,6 +17,12 @@
 //! so unrelated hosts joining or leaving never change its id; only a merge
 //! with another instance can, and then the merged instance keeps the
 //! smaller anchor (one of the two ids survives).
+//!
+//! **Names.** A pin's name, else the verified declaration's, else the most
+//! common advertised user domain, else the registrable domain, else the
+//! label of its smallest host ([`host_label`]: `localhost:2583`,
+//! `203.0.113.5 (http)`). Names are unique across the map; see
+//! `unique_names` for what sets apart two that would be the same.
 
 pub mod assign;
 pub mod declaration;
@@ -78,19 +84,51 @@ pub struct Instance {
     pub evidence: Vec<Evidence>,
 }
 
-/// The host name of an endpoint and whether it stands alone (an IP
-/// address, `localhost`, or anything with an explicit port).
-pub fn host_name(endpoint: &str) -> (&str, bool) {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    if rest.starts_with('[') {
-        return (rest, true); // IPv6 literal
-    }
-    let (name, port) = match rest.rsplit_once(':') {
-        Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (n, true),
-        _ => (rest, false),
+/// The parts of a normalised endpoint (see
+/// [`normalize_endpoint`](crate::identity::did::normalize_endpoint)), read
+/// by the URL parser: whether it is https, its host (a name, dotted IPv4,
+/// or bracketed IPv6) and its port when not the scheme's default. `None`
+/// for what does not parse as an http(s) URL with a host.
+fn endpoint_parts(endpoint: &str) -> Option<(bool, String, Option<u16>)> {
+    let u = url::Url::parse(endpoint).ok()?;
+    let https = match u.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => return None,
     };
-    let ip = name.parse::<std::net::IpAddr>().is_ok();
-    (name, port || ip || name == "localhost")
+    let host = match u.host()? {
+        url::Host::Domain(d) => d.strip_suffix('.').unwrap_or(d).to_owned(),
+        ip => ip.to_string(),
+    };
+    Some((https, host, u.port()))
+}
+
+/// The host name of an endpoint and whether it stands alone (an IP
+/// address, `localhost`, or anything with an explicit port). An IPv6
+/// address keeps its brackets: `https://[2001:db8::1]:8443` is
+/// `[2001:db8::1]`, alone. What does not parse is its own name, alone.
+pub fn host_name(endpoint: &str) -> (String, bool) {
+    let Some((_, name, port)) = endpoint_parts(endpoint) else {
+        return (endpoint.to_owned(), true);
+    };
+    let ip = name.starts_with('[') || name.parse::<std::net::Ipv4Addr>().is_ok();
+    let alone = port.is_some() || ip || name == "localhost";
+    (name, alone)
+}
+
+/// How people read an endpoint: `host[:port]` (the port when not the
+/// scheme's default), and ` (http)` for plain http on its default port,
+/// so `https://203.0.113.5`, `http://203.0.113.5` and
+/// `https://203.0.113.5:8443` read `203.0.113.5`, `203.0.113.5 (http)`
+/// and `203.0.113.5:8443`. Host names stay in their ASCII (punycode) form:
+/// a Unicode form can look like another name.
+pub fn host_label(endpoint: &str) -> String {
+    match endpoint_parts(endpoint) {
+        Some((_, host, Some(p))) => format!("{host}:{p}"),
+        Some((true, host, None)) => host,
+        Some((false, host, None)) => format!("{host} (http)"),
+        None => endpoint.to_owned(),
+    }
 }
 
 /// The registrable domain (eTLD+1) of a host name, by the Public Suffix
@@ -158,6 +196,7 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
     let mut pin_names: BTreeMap<usize, String> = BTreeMap::new();
     for (i, h) in hosts.iter().enumerate() {
         let (name, alone) = host_name(&h.endpoint);
+        let name = name.as_str();
         let mut ev = Vec::new();
         let now = h.observed_at_ms;
         if let Some((n, pin)) = overrides.pin_of(&h.endpoint) {
@@ -228,7 +267,7 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
         let root = dsu.find(i);
         groups.entry(root).or_default().push(i);
     }
-    let mut out: Vec<Instance> = groups
+    let named: Vec<(Instance, NameSource)> = groups
         .into_values()
         .map(|members| {
             let mut ud_count: BTreeMap<String, usize> = BTreeMap::new();
@@ -271,13 +310,21 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
             let most = |m: &BTreeMap<String, usize>| {
                 m.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| k.clone())
             };
+            let first = &hosts[members[0]].endpoint;
             let pinned = members.iter().find_map(|i| pin_names.get(i).cloned());
-            let name = pinned
-                .or_else(|| declared.map(|d| d.1.clone()))
-                .or_else(|| most(&ud_count))
-                .or_else(|| most(&rd_count))
-                .unwrap_or_else(|| host_name(&hosts[members[0]].endpoint).0.to_owned());
-            Instance {
+            let (name, source) = if let Some(n) = pinned {
+                (n, NameSource::Pin)
+            } else if let Some((op, n)) = declared {
+                (n.clone(), NameSource::Declaration(op.clone()))
+            } else if let Some(d) = most(&ud_count) {
+                (d, NameSource::UserDomain)
+            } else if let Some(d) = most(&rd_count) {
+                (d, NameSource::RegistrableDomain)
+            } else {
+                let scheme = url::Url::parse(first).map(|u| u.scheme().to_owned()).unwrap_or_default();
+                (host_label(first), NameSource::Host(scheme))
+            };
+            let inst = Instance {
                 id: instance_id(&anchor),
                 anchor,
                 name,
@@ -285,11 +332,109 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
                 user_domains: ud_count.into_keys().collect(),
                 registrable_domains: rd_count.into_keys().collect(),
                 evidence: ev,
-            }
+            };
+            (inst, source)
         })
         .collect();
+    let mut out = unique_names(named);
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+/// Where an instance's name came from; the order is who keeps a name that
+/// two instances would share.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum NameSource {
+    /// The overrides file's pin (the map's operator's word).
+    Pin,
+    /// The label of its host (an instance of hosts nothing else names); the
+    /// scheme.
+    Host(String),
+    /// The registrable domain of its hosts: the domain's owner runs them.
+    RegistrableDomain,
+    /// The user domain its hosts advertise.
+    UserDomain,
+    /// A verified declaration's name, free text its operator chose; the
+    /// operator's DID.
+    Declaration(String),
+}
+
+impl NameSource {
+    fn rank(&self) -> u8 {
+        match self {
+            NameSource::Pin => 0,
+            NameSource::Host(_) => 1,
+            NameSource::RegistrableDomain => 2,
+            NameSource::UserDomain => 3,
+            NameSource::Declaration(_) => 4,
+        }
+    }
+}
+
+/// The key two names collide on: people do not tell case or surrounding
+/// spaces apart.
+fn name_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// Makes every name unique across the map, whatever order the instances
+/// come in. A name only one instance has is kept. Where several would
+/// share one, the one whose name has the strongest source (a pin, then a
+/// host, a registrable domain, a user domain, a declaration) keeps it if it
+/// is the only one of that source, and every other gets what sets it
+/// apart: a declaration its operator's DID, a host its scheme, any other
+/// the value of its anchor (`example.com (other.net)`), or its id when
+/// that is the name itself. A declaration therefore never takes a name
+/// from the hosts or domains it resembles. What is still shared after
+/// that (a name chosen to look like a suffixed one) gets the id appended,
+/// strongest source and smallest id first.
+fn unique_names(named: Vec<(Instance, NameSource)>) -> Vec<Instance> {
+    let mut groups: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (inst, src) in &named {
+        groups.entry(name_key(&inst.name)).or_default().push(src.rank());
+    }
+    let mut named: Vec<(Instance, u8)> = named
+        .into_iter()
+        .map(|(mut inst, src)| {
+            let ranks = &groups[&name_key(&inst.name)];
+            let best = ranks.iter().min().copied().unwrap_or(0);
+            let keeps = ranks.len() == 1 || (src.rank() == best && ranks.iter().filter(|&&r| r == best).count() == 1);
+            if !keeps {
+                let part = match &src {
+                    NameSource::Declaration(op) => op.clone(),
+                    NameSource::Host(scheme) => scheme.clone(),
+                    _ => anchor_part(&inst.anchor),
+                };
+                let part = if name_key(&part) == name_key(&inst.name) { inst.id.clone() } else { part };
+                inst.name = format!("{} ({part})", inst.name);
+            }
+            let rank = src.rank();
+            (inst, rank)
+        })
+        .collect();
+    named.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.id.cmp(&b.0.id)));
+    let mut taken = BTreeSet::new();
+    named
+        .into_iter()
+        .map(|(mut inst, _)| {
+            while !taken.insert(name_key(&inst.name)) {
+                inst.name = format!("{} ({})", inst.name, inst.id);
+            }
+            inst
+        })
+        .collect()
+}
+
+/// What an anchor says, for people: the DID, domain or host label of
+/// `decl:`, `rd:`, `ud:` and `host:` keys; `pin #N` for the overrides
+/// file's Nth pin.
+fn anchor_part(anchor: &str) -> String {
+    match anchor.split_once(':') {
+        Some(("host", e)) => host_label(e),
+        Some(("pin", n)) => n.parse::<u32>().map_or_else(|_| anchor.to_owned(), |n| format!("pin #{}", n + 1)),
+        Some((_, v)) => v.to_owned(),
+        None => anchor.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -311,9 +456,9 @@ mod tests {
         assert_eq!(registrable_domain("pds.example.co.uk").as_deref(), Some("example.co.uk"));
         assert_eq!(registrable_domain("alice.github.io").as_deref(), Some("alice.github.io"));
         assert_eq!(registrable_domain("github.io"), None);
-        assert_eq!(host_name("http://localhost:2583"), ("localhost", true));
-        assert_eq!(host_name("https://203.0.113.5"), ("203.0.113.5", true));
-        assert_eq!(host_name("https://pds.example.com"), ("pds.example.com", false));
+        assert_eq!(host_name("http://localhost:2583"), ("localhost".to_owned(), true));
+        assert_eq!(host_name("https://203.0.113.5"), ("203.0.113.5".to_owned(), true));
+        assert_eq!(host_name("https://pds.example.com"), ("pds.example.com".to_owned(), false));
     }
 
     #[test]
@@ -340,8 +485,10 @@ mod tests {
         assert_eq!(by_name["blacksky.app"].hosts, vec!["https://blacksky.app"]);
         assert_eq!(by_name["robocracy.org"].hosts.len(), 1);
         assert!(by_name.contains_key("alice.github.io") && by_name.contains_key("bob.github.io"));
-        assert!(by_name.contains_key("localhost"), "{:?}", by_name.keys());
-        assert_eq!(out.iter().filter(|i| i.name == "localhost").count(), 2, "each localhost port stands alone");
+        // each localhost port stands alone, and says which it is
+        assert_eq!(by_name["localhost:2583"].hosts, vec!["http://localhost:2583"]);
+        assert_eq!(by_name["localhost:2584"].hosts, vec!["http://localhost:2584"]);
+        assert_eq!(by_name.len(), out.len(), "names are unique");
         // deterministic in any order
         let mut rev = hosts.clone();
         rev.reverse();
@@ -402,5 +549,79 @@ mod tests {
         let after = ids(&more);
         assert_eq!(before["bsky.social"], after["bsky.social"]);
         assert_eq!(before["example.com"], after["example.com"]);
+    }
+
+    #[test]
+    fn host_name_of_an_ipv6_endpoint_is_its_address() {
+        let name = |e: &str| {
+            let (n, alone) = host_name(e);
+            (n.to_string(), alone)
+        };
+        assert_eq!(name("https://[2001:db8::1]"), ("[2001:db8::1]".to_owned(), true));
+        assert_eq!(name("https://[2001:db8::1]:8443"), ("[2001:db8::1]".to_owned(), true));
+        assert_eq!(name("https://pds.example.com:8443"), ("pds.example.com".to_owned(), true));
+    }
+
+    #[test]
+    fn instance_names_are_unique_across_ports_and_schemes() {
+        let hosts = vec![
+            h("http://localhost:2583", &[]),
+            h("http://localhost:2584", &[]),
+            h("https://localhost:2583", &[]),
+            h("https://203.0.113.5", &[]),
+            h("http://203.0.113.5", &[]),
+            h("https://203.0.113.5:8443", &[]),
+            h("https://[2001:db8::1]", &[]),
+            h("https://[2001:db8::1]:8443", &[]),
+        ];
+        let out = cluster(&hosts);
+        let names: BTreeMap<&str, &str> = out.iter().map(|i| (i.hosts[0].as_str(), i.name.as_str())).collect();
+        assert_eq!(
+            names,
+            BTreeMap::from([
+                ("http://localhost:2583", "localhost:2583 (http)"),
+                ("https://localhost:2583", "localhost:2583 (https)"),
+                ("http://localhost:2584", "localhost:2584"),
+                ("https://203.0.113.5", "203.0.113.5"),
+                ("http://203.0.113.5", "203.0.113.5 (http)"),
+                ("https://203.0.113.5:8443", "203.0.113.5:8443"),
+                ("https://[2001:db8::1]", "[2001:db8::1]"),
+                ("https://[2001:db8::1]:8443", "[2001:db8::1]:8443"),
+            ])
+        );
+    }
+
+    #[test]
+    fn instance_names_are_unique_when_declarations_or_domains_share_one() {
+        let decl = |e: &str, op: &str, name: &str| HostFacts {
+            declared_by: Some((op.to_owned(), name.to_owned())),
+            ..h(e, &[])
+        };
+        let hosts = vec![
+            decl("https://pds.one.example", "did:plc:oooooooooooooooooooooooo", "Example Co-op"),
+            decl("https://pds.two.example", "did:plc:tttttttttttttttttttttttt", "Example Co-op"),
+            // a declaration naming itself after someone else's domain does not take it
+            decl("https://pds.evil.example", "did:plc:eeeeeeeeeeeeeeeeeeeeeeee", "bsky.social"),
+            h("https://a.host.bsky.network", &[".bsky.social"]),
+            // hosts under one domain, and hosts elsewhere offering handles under it
+            h("https://pds.example.com", &[]),
+            h("https://pds.other.net", &[".example.com"]),
+        ];
+        let out = cluster(&hosts);
+        let names: BTreeMap<&str, &str> = out.iter().map(|i| (i.hosts[0].as_str(), i.name.as_str())).collect();
+        assert_eq!(
+            names,
+            BTreeMap::from([
+                ("https://pds.one.example", "Example Co-op (did:plc:oooooooooooooooooooooooo)"),
+                ("https://pds.two.example", "Example Co-op (did:plc:tttttttttttttttttttttttt)"),
+                ("https://pds.evil.example", "bsky.social (did:plc:eeeeeeeeeeeeeeeeeeeeeeee)"),
+                ("https://a.host.bsky.network", "bsky.social"),
+                ("https://pds.example.com", "example.com"),
+                ("https://pds.other.net", "example.com (other.net)"),
+            ])
+        );
+        let mut rev = hosts.clone();
+        rev.reverse();
+        assert_eq!(cluster(&rev), out, "names do not depend on the order of the facts");
     }
 }

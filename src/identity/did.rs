@@ -130,40 +130,90 @@ pub fn parse(did: &str, json: &[u8]) -> Result<DidDoc, DocError> {
     Ok(doc)
 }
 
-/// Normalises a service endpoint to `scheme://host[:port]`: scheme and host
-/// lower-cased, default ports (443, 80) and a trailing slash or dot dropped,
-/// so `https://Host.example/` and `https://host.example` are one host.
-/// Anything with a path, query, user info or a non-http(s) scheme is refused.
+/// Normalises a service endpoint to the one key of its host,
+/// `scheme://host[:port]`, or says why it is not one host.
+///
+/// Parsed by the `url` crate (WHATWG URL): the host of an http(s) URL is
+/// mapped by IDNA (UTS-46) to its ASCII form, so `https://pds.bücher.de`,
+/// `https://pds.BÜCHER.de` and `https://pds.xn--bcher-kva.de` are one key;
+/// names are lower-cased, IPv4 addresses written dotted (`0x7f.1` is
+/// `127.0.0.1`), IPv6 addresses compressed in brackets. The default port
+/// (443, 80), a trailing slash and a trailing dot are dropped. Surrounding
+/// whitespace is trimmed; a space or control character inside, a path,
+/// query, fragment, user info, a scheme other than http(s), and a name
+/// that is not a host name (empty or over-long labels, characters outside
+/// letters, digits, `-` and `_`) are refused. The reason is a short fixed
+/// phrase, fit for a bounded label.
 pub fn normalize_endpoint(url: &str) -> Result<String, &'static str> {
     let url = url.trim();
-    let lower = url.to_ascii_lowercase();
-    let (scheme, rest) = if let Some(r) = lower.strip_prefix("https://") {
-        ("https", r)
-    } else if let Some(r) = lower.strip_prefix("http://") {
-        ("http", r)
-    } else {
-        return Err("endpoint is not http(s)");
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) || rest.is_empty() {
-        return Err("endpoint has a path, query or user info");
+    // the URL parser would silently drop tabs and newlines, and trim
+    // controls; a key never contains them
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("endpoint has a space or control character");
     }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => match p.parse::<u16>() {
-            Ok(p) => (h, Some(p)),
-            Err(_) => return Err("endpoint port is not a number"),
-        },
-        _ => (rest, None),
+    // the parser also reads `https:host` and `https:\\host`; only the
+    // plain `scheme://` form is an endpoint
+    let scheme = match url.split_once("://") {
+        Some((s, _)) if s.eq_ignore_ascii_case("https") => "https",
+        Some((s, _)) if s.eq_ignore_ascii_case("http") => "http",
+        _ => return Err("endpoint is not http(s)"),
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.len() > 253 {
-        return Err("endpoint host is empty or too long");
+    let parsed = url::Url::parse(url).map_err(|e| match e {
+        url::ParseError::EmptyHost => "endpoint host is empty",
+        url::ParseError::InvalidPort => "endpoint port is not a port number",
+        // the parser reports forbidden characters as IDNA errors too
+        url::ParseError::IdnaError if url.is_ascii() && !url.to_ascii_lowercase().contains("xn--") => {
+            "endpoint host is not a host name"
+        }
+        url::ParseError::IdnaError => "endpoint host is not a valid international domain name",
+        url::ParseError::InvalidIpv4Address | url::ParseError::InvalidIpv6Address => {
+            "endpoint host is not a valid IP address"
+        }
+        url::ParseError::InvalidDomainCharacter => "endpoint host is not a host name",
+        _ => "endpoint is not a URL",
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("endpoint has user info");
     }
-    let default = if scheme == "https" { 443 } else { 80 };
-    Ok(match port {
-        Some(p) if p != default => format!("{scheme}://{host}:{p}"),
-        _ => format!("{scheme}://{host}"),
+    if parsed.path() != "/" || url.contains('\\') {
+        return Err("endpoint has a path");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("endpoint has a query or fragment");
+    }
+    let host = match parsed.host() {
+        None => return Err("endpoint host is empty"),
+        Some(url::Host::Domain(d)) => {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            if d.is_empty() {
+                return Err("endpoint host is empty");
+            }
+            if !is_host_name(d) {
+                return Err("endpoint host is not a host name");
+            }
+            d.to_owned()
+        }
+        // the parser's forms: dotted IPv4, compressed IPv6 in brackets
+        Some(ip) => ip.to_string(),
+    };
+    Ok(match parsed.port() {
+        Some(0) => return Err("endpoint port is not a port number"),
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
     })
+}
+
+/// An ASCII host name: at most 253 characters, labels of 1–63 letters,
+/// digits, `-` or `_`, neither starting nor ending with `-`.
+fn is_host_name(d: &str) -> bool {
+    d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]
@@ -184,5 +234,97 @@ mod tests {
         assert!(normalize_endpoint("https://h.example/xrpc").is_err());
         assert!(normalize_endpoint("ftp://h.example").is_err());
         assert!(normalize_endpoint("https://u@h.example").is_err());
+    }
+
+    #[test]
+    fn ipv6_literal_endpoint_is_one_host() {
+        for u in ["https://[2001:db8::1]", "https://[2001:DB8:0:0:0:0:0:1]/", "https://[2001:db8::1]:443"] {
+            assert_eq!(normalize_endpoint(u), Ok("https://[2001:db8::1]".to_owned()), "{u}");
+        }
+        assert_eq!(normalize_endpoint("https://[2001:db8::1]:8443"), Ok("https://[2001:db8::1]:8443".to_owned()));
+        assert!(normalize_endpoint("https://[2001:db8::g]").is_err());
+        assert!(normalize_endpoint("https://2001:db8::1").is_err(), "an IPv6 literal needs its brackets");
+        // the account whose document names it has a PDS
+        let doc = serde_json::json!({
+            "id": "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa",
+            "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                         "serviceEndpoint": "https://[2001:db8::1]:2583"}],
+        });
+        let d = parse("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", &serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(d.pds.as_deref(), Some("https://[2001:db8::1]:2583"), "{:?}", d.problems);
+    }
+
+    #[test]
+    fn idna_forms_of_one_host_are_one_key() {
+        for u in [
+            "https://pds.bücher.de",
+            "https://pds.xn--bcher-kva.de",
+            "https://pds.BÜCHER.de",
+            "https://PDS.Bücher.DE./",
+        ] {
+            assert_eq!(normalize_endpoint(u), Ok("https://pds.xn--bcher-kva.de".to_owned()), "{u}");
+        }
+        // full-width dots and letters map to their ASCII forms (UTS-46)
+        assert_eq!(
+            normalize_endpoint("https://pds\u{ff0e}example\u{3002}com"),
+            Ok("https://pds.example.com".to_owned())
+        );
+    }
+
+    #[test]
+    fn ipv4_endpoints_are_dotted() {
+        assert_eq!(normalize_endpoint("http://203.0.113.5:80/"), Ok("http://203.0.113.5".to_owned()));
+        assert_eq!(normalize_endpoint("https://203.0.113.5."), Ok("https://203.0.113.5".to_owned()));
+        assert_eq!(normalize_endpoint("http://0x7f.1:2583"), Ok("http://127.0.0.1:2583".to_owned()));
+        assert!(normalize_endpoint("https://203.0.113.256").is_err());
+    }
+
+    #[test]
+    fn nul_or_space_in_endpoint_is_refused_with_its_reason() {
+        for u in [
+            "https://pds.exa\0mple.com",
+            "https://pds.exa mple.com",
+            "https://pds.example.com\0",
+            "https://pds\t.example.com",
+        ] {
+            assert_eq!(normalize_endpoint(u), Err("endpoint has a space or control character"), "{u:?}");
+        }
+        // surrounding whitespace is not part of the endpoint
+        assert_eq!(normalize_endpoint(" https://pds.example.com\n"), Ok("https://pds.example.com".to_owned()));
+    }
+
+    #[test]
+    fn what_is_not_one_host_is_refused_with_its_reason() {
+        let cases = [
+            ("ftp://h.example", "endpoint is not http(s)"),
+            ("h.example", "endpoint is not http(s)"),
+            ("https:h.example", "endpoint is not http(s)"),
+            ("https://h.example/xrpc", "endpoint has a path"),
+            ("https://h.example//", "endpoint has a path"),
+            ("https://h.example\\xrpc", "endpoint has a path"),
+            ("https://h.example/?x=1", "endpoint has a query or fragment"),
+            ("https://h.example#top", "endpoint has a query or fragment"),
+            ("https://u@h.example", "endpoint has user info"),
+            ("https://u:p@h.example", "endpoint has user info"),
+            ("https://h.example:99999", "endpoint port is not a port number"),
+            ("https://h.example:x", "endpoint port is not a port number"),
+            ("https://h.example:0", "endpoint port is not a port number"),
+            ("https://", "endpoint host is empty"),
+            ("https://:443", "endpoint host is empty"),
+            ("https://h..example", "endpoint host is not a host name"),
+            ("https://h.example..", "endpoint host is not a host name"),
+            ("https://-h.example", "endpoint host is not a host name"),
+            ("https://h$.example", "endpoint host is not a host name"),
+            ("https://h<.example", "endpoint host is not a host name"),
+            ("https://xn--a.example", "endpoint host is not a valid international domain name"),
+            ("https://[::1", "endpoint host is not a valid IP address"),
+        ];
+        for (u, why) in cases {
+            assert_eq!(normalize_endpoint(u), Err(why), "{u:?}");
+        }
+        let long = format!("https://{}.example", vec!["a".repeat(63); 4].join("."));
+        assert_eq!(normalize_endpoint(&long), Err("endpoint host is not a host name"));
+        let label = format!("https://{}.example", "a".repeat(64));
+        assert_eq!(normalize_endpoint(&label), Err("endpoint host is not a host name"));
     }
 }
