@@ -159,6 +159,7 @@ async fn crawl_does_not_lose_a_note_made_while_it_awaits_the_host() {
     assert_eq!(after.repos.map(|r| r.total), Some(1));
     let h = hosts::get(&store, &host).unwrap().unwrap();
     assert_eq!(h.sources, vec!["did_document", "relay"], "the note made during the crawl survives it");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_hosts_keys_each_host_once_and_skips_what_is_not_a_host() {
