@@ -108,12 +108,6 @@ impl Event {
     }
 }
 
-/// Parses an RFC 3339 `time` into microseconds since the epoch.
-pub fn parse_time_us(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
-}
-
 /// Decodes one raw frame into an event, counting it in the metrics and
 /// logging a rejection once. Never fails: a bad frame is a `Rejected` event.
 pub fn from_frame_bytes(bytes: &[u8]) -> Event {
@@ -141,7 +135,7 @@ fn sig_input(commit_block: Option<&[u8]>, claimed: &[Option<i64>]) -> Option<Sig
 /// Turns a decoded frame into an owned event.
 pub fn from_frame(f: &Frame<'_>) -> Event {
     let seq = f.seq();
-    let time_us = f.time().and_then(parse_time_us);
+    let time_us = f.time().and_then(crate::clock::parse_time_us);
     let kind = match f {
         Frame::Commit(c) => {
             let mut records = Vec::new();

@@ -13,8 +13,8 @@ use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
+use crate::clock::rfc3339_ms;
 use crate::cluster::assign::{self, Assignment, MoveRow};
-use crate::cluster::explain::rfc3339_ms;
 use crate::cluster::map::InstanceRecord;
 use crate::config::ExportFormat;
 use crate::hosts::HostRecord;

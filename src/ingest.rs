@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use rocksdb::WriteBatch;
 
+use crate::clock::now_ms;
 use crate::event::{Event, EventKind};
 use crate::firehose::frame::Action;
 use crate::identity::verify::SigStatus;
 use crate::metrics;
-use crate::store::now_ms;
 use crate::store::{self, counter, AccountState, Store, StoredRecord, CF_ACCOUNTS, CF_COUNTERS, CF_META, CF_RECORDS};
 
 /// Events per write batch. Large enough that the commit cost (one WAL
@@ -335,10 +335,10 @@ impl Ingest {
             }
         }
         for did in &batch.map {
-            crate::cluster::map::mark(&mut wb, &self.store, did);
+            crate::store::mark(&mut wb, &self.store, did);
         }
         if batch.map_structure {
-            crate::cluster::map::mark_structure(&mut wb, &self.store);
+            crate::store::mark_structure(&mut wb, &self.store);
         }
         let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in &batch.counters {

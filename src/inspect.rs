@@ -46,11 +46,6 @@ pub struct FirehoseView {
     pub commits: u64,
 }
 
-fn rfc3339_from_us(us: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339).ok()
-}
-
 impl AccountView {
     /// Reads the account; `None` when the database knows nothing of it.
     pub fn read(store: &Store, did: &str) -> store::Result<Option<AccountView>> {
@@ -62,8 +57,8 @@ impl AccountView {
             rev: a.rev.clone(),
             first_seq: a.first_seq,
             last_seq: a.last_seq,
-            last_event_time: a.last_time_us.and_then(rfc3339_from_us),
-            last_applied_at: rfc3339_from_us(a.seen_at_ms.saturating_mul(1000)),
+            last_event_time: a.last_time_us.and_then(crate::clock::rfc3339_us),
+            last_applied_at: crate::clock::rfc3339_us(a.seen_at_ms.saturating_mul(1000)),
             commits: a.commits,
         });
         let plc = match store.get_cf(CF_PLC, did.as_bytes())? {
@@ -85,7 +80,7 @@ impl AccountView {
         let mut migrations = Vec::new();
         for (at, m) in crate::cluster::map::moves_of(store, did)? {
             migrations.push(serde_json::json!({
-                "at": crate::cluster::explain::rfc3339_ms(at),
+                "at": crate::clock::rfc3339_ms(at),
                 "from": m.from,
                 "to": m.to,
                 "from_instance": crate::cluster::map::instance_id_of_host(store, &m.from)?,
@@ -166,7 +161,7 @@ impl AccountView {
                 let _ = writeln!(
                     out,
                     "  last checked      {}",
-                    rfc3339_from_us(r.checked_at_ms.saturating_mul(1000)).unwrap_or_default()
+                    crate::clock::rfc3339_us(r.checked_at_ms.saturating_mul(1000)).unwrap_or_default()
                 );
                 let _ = writeln!(out, "  unresolved        {}", r.unresolved.as_deref().unwrap_or("no"));
                 if let Some(c) = &r.handle_check {
@@ -175,7 +170,7 @@ impl AccountView {
                         (None, Some(why)) => format!("not verified: {why} (handle.invalid)"),
                         _ => "not verified".into(),
                     };
-                    let when = rfc3339_from_us(c.checked_at_ms.saturating_mul(1000)).unwrap_or_default();
+                    let when = crate::clock::rfc3339_us(c.checked_at_ms.saturating_mul(1000)).unwrap_or_default();
                     let _ = writeln!(out, "  handle check      {} {how}, {when}", c.handle);
                 }
             }

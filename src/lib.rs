@@ -37,6 +37,7 @@
 
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod event;

@@ -255,8 +255,9 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             let day = |s: &str| -> anyhow::Result<String> {
-                let ms = history::parse_time(s).ok_or_else(|| anyhow::anyhow!("{s:?}: not YYYY-MM-DD or RFC 3339"))?;
-                Ok(instancemap::cluster::assign::day(ms))
+                let ms = instancemap::clock::parse_day_or_time(s)
+                    .ok_or_else(|| anyhow::anyhow!("{s:?}: not YYYY-MM-DD or RFC 3339"))?;
+                Ok(instancemap::clock::day(ms))
             };
             let v = match a.what {
                 HistoryWhat::Flows { from, to } => {
@@ -265,12 +266,13 @@ async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 HistoryWhat::Growth { id, to } => {
                     let to = match to {
                         Some(t) => day(&t)?,
-                        None => history::today(),
+                        None => instancemap::clock::today(),
                     };
                     serde_json::to_value(history::growth(&store, &id, &to)?)?
                 }
                 HistoryWhat::AsOf { at, did: Some(did) } => {
-                    let ms = history::parse_time(&at).ok_or_else(|| anyhow::anyhow!("{at:?}: not a time"))?;
+                    let ms = instancemap::clock::parse_day_or_time(&at)
+                        .ok_or_else(|| anyhow::anyhow!("{at:?}: not a time"))?;
                     match history::account_as_of(&store, &did, ms)? {
                         Some(x) => serde_json::to_value(x)?,
                         None => {

@@ -97,7 +97,8 @@ pub static HANDLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Host crawls, by outcome (`online`, or a failure reason as for
-/// resolutions).
+/// resolutions; `relay_host_refused`: a relay's `listHosts` entry that is
+/// not a host, skipped).
 pub static HOST_CRAWLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("instancemap_hosts_crawls_total", "Host crawls (describeServer), by outcome.", &["result"])
 });
@@ -370,7 +371,7 @@ pub fn init(labels: &Labels) {
     for r in ["verified", "invalid_syntax", "no_record", "ambiguous_dns", "other_did"] {
         HANDLES.with_label_values(&[r]);
     }
-    for r in fetch.chain(["online"].iter()) {
+    for r in fetch.chain(["online", "relay_host_refused"].iter()) {
         HOST_CRAWLS.with_label_values(&[r]);
     }
     for a in labels.actions {

@@ -124,6 +124,92 @@ pub fn split_repo_path(path: &str) -> Option<(&str, &str)> {
     (is_nsid(c) && is_record_key(r)).then_some((c, r))
 }
 
+/// Normalises a service endpoint to the one key of its host,
+/// `scheme://host[:port]`, or says why it is not one host.
+///
+/// Parsed by the `url` crate (WHATWG URL): the host of an http(s) URL is
+/// mapped by IDNA (UTS-46) to its ASCII form, so `https://pds.bücher.de`,
+/// `https://pds.BÜCHER.de` and `https://pds.xn--bcher-kva.de` are one key;
+/// names are lower-cased, IPv4 addresses written dotted (`0x7f.1` is
+/// `127.0.0.1`), IPv6 addresses compressed in brackets. The default port
+/// (443, 80), a trailing slash and a trailing dot are dropped. Surrounding
+/// whitespace is trimmed; a space or control character inside, a path,
+/// query, fragment, user info, a scheme other than http(s), and a name
+/// that is not a host name (empty or over-long labels, characters outside
+/// letters, digits, `-` and `_`) are refused. The reason is a short fixed
+/// phrase, fit for a bounded label.
+pub fn normalize_endpoint(url: &str) -> Result<String, &'static str> {
+    let url = url.trim();
+    // the URL parser would silently drop tabs and newlines, and trim
+    // controls; a key never contains them
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("endpoint has a space or control character");
+    }
+    // the parser also reads `https:host` and `https:\\host`; only the
+    // plain `scheme://` form is an endpoint
+    let scheme = match url.split_once("://") {
+        Some((s, _)) if s.eq_ignore_ascii_case("https") => "https",
+        Some((s, _)) if s.eq_ignore_ascii_case("http") => "http",
+        _ => return Err("endpoint is not http(s)"),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| match e {
+        url::ParseError::EmptyHost => "endpoint host is empty",
+        url::ParseError::InvalidPort => "endpoint port is not a port number",
+        // the parser reports forbidden characters as IDNA errors too
+        url::ParseError::IdnaError if url.is_ascii() && !url.to_ascii_lowercase().contains("xn--") => {
+            "endpoint host is not a host name"
+        }
+        url::ParseError::IdnaError => "endpoint host is not a valid international domain name",
+        url::ParseError::InvalidIpv4Address | url::ParseError::InvalidIpv6Address => {
+            "endpoint host is not a valid IP address"
+        }
+        url::ParseError::InvalidDomainCharacter => "endpoint host is not a host name",
+        _ => "endpoint is not a URL",
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("endpoint has user info");
+    }
+    if parsed.path() != "/" || url.contains('\\') {
+        return Err("endpoint has a path");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("endpoint has a query or fragment");
+    }
+    let host = match parsed.host() {
+        None => return Err("endpoint host is empty"),
+        Some(url::Host::Domain(d)) => {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            if d.is_empty() {
+                return Err("endpoint host is empty");
+            }
+            if !is_host_name(d) {
+                return Err("endpoint host is not a host name");
+            }
+            d.to_owned()
+        }
+        // the parser's forms: dotted IPv4, compressed IPv6 in brackets
+        Some(ip) => ip.to_string(),
+    };
+    Ok(match parsed.port() {
+        Some(0) => return Err("endpoint port is not a port number"),
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+/// An ASCII host name: at most 253 characters, labels of 1–63 letters,
+/// digits, `-` or `_`, neither starting nor ending with `-`.
+fn is_host_name(d: &str) -> bool {
+    d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

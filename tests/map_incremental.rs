@@ -324,7 +324,7 @@ fn a_migration_is_one_dated_move_and_one_flow() {
     let moves = map::moves_of(net.store(), DIDS[0]).unwrap();
     assert_eq!(moves.len(), 1);
     assert_eq!((moves[0].1.from.as_str(), moves[0].1.to.as_str()), (HOSTS[0], HOSTS[2]));
-    assert_eq!(instancemap::cluster::assign::day(moves[0].0), Net::at(5)[..10]);
+    assert_eq!(instancemap::clock::day(moves[0].0), Net::at(5)[..10]);
 
     // history: as of, flows, growth, sizes
     use instancemap::cluster::history;
@@ -335,7 +335,7 @@ fn a_migration_is_one_dated_move_and_one_flow() {
     );
     assert_ne!(i0, i2);
     let day = |n: u64| Net::at(n)[..10].to_owned();
-    let at = |n: u64| history::parse_time(&day(n)).unwrap();
+    let at = |n: u64| instancemap::clock::parse_day_or_time(&day(n)).unwrap();
     let then = history::account_as_of(st, DIDS[0], at(4)).unwrap().unwrap();
     assert_eq!((then.host.as_deref(), then.instance.as_ref()), (Some(HOSTS[0]), Some(&i0)));
     let now = history::account_as_of(st, DIDS[0], at(5)).unwrap().unwrap();

@@ -151,8 +151,8 @@ impl Params {
     fn day(&self, k: &str) -> Result<Option<String>, ApiError> {
         self.get(k)
             .map(|s| {
-                history::parse_time(s)
-                    .map(assign::day)
+                crate::clock::parse_day_or_time(s)
+                    .map(crate::clock::day)
                     .ok_or_else(|| ApiError::bad(format!("{k} must be a date (YYYY-MM-DD) or an RFC 3339 time")))
             })
             .transpose()
@@ -174,7 +174,7 @@ fn page<T: serde::Serialize>(items: &[T], offset: usize, limit: usize) -> (Vec<&
 }
 
 fn ms_str(ms: Option<i64>) -> Value {
-    ms.and_then(explain::rfc3339_ms).map_or(Value::Null, Value::String)
+    ms.and_then(crate::clock::rfc3339_ms).map_or(Value::Null, Value::String)
 }
 
 // ---------------------------------------------------------------- lookup
@@ -305,7 +305,7 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
                 "kind": "did_document",
                 "value": format!("the account's {} names this PDS", if a.source.as_deref() == Some("plc") { "PLC directory state" } else { "resolved DID document" }),
                 "observedAt": ms_str(match a.source.as_deref() {
-                    Some("plc") => plc.as_ref().and_then(|p| crate::event::parse_time_us(&p.updated_at)).map(|us| us / 1000),
+                    Some("plc") => plc.as_ref().and_then(|p| crate::clock::parse_time_us(&p.updated_at)).map(|us| us / 1000),
                     _ => res.as_ref().and_then(|r| r.resolved_at_ms),
                 }),
             }],
@@ -467,7 +467,7 @@ pub async fn list_instances(State(st): State<ApiState>, RawQuery(q): RawQuery) -
             .collect();
         let growth: HashMap<String, i64> = if sort == "growth" {
             // joins minus leaves over the last 30 days
-            let from = assign::day(crate::store::now_ms() - 30 * 86_400_000);
+            let from = crate::clock::day(crate::clock::now_ms() - 30 * 86_400_000);
             let hi = history::host_instances(&st.store)?;
             let mut g = HashMap::new();
             let start = [&assign::key::prefix(assign::key::DAY)[..], from.as_bytes()].concat();
@@ -635,7 +635,7 @@ pub async fn get_map_as_of(State(st): State<ApiState>, RawQuery(q): RawQuery) ->
 pub async fn get_flows(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
     let p = Params::parse(q, &["from", "to", "format", "limit", "cursor"])?;
     let from = p.day("from")?.ok_or_else(|| ApiError::bad("parameter \"from\" is required"))?;
-    let to = p.day("to")?.unwrap_or_else(history::today);
+    let to = p.day("to")?.unwrap_or_else(crate::clock::today);
     if from > to {
         return Err(ApiError::bad("from is after to"));
     }
@@ -675,7 +675,7 @@ pub async fn get_growth(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Re
     let p = Params::parse(q, &["id", "from", "to", "limit", "cursor"])?;
     let id = p.required("id")?.to_owned();
     let from = p.day("from")?;
-    let to = p.day("to")?.unwrap_or_else(history::today);
+    let to = p.day("to")?.unwrap_or_else(crate::clock::today);
     let (limit, offset) = (p.limit()?, p.offset()?);
     st.read(move |st| {
         instance_by_id(&st.store, &id)?;
@@ -698,7 +698,9 @@ pub async fn get_account_history(State(st): State<ApiState>, RawQuery(q): RawQue
         return Err(ApiError::bad("did is not a valid DID (atproto DID syntax)"));
     }
     let at = match p.get("at") {
-        Some(s) => Some(history::parse_time(s).ok_or_else(|| ApiError::bad("at must be YYYY-MM-DD or RFC 3339"))?),
+        Some(s) => {
+            Some(crate::clock::parse_day_or_time(s).ok_or_else(|| ApiError::bad("at must be YYYY-MM-DD or RFC 3339"))?)
+        }
         None => None,
     };
     st.read(move |st| {
@@ -805,7 +807,7 @@ pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMa
     }
     st.read(move |st| {
         let mut wb = rocksdb::WriteBatch::default();
-        map::mark(&mut wb, &st.store, &did);
+        crate::store::mark(&mut wb, &st.store, &did);
         st.store.write(wb)?;
         Ok(Json(json!({"did": did, "marked": true})))
     })

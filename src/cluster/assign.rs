@@ -125,7 +125,7 @@ impl Assignment {
 }
 
 fn ms_of(s: &str) -> Option<i64> {
-    crate::event::parse_time_us(s).map(|us| us.div_euclid(1000))
+    crate::clock::parse_time_ms(s)
 }
 
 /// Each account's current PDS: from the newer of its PLC state and its
@@ -254,42 +254,6 @@ fn timeline(
     t
 }
 
-/// `YYYY-MM-DD` (UTC) of a time in ms.
-pub fn day(ms: i64) -> String {
-    let mut out = Vec::with_capacity(10);
-    date_into(&mut out, date_of(ms));
-    String::from_utf8(out).expect("ASCII")
-}
-
-/// The date (UTC) of a time in ms (1970-01-01 out of range).
-pub fn date_of(ms: i64) -> time::Date {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH).date()
-}
-
-/// Appends `YYYY-MM-DD` of a date to `out`, without allocating for years
-/// 0 to 9999 (the rest as `format!` writes them).
-fn date_into(out: &mut Vec<u8>, d: time::Date) {
-    let (y, m, dd) = (d.year(), u8::from(d.month()), d.day());
-    if (0..=9999).contains(&y) {
-        let y = y as u32;
-        let digit = |n: u32| b'0' + (n % 10) as u8;
-        out.extend_from_slice(&[
-            digit(y / 1000),
-            digit(y / 100),
-            digit(y / 10),
-            digit(y),
-            b'-',
-            digit(u32::from(m) / 10),
-            digit(u32::from(m)),
-            b'-',
-            digit(u32::from(dd) / 10),
-            digit(u32::from(dd)),
-        ]);
-    } else {
-        out.extend_from_slice(format!("{y:04}-{m:02}-{dd:02}").as_bytes());
-    }
-}
-
 /// One `map_counts` key, by parts (see [`key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountKey<'a> {
@@ -312,14 +276,14 @@ impl CountKey<'_> {
             CountKey::Day { day, host } => {
                 k.clear();
                 k.extend_from_slice(&[key::DAY, 0]);
-                date_into(k, day);
+                crate::clock::date_into(k, day);
                 k.push(0);
                 k.extend_from_slice(host.as_bytes());
             }
             CountKey::Flow { day, from, to } => {
                 k.clear();
                 k.extend_from_slice(&[key::FLOW, 0]);
-                date_into(k, day);
+                crate::clock::date_into(k, day);
                 for p in [from, to] {
                     k.push(0);
                     k.extend_from_slice(p.as_bytes());
@@ -390,7 +354,7 @@ impl Contributions {
         }
         let mut prev: Option<&str> = None;
         for (at, host) in &a.timeline {
-            let day = date_of(*at);
+            let day = crate::clock::date_of(*at);
             if let Some(p) = prev {
                 f(CountKey::Day { day, host: p }, -1);
             }
@@ -444,6 +408,7 @@ impl Contributions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::day;
 
     fn plc(pds: &str, created: &str, moves: &[(&str, &str, &str)]) -> PlcRecord {
         PlcRecord {

@@ -64,7 +64,7 @@ fn uri(s: &str) -> bool {
 }
 
 fn datetime(s: &str) -> bool {
-    crate::event::parse_time_us(s).is_some()
+    crate::clock::parse_time_us(s).is_some()
 }
 
 fn len_ok(s: &Option<String>, max: usize) -> bool {

@@ -26,11 +26,6 @@ pub struct Why {
     pub text: String,
 }
 
-pub(crate) fn rfc3339_ms(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339).ok()
-}
-
 /// One evidence row in words.
 pub fn evidence_words(kind: &str, value: &str, inst: &InstanceRecord, host: &str) -> String {
     let others = |k: &str, v: &str| {
@@ -61,7 +56,7 @@ pub fn account(store: &Store, did: &str) -> store::Result<Why> {
             super::assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref())
         }
     };
-    let since = a.timeline.last().filter(|(_, h)| h.is_some()).and_then(|(t, _)| rfc3339_ms(*t));
+    let since = a.timeline.last().filter(|(_, h)| h.is_some()).and_then(|(t, _)| crate::clock::rfc3339_ms(*t));
     let Some(host) = a.host.clone() else {
         let state = a.reason.clone().unwrap_or_else(|| "unresolved".into());
         let text = match state.as_str() {
@@ -117,7 +112,7 @@ pub fn account(store: &Store, did: &str) -> store::Result<Why> {
         since,
         instance: Some(inst.id.clone()),
         instance_name: Some(inst.name.clone()),
-        evidence: rows.iter().map(|e| (e.1.clone(), e.2.clone(), rfc3339_ms(e.3))).collect(),
+        evidence: rows.iter().map(|e| (e.1.clone(), e.2.clone(), crate::clock::rfc3339_ms(e.3))).collect(),
         text,
     })
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::assign::{self, key};
+use super::assign::key;
 use super::map;
 use crate::store::{self, Store, CF_HOST_INSTANCE, CF_HOST_MOVES, CF_MAP_COUNTS};
 
@@ -48,12 +48,7 @@ pub fn account_as_of(store: &Store, did: &str, at_ms: i64) -> store::Result<Opti
         Some(h) => map::instance_id_of_host(store, h)?,
         None => None,
     };
-    Ok(Some(AccountAt {
-        did: did.to_owned(),
-        at: super::explain::rfc3339_ms(at_ms).unwrap_or_default(),
-        host,
-        instance,
-    }))
+    Ok(Some(AccountAt { did: did.to_owned(), at: crate::clock::rfc3339_ms(at_ms).unwrap_or_default(), host, instance }))
 }
 
 /// Registered accounts per instance at the end of `day` (`YYYY-MM-DD`),
@@ -154,22 +149,7 @@ pub fn host_moves(store: &Store, since_ms: i64) -> store::Result<Vec<(String, ma
         let (k, v) = item?;
         let t: [u8; 8] = k[..8].try_into().unwrap_or_default();
         let at = (u64::from_be_bytes(t) ^ (1 << 63)) as i64;
-        out.push((super::explain::rfc3339_ms(at).unwrap_or_default(), store::from_cbor(CF_HOST_MOVES, &v)?));
+        out.push((crate::clock::rfc3339_ms(at).unwrap_or_default(), store::from_cbor(CF_HOST_MOVES, &v)?));
     }
     Ok(out)
-}
-
-/// `YYYY-MM-DD` of now.
-pub fn today() -> String {
-    assign::day(store::now_ms())
-}
-
-/// Parses `YYYY-MM-DD` or an RFC 3339 time into ms (a day means its end).
-pub fn parse_time(s: &str) -> Option<i64> {
-    if let Some(us) = crate::event::parse_time_us(s) {
-        return Some(us.div_euclid(1000));
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let d = time::Date::parse(s, &fmt).ok()?;
-    Some((d.midnight().assume_utc().unix_timestamp() + 86_399) * 1000 + 999)
 }

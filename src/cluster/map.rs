@@ -108,18 +108,9 @@ pub fn assignment(store: &Store, did: &str) -> store::Result<Option<Assignment>>
 
 // ---------------------------------------------------------------- marks
 
-/// The structure mark's key (sorts before every DID).
-pub const STRUCTURE: &[u8] = b"\x00structure";
-
-/// Marks a DID for the maintainer, in the caller's write batch.
-pub fn mark(wb: &mut rocksdb::WriteBatch, store: &Store, did: &str) {
-    wb.merge_cf(store.cf(CF_MAP_DIRTY), did.as_bytes(), 1i64.to_le_bytes());
-}
-
-/// Marks the structure (hosts, declarations, memberships) for the maintainer.
-pub fn mark_structure(wb: &mut rocksdb::WriteBatch, store: &Store) {
-    wb.merge_cf(store.cf(CF_MAP_DIRTY), STRUCTURE, 1i64.to_le_bytes());
-}
+// The marks belong to the store's batch (every writer leaves them); the
+// maintainer here takes them.
+pub use crate::store::{mark, mark_structure, STRUCTURE};
 
 fn read_i64(b: &[u8]) -> i64 {
     b.try_into().map(i64::from_le_bytes).unwrap_or(0)
@@ -410,7 +401,7 @@ impl Freshness {
             return Some(format!(
                 "the map is being rebuilt: a recompute started at {} did not finish; counts are not to be trusted until \
                  `recluster` (or `run`) completes one",
-                crate::cluster::explain::rfc3339_ms(at).unwrap_or_default()
+                crate::clock::rfc3339_ms(at).unwrap_or_default()
             ));
         }
         if self.is_current() {
@@ -545,7 +536,7 @@ pub fn recompute_with(
 ) -> Result<Summary, RecomputeError> {
     let _span = tracing::info_span!("recompute").entered();
     let mut marker = rocksdb::WriteBatch::default();
-    marker.put_cf(store.cf(store::CF_META), RECOMPUTE_MARKER, store::now_ms().to_be_bytes());
+    marker.put_cf(store.cf(store::CF_META), RECOMPUTE_MARKER, crate::clock::now_ms().to_be_bytes());
     store.write(marker)?;
     let stopped = || opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     let mut summary = Summary::default();
@@ -794,7 +785,7 @@ pub struct HostProof {
 /// Re-clusters the hosts and rewrites `instances`, `host_instance` and
 /// `declarations`; a host whose instance changed is a dated `host_moves` row.
 fn refresh_structure(store: &Store, overrides: &super::overrides::Overrides) -> store::Result<StructureSummary> {
-    let now = store::now_ms();
+    let now = crate::clock::now_ms();
     let members = host_members(store)?;
     let mut facts: BTreeMap<String, HostFacts> = BTreeMap::new();
     let mut proofs: HashMap<String, HostProof> = HashMap::new();

@@ -6,77 +6,24 @@
 //! `offline` since a time, retried with exponential backoff; a reachable
 //! host is recrawled every [`RECRAWL`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::clock::now_ms;
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
-use crate::store::now_ms;
 use crate::store::{self, Store, CF_HOSTS};
 
-/// A reachable host is crawled again after this.
-pub const RECRAWL: Duration = Duration::from_secs(6 * 3600);
-/// An unreachable host is retried after this, doubling per failure up to a day.
-pub const RETRY_MIN: Duration = Duration::from_secs(300);
-pub const RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+pub use crate::store::records::{
+    host_merge as merge, CrawlOutcome, Describe, HostOp, HostRecord, RelayView, Repos, RECRAWL, RETRY_MAX, RETRY_MIN,
+};
+
 /// Hosts crawled at once.
 pub const CONCURRENCY: usize = 16;
 /// `listRepos` pages read per host per crawl (1,000 repos each).
 pub const MAX_REPO_PAGES: usize = 200;
-
-/// What `describeServer` says.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Describe {
-    pub did: Option<String>,
-    pub available_user_domains: Vec<String>,
-    pub invite_code_required: Option<bool>,
-    pub privacy_policy: Option<String>,
-    pub terms_of_service: Option<String>,
-    pub contact_email: Option<String>,
-}
-
-/// What the relay's `listHosts` says of a host.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RelayView {
-    pub status: Option<String>,
-    pub account_count: Option<i64>,
-    pub seq: Option<i64>,
-    pub seen_at_ms: i64,
-}
-
-/// Accounts the host lists (`listRepos`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Repos {
-    pub total: u64,
-    pub active: u64,
-    /// Inactive accounts by status (`deactivated`, `takendown`, …, `none`).
-    pub inactive: BTreeMap<String, u64>,
-    /// Whether the listing ended within the page cap.
-    pub complete: bool,
-}
-
-/// One host.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRecord {
-    /// Where it was learned of: `did_document`, `relay`.
-    pub sources: Vec<String>,
-    pub first_seen_ms: i64,
-    /// `pending`, `online` or `offline`.
-    pub state: String,
-    pub offline_since_ms: Option<i64>,
-    pub last_ok_ms: Option<i64>,
-    pub last_checked_ms: Option<i64>,
-    pub last_error: Option<String>,
-    pub failures: u32,
-    pub next_check_ms: i64,
-    pub describe: Option<Describe>,
-    pub version: Option<String>,
-    pub repos: Option<Repos>,
-    pub relay: Option<RelayView>,
-}
 
 pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {
     match store.get_cf(CF_HOSTS, host.as_bytes())? {
@@ -85,124 +32,11 @@ pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {
     }
 }
 
-/// One change to a host's record, written as a merge operand of the
-/// `hosts` family and folded into the record by [`merge`] in write order.
-/// No writer reads a record, awaits the network and writes the whole record
-/// back: a crawl that takes minutes (`listRepos`, 200 pages) cannot
-/// overwrite a note the resolver or the PLC loader made meanwhile (the
-/// lost update this replaced).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HostOp {
-    /// Named by `source` (`did_document`, `relay`) at this time.
-    Noted { source: String, at_ms: i64 },
-    /// A crawl's outcome.
-    Crawled { at_ms: i64, outcome: CrawlOutcome },
-    /// What the relay's `listHosts` said.
-    Relay(RelayView),
-    /// The whole record (tests, benches, imports).
-    Replace(HostRecord),
-}
-
-/// What one crawl found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CrawlOutcome {
-    Reached { describe: Describe, version: Option<String>, repos: Option<Repos> },
-    Failed { reason: String },
-}
-
-impl HostRecord {
-    fn new_at(at_ms: i64) -> HostRecord {
-        HostRecord { first_seen_ms: at_ms, state: "pending".into(), ..HostRecord::default() }
-    }
-
-    /// Applies one change.
-    pub fn apply(&mut self, op: HostOp) {
-        match op {
-            HostOp::Noted { source, .. } => {
-                if !self.sources.contains(&source) {
-                    self.sources.push(source);
-                }
-            }
-            HostOp::Relay(view) => {
-                if !self.sources.iter().any(|s| s == "relay") {
-                    self.sources.push("relay".into());
-                }
-                self.relay = Some(view);
-            }
-            HostOp::Replace(rec) => *self = rec,
-            HostOp::Crawled { at_ms: now, outcome } => {
-                self.last_checked_ms = Some(now);
-                match outcome {
-                    CrawlOutcome::Reached { describe, version, repos } => {
-                        self.describe = Some(describe);
-                        self.version = version;
-                        self.repos = repos;
-                        self.state = "online".into();
-                        self.offline_since_ms = None;
-                        self.last_ok_ms = Some(now);
-                        self.last_error = None;
-                        self.failures = 0;
-                        self.next_check_ms = now + RECRAWL.as_millis() as i64;
-                    }
-                    CrawlOutcome::Failed { reason } => {
-                        if self.state != "offline" {
-                            self.offline_since_ms = Some(now);
-                        }
-                        self.state = "offline".into();
-                        self.last_error = Some(reason);
-                        self.failures = self.failures.saturating_add(1);
-                        let wait =
-                            RETRY_MIN.saturating_mul(1 << self.failures.saturating_sub(1).min(16)).min(RETRY_MAX);
-                        self.next_check_ms = now + wait.as_millis() as i64;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The `hosts` family's merge operator: folds [`HostOp`] operands into the
-/// record (a host first named by an operand starts `pending`, first seen
-/// then). An operand that does not decode is skipped (logged), never fatal.
-pub fn merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
-    let mut rec: Option<HostRecord> = existing.and_then(|b| ciborium::from_reader(b).ok());
-    for op in operands {
-        match ciborium::from_reader::<HostOp, _>(op) {
-            Ok(o) => {
-                let at = match &o {
-                    HostOp::Noted { at_ms, .. } | HostOp::Crawled { at_ms, .. } => *at_ms,
-                    HostOp::Relay(v) => v.seen_at_ms,
-                    HostOp::Replace(r) => r.first_seen_ms,
-                };
-                rec.get_or_insert_with(|| HostRecord::new_at(at)).apply(o);
-            }
-            Err(e) => tracing::error!(error = %e, "undecodable host operand skipped"),
-        }
-    }
-    Some(store::to_cbor(&rec.unwrap_or_default()))
-}
-
-/// Writes one change (and the map's structure mark) in one batch.
-fn write(store: &Store, host: &str, op: &HostOp) -> store::Result<()> {
-    let mut wb = rocksdb::WriteBatch::default();
-    wb.merge_cf(store.cf(CF_HOSTS), host.as_bytes(), store::to_cbor(op));
-    crate::cluster::map::mark_structure(&mut wb, store);
-    store.write(wb)
-}
+pub use crate::store::{note_host as note, write_host as write};
 
 /// Replaces a host's whole record.
 pub fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
     write(store, host, &HostOp::Replace(rec.clone()))
-}
-
-/// Records that `host` (a normalised endpoint) was named by `source`.
-pub fn note(store: &Store, host: &str, source: &str) -> store::Result<()> {
-    // a host that already has the source needs no write (nor a structure
-    // refresh); the read may be stale, which costs one redundant operand
-    if get(store, host)?.is_some_and(|r| r.sources.iter().any(|s| s == source)) {
-        return Ok(());
-    }
-    write(store, host, &HostOp::Noted { source: source.to_owned(), at_ms: now_ms() })
 }
 
 #[derive(Deserialize)]
@@ -354,8 +188,13 @@ pub async fn list_hosts(store: &Store, fetcher: &Fetcher, relay: &str) -> Result
         }
         let page: RawHosts = json(&fetcher.get(&url).await?)?;
         for h in &page.hosts {
-            let Ok(host) = crate::identity::did::normalize_endpoint(&format!("https://{}", h.hostname)) else {
-                continue;
+            let host = match crate::identity::did::normalize_endpoint(&format!("https://{}", h.hostname)) {
+                Ok(host) => host,
+                Err(why) => {
+                    metrics::HOST_CRAWLS.with_label_values(&["relay_host_refused"]).inc();
+                    tracing::warn!(hostname = %h.hostname.escape_debug(), why, "relay listHosts names what is not a host; skipped");
+                    continue;
+                }
             };
             let view = RelayView {
                 status: h.status.clone(),

@@ -9,24 +9,11 @@ use std::net::SocketAddr;
 use hickory_resolver::config::ResolverConfig;
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
-use serde::{Deserialize, Serialize};
 
 use crate::net::Fetcher;
 use crate::types;
 
-/// The outcome of one verification.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandleCheck {
-    pub handle: String,
-    pub verified: bool,
-    /// `dns` or `https` when verified.
-    pub method: Option<String>,
-    /// Why not, when not verified: `invalid_syntax`, `no_record` (neither
-    /// DNS nor HTTPS answered with a DID), `ambiguous_dns` (several DIDs),
-    /// `other_did` (it resolves to another DID).
-    pub reason: Option<String>,
-    pub checked_at_ms: i64,
-}
+pub use crate::store::records::HandleCheck;
 
 /// Resolves handles to DIDs.
 pub struct HandleResolver {

@@ -10,14 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::did::{self, DidDoc};
+use crate::clock::now_ms;
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
-use crate::store::now_ms;
 use crate::store::{self, Store, CF_IDENTITY, CF_RETRY};
 
 /// DIDs waiting for a worker. When full, a request is not queued but the
@@ -39,57 +38,7 @@ pub const REFRESH_DEDUP: Duration = Duration::from_secs(5);
 /// How often the retry schedule is swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
-/// What is known from resolving a DID.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdentityRecord {
-    pub pds: Option<String>,
-    /// Handle the document claims (not yet verified both ways).
-    pub handle: Option<String>,
-    pub signing_key: Option<String>,
-    pub labeler: Option<String>,
-    /// What was wrong with the document, if anything.
-    pub problems: Vec<String>,
-    /// Last successful resolution, ms since the epoch.
-    pub resolved_at_ms: Option<i64>,
-    /// First successful resolution, ms since the epoch.
-    #[serde(default)]
-    pub first_resolved_ms: Option<i64>,
-    /// Last attempt, ms since the epoch.
-    pub checked_at_ms: i64,
-    /// Reason of the last attempt's failure; `None` when it succeeded.
-    pub unresolved: Option<String>,
-    /// The directory says the DID is tombstoned (deactivated for good).
-    pub tombstoned: bool,
-    /// Consecutive failures.
-    pub failures: u32,
-    /// PDS changes seen between resolutions (`at`: resolution time).
-    #[serde(default)]
-    pub moves: Vec<crate::plc::load::Move>,
-    /// The last bidirectional check of the claimed handle.
-    #[serde(default)]
-    pub handle_check: Option<super::handle::HandleCheck>,
-}
-
-/// Whether a DID's last resolution is its current identity rather than its
-/// PLC state: a resolution reflects the directory at its time, and a PLC
-/// operation created after it supersedes it. The one rule for every reader
-/// of both (signing keys, current PDS).
-pub fn resolution_is_current(plc: Option<&crate::plc::load::PlcRecord>, res: Option<&IdentityRecord>) -> bool {
-    let plc_ms = plc.and_then(|p| crate::event::parse_time_us(&p.updated_at)).map(|us| us / 1000);
-    match (res.and_then(|r| r.resolved_at_ms), plc_ms) {
-        (Some(r), Some(p)) => r >= p,
-        (Some(_), None) => true,
-        _ => false,
-    }
-}
-
-impl IdentityRecord {
-    /// The handle if verified both ways, else `handle.invalid`, as the
-    /// protocol renders an unverifiable handle (`None` before any check).
-    pub fn verified_handle(&self) -> Option<&str> {
-        self.handle_check.as_ref().map(|c| if c.verified { c.handle.as_str() } else { "handle.invalid" })
-    }
-}
+pub use crate::store::records::{resolution_is_current, IdentityRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
@@ -229,7 +178,7 @@ impl Resolver {
     /// export has loaded (saves a request to the directory).
     fn doc_from_plc(&self, d: &str) -> Option<DidDoc> {
         let b = self.store.get_cf(store::CF_PLC, d.as_bytes()).ok()??;
-        let p: crate::plc::load::PlcRecord = store::from_cbor(store::CF_PLC, &b).ok()?;
+        let p: crate::store::records::PlcRecord = store::from_cbor(store::CF_PLC, &b).ok()?;
         (!p.tombstoned).then(|| DidDoc {
             did: d.to_owned(),
             handle: p.handle,
@@ -256,11 +205,8 @@ impl Resolver {
         match &outcome {
             Ok(doc) => {
                 metrics::RESOLUTIONS.with_label_values(&["resolved"]).inc();
-                let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
-                    .ok()
-                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                    .unwrap_or_default();
-                crate::plc::load::note_move(&mut rec.moves, &at, rec.pds.as_ref(), doc.pds.as_ref());
+                let at = crate::clock::rfc3339_ms(now).unwrap_or_default();
+                crate::store::records::note_move(&mut rec.moves, &at, rec.pds.as_ref(), doc.pds.as_ref());
                 rec.pds = doc.pds.clone();
                 rec.handle = doc.handle.clone();
                 rec.signing_key = doc.signing_key.clone();
@@ -302,10 +248,10 @@ impl Resolver {
         let next = if rec.unresolved.is_some() { next_retry(&rec) } else { now + FRESH_FOR.as_millis() as i64 };
         wb.put_cf(self.store.cf(CF_RETRY), retry_key(next, d), b"");
         wb.put_cf(self.store.cf(CF_IDENTITY), d.as_bytes(), store::to_cbor(&rec));
-        crate::cluster::map::mark(&mut wb, &self.store, d);
+        crate::store::mark(&mut wb, &self.store, d);
         self.store.write(wb)?;
         if let Some(p) = &rec.pds {
-            crate::hosts::note(&self.store, p, "did_document")?;
+            crate::store::note_host(&self.store, p, "did_document")?;
         }
         Ok(rec)
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::crypto::PublicKey;
 use super::resolve::IdentityRecord;
-use crate::plc::load::PlcRecord;
+use crate::store::records::PlcRecord;
 use crate::store::{self, Store, CF_IDENTITY, CF_PLC};
 
 /// What a commit's signature is checked over: the SHA-256 of the unsigned
@@ -122,13 +122,13 @@ impl KeySource for Store {
         let mut retired: Vec<(String, i64)> = plc
             .retired_keys
             .iter()
-            .filter_map(|r| Some((r.key.clone(), crate::event::parse_time_us(&r.until)?)))
+            .filter_map(|r| Some((r.key.clone(), crate::clock::parse_time_us(&r.until)?)))
             .collect();
         // A newer resolution names another key: the PLC state's key was
         // rotated away by an operation not loaded yet, at an unknown time
         // after the last one loaded, which is the safe bound.
         if let Some(k) = plc_key.filter(|k| current.as_ref() != Some(k)) {
-            if let Some(until) = crate::event::parse_time_us(&plc.updated_at) {
+            if let Some(until) = crate::clock::parse_time_us(&plc.updated_at) {
                 retired.push((k, until));
             }
         }

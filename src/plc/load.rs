@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{ExportOp, OpState, PlcError};
+pub use crate::store::records::{
+    note_move, plc_merge as merge, Move, PlcOperand, PlcRecord, RetiredKey, MAX_MOVES, MAX_RETIRED_KEYS,
+    RECOVERY_WINDOW_US,
+};
 use crate::store::{self, counter, Store, CF_COUNTERS, CF_META, CF_PLC};
 
 /// Operations per write batch.
@@ -13,83 +17,6 @@ pub const BATCH_OPS: usize = 10_000;
 /// Bytes reserved for a batch up front (~300 bytes an operation), so it is
 /// not copied as it grows.
 const BATCH_BYTES: usize = BATCH_OPS * 320;
-
-/// What is kept per did:plc.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlcRecord {
-    /// Current PDS endpoint (normalised), if the state names one.
-    pub pds: Option<String>,
-    /// Handle claimed (first valid `at://` of `alsoKnownAs`), unverified.
-    pub handle: Option<String>,
-    /// `#atproto` signing key (Multikey).
-    pub signing_key: Option<String>,
-    pub tombstoned: bool,
-    /// CID of the operation the state comes from.
-    pub head: String,
-    /// `createdAt` of that operation.
-    pub updated_at: String,
-    /// `createdAt` of the genesis operation (the first applied).
-    #[serde(default)]
-    pub created_at: Option<String>,
-    /// Operations applied for this DID (nullified ones not counted).
-    pub ops: u32,
-    /// Operations whose `prev` was not the head: recoveries that forked
-    /// (nullified) later operations.
-    pub forks: u32,
-    /// PDS changes (migrations), oldest first; the last [`MAX_MOVES`].
-    #[serde(default)]
-    pub moves: Vec<Move>,
-    /// `#atproto` keys no longer in force, oldest first; the last
-    /// [`MAX_RETIRED_KEYS`]. With `signing_key` (in force since the last
-    /// one's `until`, or since genesis) this is the account's key history, so
-    /// a commit can be checked against the key of its time. Empty for an
-    /// account that never changed its key (most), and not written then;
-    /// records stored before it existed read as empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub retired_keys: Vec<RetiredKey>,
-}
-
-/// A signing key that was in force from `from` until `until` (the
-/// `createdAt` of the operation that changed it or tombstoned the DID).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetiredKey {
-    pub key: String,
-    pub from: String,
-    pub until: String,
-}
-
-/// Retired keys kept per account (the record stays bounded; the oldest go
-/// first, and commits signed with them then fail as `sig_invalid`).
-pub const MAX_RETIRED_KEYS: usize = 64;
-
-/// How far back a recovery operation can nullify (the PLC spec's 72-hour
-/// recovery window): keys set by operations this close before a fork may
-/// come from nullified operations.
-pub const RECOVERY_WINDOW_US: i64 = 72 * 3600 * 1_000_000;
-
-/// One PDS change of an account: when (the operation's `createdAt`, or the
-/// resolution time), from which endpoint, to which.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Move {
-    pub at: String,
-    pub from: String,
-    pub to: String,
-}
-
-/// Moves kept per account (the record stays bounded).
-pub const MAX_MOVES: usize = 64;
-
-/// Appends a move when the PDS changes from one endpoint to another.
-pub fn note_move(moves: &mut Vec<Move>, at: &str, from: Option<&String>, to: Option<&String>) {
-    if let (Some(from), Some(to)) = (from, to) {
-        if from != to {
-            if moves.len() >= MAX_MOVES {
-                moves.remove(0);
-            }
-            moves.push(Move { at: at.to_owned(), from: from.clone(), to: to.clone() });
-        }
-    }
-}
 
 /// Where the export was read up to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,109 +63,6 @@ impl Position {
     pub fn load(store: &Store) -> store::Result<Position> {
         Ok(store.get_meta(Self::KEY)?.and_then(|b| ciborium::from_reader(b.as_slice()).ok()).unwrap_or_default())
     }
-}
-
-/// One operation as written to the `plc` family: a merge operand that the
-/// family's merge operator ([`merge`]) folds into the DID's [`PlcRecord`],
-/// so a load writes blindly (no read per operation) and RocksDB applies the
-/// operands in order when the record is read or compacted.
-/// Field names are one letter: there is one operand per operation of the
-/// export (86M), so every byte counts in the write path and the WAL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlcOperand {
-    #[serde(rename = "c")]
-    pub cid: String,
-    #[serde(rename = "v")]
-    pub prev: Option<String>,
-    #[serde(rename = "t")]
-    pub created_at: String,
-    #[serde(rename = "x")]
-    pub tombstone: bool,
-    #[serde(rename = "p")]
-    pub pds: Option<String>,
-    #[serde(rename = "h")]
-    pub handle: Option<String>,
-    #[serde(rename = "k")]
-    pub signing_key: Option<String>,
-}
-
-impl PlcRecord {
-    /// Applies one operation: its state replaces the record's; a `prev`
-    /// that is not the current head is a fork (a recovery that nullified
-    /// later operations).
-    ///
-    /// The key in force before the operation is retired (with its span)
-    /// when the operation tombstones the DID or sets another key. A fork
-    /// nullifies operations up to 72 hours old that the record already
-    /// applied: keys set within that window before the fork are dropped
-    /// from the history rather than kept as ever having been in force (a
-    /// legitimate one among them is lost too, which only makes its commits
-    /// fail).
-    pub fn apply(&mut self, op: PlcOperand) {
-        // the key in force until this operation
-        let mut live_key = if self.tombstoned { None } else { self.signing_key.clone() };
-        if self.ops > 0 && op.prev.as_deref() != Some(self.head.as_str()) {
-            self.forks += 1;
-            let window_start = crate::event::parse_time_us(&op.created_at).map(|t| t - RECOVERY_WINDOW_US);
-            let suspect = |from: &str| match (window_start, crate::event::parse_time_us(from)) {
-                (Some(w), Some(f)) => f >= w,
-                _ => true,
-            };
-            self.retired_keys.retain(|r| !suspect(&r.from));
-            if suspect(self.key_since()) {
-                live_key = None;
-            }
-        }
-        if self.ops == 0 {
-            self.created_at = Some(op.created_at.clone());
-        }
-        let retire = match (&live_key, op.tombstone) {
-            (Some(_), true) => live_key,
-            (Some(k), false) if op.signing_key.as_ref() != Some(k) => live_key,
-            _ => None,
-        };
-        if let Some(key) = retire {
-            let from = self.key_since().to_owned();
-            if self.retired_keys.len() >= MAX_RETIRED_KEYS {
-                self.retired_keys.remove(0);
-            }
-            self.retired_keys.push(RetiredKey { key, from, until: op.created_at.clone() });
-        }
-        self.ops += 1;
-        self.head = op.cid;
-        self.updated_at = op.created_at;
-        if op.tombstone {
-            self.tombstoned = true;
-        } else {
-            self.tombstoned = false;
-            note_move(&mut self.moves, &self.updated_at, self.pds.as_ref(), op.pds.as_ref());
-            self.pds = op.pds;
-            self.handle = op.handle;
-            self.signing_key = op.signing_key;
-        }
-    }
-
-    /// Since when the current key is in force: the end of the last retired
-    /// key, else the genesis (`""` when neither is known).
-    fn key_since(&self) -> &str {
-        match self.retired_keys.last() {
-            Some(r) => &r.until,
-            None => self.created_at.as_deref().unwrap_or(""),
-        }
-    }
-}
-
-/// The `plc` family's merge operator: folds operands into the record. An
-/// operand that does not decode is skipped (logged), never fatal.
-pub fn merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
-    let mut rec: PlcRecord = existing.and_then(|b| ciborium::from_reader(b).ok()).unwrap_or_default();
-    for op in operands {
-        match ciborium::from_reader::<PlcOperand, _>(op) {
-            Ok(o) => rec.apply(o),
-            Err(e) => tracing::error!(error = %e, "undecodable PLC operand skipped"),
-        }
-    }
-    Some(store::to_cbor(&rec))
 }
 
 /// Totals of one load, also kept in the store's counters (`plc/…`).
@@ -376,7 +200,7 @@ impl<'s> Loader<'s> {
         }
         self.flushed = self.stats.clone();
         for h in std::mem::take(&mut self.hosts) {
-            crate::hosts::note(self.store, &h, "did_document")?;
+            crate::store::note_host(self.store, &h, "did_document")?;
             self.known_hosts.insert(h);
         }
         let mut wb = std::mem::replace(&mut self.batch, rocksdb::WriteBatch::with_capacity_bytes(BATCH_BYTES));
@@ -388,7 +212,7 @@ impl<'s> Loader<'s> {
         for (did, operand) in self.pending.drain(..) {
             wb.merge_cf(plc, did.as_bytes(), operand);
             if last.as_ref() != Some(&did) {
-                crate::cluster::map::mark(&mut wb, self.store, &did);
+                crate::store::mark(&mut wb, self.store, &did);
                 last = Some(did);
             }
         }

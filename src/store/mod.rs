@@ -12,10 +12,10 @@
 //! | `accounts` | DID (UTF-8)                           | [`AccountState`], DAG-CBOR-free plain CBOR (ciborium) |
 //! | `counters` | `<group>/<label>` (see [`counter`])   | i64 little-endian, updated by an add merge operator |
 //! | `records`  | `<collection> 0x00 <did> 0x00 <rkey>` | [`StoredRecord`], CBOR |
-//! | `plc`      | did:plc (UTF-8)                       | [`crate::plc::load::PlcRecord`], CBOR: state from the PLC export, written as merge operands ([`crate::plc::load::PlcOperand`]) |
-//! | `identity` | DID (UTF-8)                           | [`crate::identity::resolve::IdentityRecord`], CBOR: the last resolution's outcome |
+//! | `plc`      | did:plc (UTF-8)                       | [`records::PlcRecord`], CBOR: state from the PLC export, written as merge operands ([`records::PlcOperand`]) |
+//! | `identity` | DID (UTF-8)                           | [`records::IdentityRecord`], CBOR: the last resolution's outcome |
 //! | `retry`    | next try (i64 ms, big-endian) ‖ DID   | empty: DIDs whose resolution failed, by when to try again |
-//! | `hosts`    | normalised endpoint (`https://host`)  | [`crate::hosts::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view; written as merge operands ([`crate::hosts::HostOp`]) |
+//! | `hosts`    | normalised endpoint (`https://host`)  | [`records::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view; written as merge operands ([`records::HostOp`]) |
 //! | `instances` | instance id                          | [`crate::cluster::map::InstanceRecord`], CBOR (written whole by `recluster`) |
 //! | `host_instance` | normalised endpoint              | instance id |
 //! | `declarations` | operator DID                      | [`crate::cluster::map::DeclarationStatus`], CBOR: which claims verified and why not |
@@ -30,6 +30,8 @@
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
 //! a NUL byte and keys sort by collection, then account.
+
+pub mod records;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -204,11 +206,6 @@ mod serde_bytes_vec {
     }
 }
 
-/// Wall-clock milliseconds since the epoch (the store's timestamps).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Encodes a value as CBOR (ciborium).
 pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
@@ -218,6 +215,43 @@ pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
 
 pub fn from_cbor<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> Result<T> {
     ciborium::from_reader(b).map_err(|e| StoreError::Corrupt { cf, why: e.to_string() })
+}
+
+/// The structure mark's key in `map_dirty` (sorts before every DID).
+pub const STRUCTURE: &[u8] = b"\x00structure";
+
+/// Marks a DID for the map maintainer, in the caller's write batch (every
+/// writer that changes what an account's place depends on does, in the
+/// batch of the change itself).
+pub fn mark(wb: &mut WriteBatch, store: &Store, did: &str) {
+    wb.merge_cf(store.cf(CF_MAP_DIRTY), did.as_bytes(), 1i64.to_le_bytes());
+}
+
+/// Marks the structure (hosts, declarations, memberships) for the maintainer.
+pub fn mark_structure(wb: &mut WriteBatch, store: &Store) {
+    wb.merge_cf(store.cf(CF_MAP_DIRTY), STRUCTURE, 1i64.to_le_bytes());
+}
+
+/// Writes one change to a host's record (a merge operand, see
+/// [`records::HostOp`]) and the structure mark in one batch.
+pub fn write_host(store: &Store, host: &str, op: &records::HostOp) -> Result<()> {
+    let mut wb = WriteBatch::default();
+    wb.merge_cf(store.cf(CF_HOSTS), host.as_bytes(), to_cbor(op));
+    mark_structure(&mut wb, store);
+    store.write(wb)
+}
+
+/// Records that `host` (a normalised endpoint) was named by `source`.
+pub fn note_host(store: &Store, host: &str, source: &str) -> Result<()> {
+    // a host that already has the source needs no write (nor a structure
+    // refresh); the read may be stale, which costs one redundant operand
+    if let Some(b) = store.get_cf(CF_HOSTS, host.as_bytes())? {
+        let rec: records::HostRecord = from_cbor(CF_HOSTS, &b)?;
+        if rec.sources.iter().any(|s| s == source) {
+            return Ok(());
+        }
+    }
+    write_host(store, host, &records::HostOp::Noted { source: source.to_owned(), at_ms: crate::clock::now_ms() })
 }
 
 /// The key of a kept record.
@@ -294,10 +328,10 @@ impl Store {
                     });
                 }
                 if *name == CF_PLC {
-                    o.set_merge_operator("plc_apply", crate::plc::load::merge, |_, _, _| None);
+                    o.set_merge_operator("plc_apply", records::plc_merge, |_, _, _| None);
                 }
                 if *name == CF_HOSTS {
-                    o.set_merge_operator("host_apply", crate::hosts::merge, |_, _, _| None);
+                    o.set_merge_operator("host_apply", records::host_merge, |_, _, _| None);
                 }
                 ColumnFamilyDescriptor::new(*name, o)
             })

@@ -255,7 +255,7 @@ pub fn sync_frame(seq: i64, did: &str, rev: &str, time: &str, key: Option<&k256:
 /// A TID (commit `rev`) for `time` (RFC 3339), clock id 0.
 pub fn tid_at(time: &str) -> String {
     const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
-    let us = instancemap::event::parse_time_us(time).expect("RFC 3339 time") as u64;
+    let us = instancemap::clock::parse_time_us(time).expect("RFC 3339 time") as u64;
     let n = us << 10;
     (0..13).map(|i| ALPHABET[((n >> (5 * (12 - i))) & 31) as usize] as char).collect()
 }

@@ -1,0 +1,415 @@
+//! Every stored record type whose merge or meaning more than one stage
+//! shares, on the store's floor: the PLC state and its merge operator, the
+//! last resolution, the host record and its merge operator. The stages that
+//! produce them re-export them (`plc::load::PlcRecord`, `hosts::HostRecord`,
+//! `identity::resolve::IdentityRecord`); nothing here imports a stage.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------- PLC
+
+/// What is kept per did:plc.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlcRecord {
+    /// Current PDS endpoint (normalised), if the state names one.
+    pub pds: Option<String>,
+    /// Handle claimed (first valid `at://` of `alsoKnownAs`), unverified.
+    pub handle: Option<String>,
+    /// `#atproto` signing key (Multikey).
+    pub signing_key: Option<String>,
+    pub tombstoned: bool,
+    /// CID of the operation the state comes from.
+    pub head: String,
+    /// `createdAt` of that operation.
+    pub updated_at: String,
+    /// `createdAt` of the genesis operation (the first applied).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// Operations applied for this DID (nullified ones not counted).
+    pub ops: u32,
+    /// Operations whose `prev` was not the head: recoveries that forked
+    /// (nullified) later operations.
+    pub forks: u32,
+    /// PDS changes (migrations), oldest first; the last [`MAX_MOVES`].
+    #[serde(default)]
+    pub moves: Vec<Move>,
+    /// `#atproto` keys no longer in force, oldest first; the last
+    /// [`MAX_RETIRED_KEYS`]. With `signing_key` (in force since the last
+    /// one's `until`, or since genesis) this is the account's key history, so
+    /// a commit can be checked against the key of its time. Empty for an
+    /// account that never changed its key (most), and not written then;
+    /// records stored before it existed read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_keys: Vec<RetiredKey>,
+}
+
+/// A signing key that was in force from `from` until `until` (the
+/// `createdAt` of the operation that changed it or tombstoned the DID).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    pub key: String,
+    pub from: String,
+    pub until: String,
+}
+
+/// Retired keys kept per account (the record stays bounded; the oldest go
+/// first, and commits signed with them then fail as `sig_invalid`).
+pub const MAX_RETIRED_KEYS: usize = 64;
+
+/// How far back a recovery operation can nullify (the PLC spec's 72-hour
+/// recovery window): keys set by operations this close before a fork may
+/// come from nullified operations.
+pub const RECOVERY_WINDOW_US: i64 = 72 * 3600 * 1_000_000;
+
+/// One PDS change of an account: when (the operation's `createdAt`, or the
+/// resolution time), from which endpoint, to which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub at: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Moves kept per account (the record stays bounded).
+pub const MAX_MOVES: usize = 64;
+
+/// Appends a move when the PDS changes from one endpoint to another.
+pub fn note_move(moves: &mut Vec<Move>, at: &str, from: Option<&String>, to: Option<&String>) {
+    if let (Some(from), Some(to)) = (from, to) {
+        if from != to {
+            if moves.len() >= MAX_MOVES {
+                moves.remove(0);
+            }
+            moves.push(Move { at: at.to_owned(), from: from.clone(), to: to.clone() });
+        }
+    }
+}
+
+/// One operation as written to the `plc` family: a merge operand that the
+/// family's merge operator ([`plc_merge`]) folds into the DID's [`PlcRecord`],
+/// so a load writes blindly (no read per operation) and RocksDB applies the
+/// operands in order when the record is read or compacted.
+/// Field names are one letter: there is one operand per operation of the
+/// export (86M), so every byte counts in the write path and the WAL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlcOperand {
+    #[serde(rename = "c")]
+    pub cid: String,
+    #[serde(rename = "v")]
+    pub prev: Option<String>,
+    #[serde(rename = "t")]
+    pub created_at: String,
+    #[serde(rename = "x")]
+    pub tombstone: bool,
+    #[serde(rename = "p")]
+    pub pds: Option<String>,
+    #[serde(rename = "h")]
+    pub handle: Option<String>,
+    #[serde(rename = "k")]
+    pub signing_key: Option<String>,
+}
+
+impl PlcRecord {
+    /// Applies one operation: its state replaces the record's; a `prev`
+    /// that is not the current head is a fork (a recovery that nullified
+    /// later operations).
+    ///
+    /// The key in force before the operation is retired (with its span)
+    /// when the operation tombstones the DID or sets another key. A fork
+    /// nullifies operations up to 72 hours old that the record already
+    /// applied: keys set within that window before the fork are dropped
+    /// from the history rather than kept as ever having been in force (a
+    /// legitimate one among them is lost too, which only makes its commits
+    /// fail).
+    pub fn apply(&mut self, op: PlcOperand) {
+        // the key in force until this operation
+        let mut live_key = if self.tombstoned { None } else { self.signing_key.clone() };
+        if self.ops > 0 && op.prev.as_deref() != Some(self.head.as_str()) {
+            self.forks += 1;
+            let window_start = crate::clock::parse_time_us(&op.created_at).map(|t| t - RECOVERY_WINDOW_US);
+            let suspect = |from: &str| match (window_start, crate::clock::parse_time_us(from)) {
+                (Some(w), Some(f)) => f >= w,
+                _ => true,
+            };
+            self.retired_keys.retain(|r| !suspect(&r.from));
+            if suspect(self.key_since()) {
+                live_key = None;
+            }
+        }
+        if self.ops == 0 {
+            self.created_at = Some(op.created_at.clone());
+        }
+        let retire = match (&live_key, op.tombstone) {
+            (Some(_), true) => live_key,
+            (Some(k), false) if op.signing_key.as_ref() != Some(k) => live_key,
+            _ => None,
+        };
+        if let Some(key) = retire {
+            let from = self.key_since().to_owned();
+            if self.retired_keys.len() >= MAX_RETIRED_KEYS {
+                self.retired_keys.remove(0);
+            }
+            self.retired_keys.push(RetiredKey { key, from, until: op.created_at.clone() });
+        }
+        self.ops += 1;
+        self.head = op.cid;
+        self.updated_at = op.created_at;
+        if op.tombstone {
+            self.tombstoned = true;
+        } else {
+            self.tombstoned = false;
+            note_move(&mut self.moves, &self.updated_at, self.pds.as_ref(), op.pds.as_ref());
+            self.pds = op.pds;
+            self.handle = op.handle;
+            self.signing_key = op.signing_key;
+        }
+    }
+
+    /// Since when the current key is in force: the end of the last retired
+    /// key, else the genesis (`""` when neither is known).
+    fn key_since(&self) -> &str {
+        match self.retired_keys.last() {
+            Some(r) => &r.until,
+            None => self.created_at.as_deref().unwrap_or(""),
+        }
+    }
+}
+
+/// The `plc` family's merge operator: folds operands into the record. An
+/// operand that does not decode is skipped (logged), never fatal.
+pub fn plc_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let mut rec: PlcRecord = existing.and_then(|b| ciborium::from_reader(b).ok()).unwrap_or_default();
+    for op in operands {
+        match ciborium::from_reader::<PlcOperand, _>(op) {
+            Ok(o) => rec.apply(o),
+            Err(e) => tracing::error!(error = %e, "undecodable PLC operand skipped"),
+        }
+    }
+    Some(super::to_cbor(&rec))
+}
+
+// ---------------------------------------------------------------- identity
+
+/// The outcome of one verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandleCheck {
+    pub handle: String,
+    pub verified: bool,
+    /// `dns` or `https` when verified.
+    pub method: Option<String>,
+    /// Why not, when not verified: `invalid_syntax`, `no_record` (neither
+    /// DNS nor HTTPS answered with a DID), `ambiguous_dns` (several DIDs),
+    /// `other_did` (it resolves to another DID).
+    pub reason: Option<String>,
+    pub checked_at_ms: i64,
+}
+
+/// What is known from resolving a DID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub pds: Option<String>,
+    /// Handle the document claims (not yet verified both ways).
+    pub handle: Option<String>,
+    pub signing_key: Option<String>,
+    pub labeler: Option<String>,
+    /// What was wrong with the document, if anything.
+    pub problems: Vec<String>,
+    /// Last successful resolution, ms since the epoch.
+    pub resolved_at_ms: Option<i64>,
+    /// First successful resolution, ms since the epoch.
+    #[serde(default)]
+    pub first_resolved_ms: Option<i64>,
+    /// Last attempt, ms since the epoch.
+    pub checked_at_ms: i64,
+    /// Reason of the last attempt's failure; `None` when it succeeded.
+    pub unresolved: Option<String>,
+    /// The directory says the DID is tombstoned (deactivated for good).
+    pub tombstoned: bool,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// PDS changes seen between resolutions (`at`: resolution time).
+    #[serde(default)]
+    pub moves: Vec<Move>,
+    /// The last bidirectional check of the claimed handle.
+    #[serde(default)]
+    pub handle_check: Option<HandleCheck>,
+}
+
+/// Whether a DID's last resolution is its current identity rather than its
+/// PLC state: a resolution reflects the directory at its time, and a PLC
+/// operation created after it supersedes it. The one rule for every reader
+/// of both (signing keys, current PDS).
+pub fn resolution_is_current(plc: Option<&PlcRecord>, res: Option<&IdentityRecord>) -> bool {
+    let plc_ms = plc.and_then(|p| crate::clock::parse_time_us(&p.updated_at)).map(|us| us / 1000);
+    match (res.and_then(|r| r.resolved_at_ms), plc_ms) {
+        (Some(r), Some(p)) => r >= p,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+impl IdentityRecord {
+    /// The handle if verified both ways, else `handle.invalid`, as the
+    /// protocol renders an unverifiable handle (`None` before any check).
+    pub fn verified_handle(&self) -> Option<&str> {
+        self.handle_check.as_ref().map(|c| if c.verified { c.handle.as_str() } else { "handle.invalid" })
+    }
+}
+
+// ---------------------------------------------------------------- hosts
+
+/// A reachable host is crawled again after this.
+pub const RECRAWL: Duration = Duration::from_secs(6 * 3600);
+/// An unreachable host is retried after this, doubling per failure up to a day.
+pub const RETRY_MIN: Duration = Duration::from_secs(300);
+pub const RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// What `describeServer` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Describe {
+    pub did: Option<String>,
+    pub available_user_domains: Vec<String>,
+    pub invite_code_required: Option<bool>,
+    pub privacy_policy: Option<String>,
+    pub terms_of_service: Option<String>,
+    pub contact_email: Option<String>,
+}
+
+/// What the relay's `listHosts` says of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayView {
+    pub status: Option<String>,
+    pub account_count: Option<i64>,
+    pub seq: Option<i64>,
+    pub seen_at_ms: i64,
+}
+
+/// Accounts the host lists (`listRepos`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repos {
+    pub total: u64,
+    pub active: u64,
+    /// Inactive accounts by status (`deactivated`, `takendown`, …, `none`).
+    pub inactive: BTreeMap<String, u64>,
+    /// Whether the listing ended within the page cap.
+    pub complete: bool,
+}
+
+/// One host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Where it was learned of: `did_document`, `relay`.
+    pub sources: Vec<String>,
+    pub first_seen_ms: i64,
+    /// `pending`, `online` or `offline`.
+    pub state: String,
+    pub offline_since_ms: Option<i64>,
+    pub last_ok_ms: Option<i64>,
+    pub last_checked_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub failures: u32,
+    pub next_check_ms: i64,
+    pub describe: Option<Describe>,
+    pub version: Option<String>,
+    pub repos: Option<Repos>,
+    pub relay: Option<RelayView>,
+}
+
+/// One change to a host's record, written as a merge operand of the
+/// `hosts` family and folded into the record by [`host_merge`] in write order.
+/// No writer reads a record, awaits the network and writes the whole record
+/// back: a crawl that takes minutes (`listRepos`, 200 pages) cannot
+/// overwrite a note the resolver or the PLC loader made meanwhile (the
+/// lost update this replaced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostOp {
+    /// Named by `source` (`did_document`, `relay`) at this time.
+    Noted { source: String, at_ms: i64 },
+    /// A crawl's outcome.
+    Crawled { at_ms: i64, outcome: CrawlOutcome },
+    /// What the relay's `listHosts` said.
+    Relay(RelayView),
+    /// The whole record (tests, benches, imports).
+    Replace(HostRecord),
+}
+
+/// What one crawl found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CrawlOutcome {
+    Reached { describe: Describe, version: Option<String>, repos: Option<Repos> },
+    Failed { reason: String },
+}
+
+impl HostRecord {
+    fn new_at(at_ms: i64) -> HostRecord {
+        HostRecord { first_seen_ms: at_ms, state: "pending".into(), ..HostRecord::default() }
+    }
+
+    /// Applies one change.
+    pub fn apply(&mut self, op: HostOp) {
+        match op {
+            HostOp::Noted { source, .. } => {
+                if !self.sources.contains(&source) {
+                    self.sources.push(source);
+                }
+            }
+            HostOp::Relay(view) => {
+                if !self.sources.iter().any(|s| s == "relay") {
+                    self.sources.push("relay".into());
+                }
+                self.relay = Some(view);
+            }
+            HostOp::Replace(rec) => *self = rec,
+            HostOp::Crawled { at_ms: now, outcome } => {
+                self.last_checked_ms = Some(now);
+                match outcome {
+                    CrawlOutcome::Reached { describe, version, repos } => {
+                        self.describe = Some(describe);
+                        self.version = version;
+                        self.repos = repos;
+                        self.state = "online".into();
+                        self.offline_since_ms = None;
+                        self.last_ok_ms = Some(now);
+                        self.last_error = None;
+                        self.failures = 0;
+                        self.next_check_ms = now + RECRAWL.as_millis() as i64;
+                    }
+                    CrawlOutcome::Failed { reason } => {
+                        if self.state != "offline" {
+                            self.offline_since_ms = Some(now);
+                        }
+                        self.state = "offline".into();
+                        self.last_error = Some(reason);
+                        self.failures = self.failures.saturating_add(1);
+                        let wait =
+                            RETRY_MIN.saturating_mul(1 << self.failures.saturating_sub(1).min(16)).min(RETRY_MAX);
+                        self.next_check_ms = now + wait.as_millis() as i64;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `hosts` family's merge operator: folds [`HostOp`] operands into the
+/// record (a host first named by an operand starts `pending`, first seen
+/// then). An operand that does not decode is skipped (logged), never fatal.
+pub fn host_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let mut rec: Option<HostRecord> = existing.and_then(|b| ciborium::from_reader(b).ok());
+    for op in operands {
+        match ciborium::from_reader::<HostOp, _>(op) {
+            Ok(o) => {
+                let at = match &o {
+                    HostOp::Noted { at_ms, .. } | HostOp::Crawled { at_ms, .. } => *at_ms,
+                    HostOp::Relay(v) => v.seen_at_ms,
+                    HostOp::Replace(r) => r.first_seen_ms,
+                };
+                rec.get_or_insert_with(|| HostRecord::new_at(at)).apply(o);
+            }
+            Err(e) => tracing::error!(error = %e, "undecodable host operand skipped"),
+        }
+    }
+    Some(super::to_cbor(&rec.unwrap_or_default()))
+}
