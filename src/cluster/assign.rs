@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+pub use crate::store::records::{Assignment, MoveRow};
 
 use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
@@ -81,36 +81,6 @@ pub mod bucket {
     pub const RESOLVABLE: &str = "resolvable";
     /// ... seen on the firehose (then also counted by its status label).
     pub const SEEN: &str = "seen_on_firehose";
-}
-
-/// One account's place in the map, as stored in `assign`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    /// Current PDS host (normalised endpoint).
-    #[serde(rename = "h")]
-    pub host: Option<String>,
-    /// Why there is none: `deleted`, `no_pds`, `unresolved`.
-    #[serde(rename = "r")]
-    pub reason: Option<String>,
-    /// Where the current host comes from: `plc` or `resolution`.
-    #[serde(rename = "o")]
-    pub source: Option<String>,
-    /// Buckets counted for the host (see [`bucket`]; the firehose status
-    /// label included).
-    #[serde(rename = "b")]
-    pub buckets: Vec<String>,
-    /// Dated hosts, oldest first: `(ms, Some(host))` when the account
-    /// arrived on a host, `(ms, None)` when it left the map (deleted, or
-    /// its document names no PDS any more).
-    #[serde(rename = "t")]
-    pub timeline: Vec<(i64, Option<String>)>,
-    /// Handle: the one verified both ways, else the one the current DID
-    /// document claims (lower-cased).
-    #[serde(rename = "n", default)]
-    pub handle: Option<String>,
-    /// Whether `handle` was verified both ways.
-    #[serde(rename = "v", default)]
-    pub handle_verified: bool,
 }
 
 impl Assignment {
@@ -291,13 +261,6 @@ impl CountKey<'_> {
             }
         }
     }
-}
-
-/// A migration as stored in `moves` (keyed by DID and time).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MoveRow {
-    pub from: String,
-    pub to: String,
 }
 
 /// Key of a `moves` row: `<did>\0<ms, big-endian, sign-flipped>`.

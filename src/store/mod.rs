@@ -31,6 +31,7 @@
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
 //! a NUL byte and keys sort by collection, then account.
 
+pub mod mem;
 pub mod records;
 
 use std::collections::BTreeMap;
@@ -215,6 +216,315 @@ pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
 
 pub fn from_cbor<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> Result<T> {
     ciborium::from_reader(b).map_err(|e| StoreError::Corrupt { cf, why: e.to_string() })
+}
+
+// ---------------------------------------------------------------- the seam
+
+/// Everything the store knows of one DID, read in one call (one multi-get
+/// on RocksDB): its PLC state, its last resolution, its firehose state and
+/// its place in the map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountView {
+    pub plc: Option<records::PlcRecord>,
+    pub identity: Option<records::IdentityRecord>,
+    pub firehose: Option<AccountState>,
+    pub assignment: Option<records::Assignment>,
+}
+
+impl AccountView {
+    /// Whether any source knows the DID (the assignment alone does not
+    /// count: it is derived from the others).
+    pub fn is_known(&self) -> bool {
+        self.plc.is_some() || self.identity.is_some() || self.firehose.is_some()
+    }
+}
+
+/// What every reader of the store may ask, typed: no reader names a
+/// column family, a key layout or a codec. Implemented by the RocksDB
+/// [`Store`] and the in-memory [`mem::MemStore`]; one storage suite
+/// (`tests/storage.rs`) runs on both.
+pub trait StoreReader: Send + Sync {
+    /// Everything about one DID in one call.
+    fn account_view(&self, did: &str) -> Result<AccountView>;
+    fn account_state(&self, did: &str) -> Result<Option<AccountState>>;
+    fn plc(&self, did: &str) -> Result<Option<records::PlcRecord>>;
+    fn identity(&self, did: &str) -> Result<Option<records::IdentityRecord>>;
+    fn host(&self, endpoint: &str) -> Result<Option<records::HostRecord>>;
+    /// Every host, in endpoint order.
+    fn hosts(&self) -> Result<Vec<(String, records::HostRecord)>>;
+    fn stored_record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>>;
+    /// Every kept record of a collection, `(did, rkey, record)` in key order.
+    fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>>;
+    fn source_cursor(&self, source: &str) -> Result<Option<i64>>;
+    fn all_cursors(&self) -> Result<BTreeMap<String, i64>>;
+    fn all_counters(&self) -> Result<BTreeMap<String, i64>>;
+    /// A `meta` value by key (`plc/position`, `map/overrides`, …).
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// DIDs on the resolver's schedule due at or before `until_ms`, in
+    /// time order, at most `limit`.
+    fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>>;
+    /// Marks the map maintainer has yet to take: `(did, n)`, and the
+    /// structure mark's count.
+    fn marks(&self, limit: usize) -> Result<(Vec<(String, i64)>, i64)>;
+}
+
+/// The one way to change the store: a [`Batch`], committed whole
+/// (atomically on RocksDB: effects, marks, counters and cursor together).
+pub trait StoreWriter: StoreReader {
+    fn commit(&self, batch: Batch) -> Result<()>;
+}
+
+/// One change of a [`Batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Account(String, AccountState),
+    PutRecord {
+        collection: String,
+        did: String,
+        rkey: String,
+        record: StoredRecord,
+    },
+    DeleteRecord {
+        collection: String,
+        did: String,
+        rkey: String,
+    },
+    /// Adds to the counter `group/label` (the whole key given).
+    Count(Vec<u8>, i64),
+    Cursor(String, i64),
+    PutMeta(Vec<u8>, Vec<u8>),
+    DeleteMeta(Vec<u8>),
+    /// One PLC operation, folded into the DID's record in batch order.
+    Plc(String, records::PlcOperand),
+    Identity(String, records::IdentityRecord),
+    Retry {
+        at_ms: i64,
+        did: String,
+    },
+    Unretry {
+        at_ms: i64,
+        did: String,
+    },
+    /// One change to a host, folded into its record in batch order.
+    Host(String, records::HostOp),
+    /// Adds to a DID's map mark (negative: taken).
+    Mark(String, i64),
+    /// Adds to the structure mark.
+    MarkStructure(i64),
+}
+
+/// A typed write batch: what one writer changes at once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn with_capacity(n: usize) -> Batch {
+        Batch { ops: Vec::with_capacity(n) }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    pub fn put_account(&mut self, did: &str, state: AccountState) {
+        self.ops.push(Op::Account(did.to_owned(), state));
+    }
+    pub fn put_record(&mut self, collection: &str, did: &str, rkey: &str, record: StoredRecord) {
+        self.ops.push(Op::PutRecord { collection: collection.into(), did: did.into(), rkey: rkey.into(), record });
+    }
+    pub fn delete_record(&mut self, collection: &str, did: &str, rkey: &str) {
+        self.ops.push(Op::DeleteRecord { collection: collection.into(), did: did.into(), rkey: rkey.into() });
+    }
+    /// Adds `n` to the counter whose whole key (`group/label`) is `key`.
+    pub fn count_key(&mut self, key: Vec<u8>, n: i64) {
+        if n != 0 {
+            self.ops.push(Op::Count(key, n));
+        }
+    }
+    pub fn count(&mut self, group: &str, label: &str, n: i64) {
+        self.count_key(counter::key(group, label), n);
+    }
+    pub fn cursor(&mut self, source: &str, seq: i64) {
+        self.ops.push(Op::Cursor(source.to_owned(), seq));
+    }
+    pub fn put_meta(&mut self, key: &[u8], value: Vec<u8>) {
+        self.ops.push(Op::PutMeta(key.to_vec(), value));
+    }
+    pub fn delete_meta(&mut self, key: &[u8]) {
+        self.ops.push(Op::DeleteMeta(key.to_vec()));
+    }
+    pub fn plc(&mut self, did: &str, op: records::PlcOperand) {
+        self.ops.push(Op::Plc(did.to_owned(), op));
+    }
+    pub fn put_identity(&mut self, did: &str, rec: records::IdentityRecord) {
+        self.ops.push(Op::Identity(did.to_owned(), rec));
+    }
+    pub fn retry(&mut self, at_ms: i64, did: &str) {
+        self.ops.push(Op::Retry { at_ms, did: did.to_owned() });
+    }
+    pub fn unretry(&mut self, at_ms: i64, did: &str) {
+        self.ops.push(Op::Unretry { at_ms, did: did.to_owned() });
+    }
+    /// A change to a host, and the structure mark with it.
+    pub fn host(&mut self, endpoint: &str, op: records::HostOp) {
+        self.ops.push(Op::Host(endpoint.to_owned(), op));
+        self.mark_structure();
+    }
+    /// Marks a DID for the map maintainer (every writer that changes what
+    /// an account's place depends on does, in the batch of the change).
+    pub fn mark(&mut self, did: &str) {
+        self.ops.push(Op::Mark(did.to_owned(), 1));
+    }
+    /// Takes `n` of a DID's mark back (the maintainer, having taken it).
+    pub fn unmark(&mut self, did: &str, n: i64) {
+        self.ops.push(Op::Mark(did.to_owned(), -n));
+    }
+    /// Marks the structure (hosts, declarations, memberships).
+    pub fn mark_structure(&mut self) {
+        self.ops.push(Op::MarkStructure(1));
+    }
+    pub fn unmark_structure(&mut self, n: i64) {
+        self.ops.push(Op::MarkStructure(-n));
+    }
+}
+
+fn retry_key(at_ms: i64, did: &str) -> Vec<u8> {
+    let mut k = at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(did.as_bytes());
+    k
+}
+
+impl Store {
+    /// Encodes a typed batch into a RocksDB write batch.
+    fn encode(&self, batch: Batch) -> WriteBatch {
+        let mut wb = WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                Op::Account(did, st) => wb.put_cf(self.cf(CF_ACCOUNTS), did.as_bytes(), to_cbor(&st)),
+                Op::PutRecord { collection, did, rkey, record } => {
+                    wb.put_cf(self.cf(CF_RECORDS), record_key(&collection, &did, &rkey), to_cbor(&record))
+                }
+                Op::DeleteRecord { collection, did, rkey } => {
+                    wb.delete_cf(self.cf(CF_RECORDS), record_key(&collection, &did, &rkey))
+                }
+                Op::Count(k, n) => wb.merge_cf(self.cf(CF_COUNTERS), k, n.to_le_bytes()),
+                Op::Cursor(src, seq) => wb.put_cf(self.cf(CF_META), Store::cursor_key(&src), seq.to_be_bytes()),
+                Op::PutMeta(k, v) => wb.put_cf(self.cf(CF_META), k, v),
+                Op::DeleteMeta(k) => wb.delete_cf(self.cf(CF_META), k),
+                Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), to_cbor(&o)),
+                Op::Identity(did, r) => wb.put_cf(self.cf(CF_IDENTITY), did.as_bytes(), to_cbor(&r)),
+                Op::Retry { at_ms, did } => wb.put_cf(self.cf(CF_RETRY), retry_key(at_ms, &did), b""),
+                Op::Unretry { at_ms, did } => wb.delete_cf(self.cf(CF_RETRY), retry_key(at_ms, &did)),
+                Op::Host(h, o) => wb.merge_cf(self.cf(CF_HOSTS), h.as_bytes(), to_cbor(&o)),
+                Op::Mark(did, n) => wb.merge_cf(self.cf(CF_MAP_DIRTY), did.as_bytes(), n.to_le_bytes()),
+                Op::MarkStructure(n) => wb.merge_cf(self.cf(CF_MAP_DIRTY), STRUCTURE, n.to_le_bytes()),
+            }
+        }
+        wb
+    }
+
+    fn get_decoded<T: for<'de> Deserialize<'de>>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get_pinned_cf(self.cf(cf), key)? {
+            Some(v) => Ok(Some(from_cbor(cf, &v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl StoreReader for Store {
+    fn account_view(&self, did: &str) -> Result<AccountView> {
+        let key = did.as_bytes();
+        let cfs = [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN];
+        let mut vals = self.db.multi_get_cf(cfs.iter().map(|cf| (self.cf(cf), key))).into_iter();
+        let mut next = || -> Result<Option<Vec<u8>>> { Ok(vals.next().transpose()?.flatten()) };
+        let plc = next()?.map(|b| from_cbor(CF_PLC, &b)).transpose()?;
+        let identity = next()?.map(|b| from_cbor(CF_IDENTITY, &b)).transpose()?;
+        let firehose = next()?.map(|b| from_cbor(CF_ACCOUNTS, &b)).transpose()?;
+        let assignment = next()?.map(|b| from_cbor(CF_ASSIGN, &b)).transpose()?;
+        Ok(AccountView { plc, identity, firehose, assignment })
+    }
+    fn account_state(&self, did: &str) -> Result<Option<AccountState>> {
+        self.account(did)
+    }
+    fn plc(&self, did: &str) -> Result<Option<records::PlcRecord>> {
+        self.get_decoded(CF_PLC, did.as_bytes())
+    }
+    fn identity(&self, did: &str) -> Result<Option<records::IdentityRecord>> {
+        self.get_decoded(CF_IDENTITY, did.as_bytes())
+    }
+    fn host(&self, endpoint: &str) -> Result<Option<records::HostRecord>> {
+        self.get_decoded(CF_HOSTS, endpoint.as_bytes())
+    }
+    fn hosts(&self) -> Result<Vec<(String, records::HostRecord)>> {
+        let mut out = Vec::new();
+        for item in self.iter_cf(CF_HOSTS) {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), from_cbor(CF_HOSTS, &v)?));
+        }
+        Ok(out)
+    }
+    fn stored_record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>> {
+        self.record(collection, did, rkey)
+    }
+    fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
+        self.records(collection)
+    }
+    fn source_cursor(&self, source: &str) -> Result<Option<i64>> {
+        self.cursor(source)
+    }
+    fn all_cursors(&self) -> Result<BTreeMap<String, i64>> {
+        self.cursors()
+    }
+    fn all_counters(&self) -> Result<BTreeMap<String, i64>> {
+        self.counters()
+    }
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_meta(key)
+    }
+    fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        let mut out = Vec::new();
+        for item in self.iter_cf(CF_RETRY) {
+            let (k, _) = item?;
+            let Some((at, d)) = k.split_first_chunk::<8>() else { continue };
+            let at = i64::from_be_bytes(*at);
+            if at > until_ms || out.len() >= limit {
+                break;
+            }
+            out.push((at, String::from_utf8_lossy(d).into_owned()));
+        }
+        Ok(out)
+    }
+    fn marks(&self, limit: usize) -> Result<(Vec<(String, i64)>, i64)> {
+        let (mut out, mut structure) = (Vec::new(), 0);
+        for item in self.iter_cf(CF_MAP_DIRTY) {
+            let (k, v) = item?;
+            let n = decode_i64(&v);
+            if n == 0 {
+                continue;
+            }
+            if &*k == STRUCTURE {
+                structure = n;
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), n));
+        }
+        Ok((out, structure))
+    }
+}
+
+impl StoreWriter for Store {
+    fn commit(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(self.encode(batch))
+    }
 }
 
 /// The structure mark's key in `map_dirty` (sorts before every DID).

@@ -342,8 +342,20 @@ pub enum CrawlOutcome {
     Failed { reason: String },
 }
 
+impl HostOp {
+    /// When the change happened (a host first named by it is first seen then).
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            HostOp::Noted { at_ms, .. } | HostOp::Crawled { at_ms, .. } => *at_ms,
+            HostOp::Relay(v) => v.seen_at_ms,
+            HostOp::Replace(r) => r.first_seen_ms,
+        }
+    }
+}
+
 impl HostRecord {
-    fn new_at(at_ms: i64) -> HostRecord {
+    /// A host first named at `at_ms`: `pending`.
+    pub fn new_at(at_ms: i64) -> HostRecord {
         HostRecord { first_seen_ms: at_ms, state: "pending".into(), ..HostRecord::default() }
     }
 
@@ -401,15 +413,50 @@ pub fn host_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::Merg
     for op in operands {
         match ciborium::from_reader::<HostOp, _>(op) {
             Ok(o) => {
-                let at = match &o {
-                    HostOp::Noted { at_ms, .. } | HostOp::Crawled { at_ms, .. } => *at_ms,
-                    HostOp::Relay(v) => v.seen_at_ms,
-                    HostOp::Replace(r) => r.first_seen_ms,
-                };
+                let at = o.at_ms();
                 rec.get_or_insert_with(|| HostRecord::new_at(at)).apply(o);
             }
             Err(e) => tracing::error!(error = %e, "undecodable host operand skipped"),
         }
     }
     Some(super::to_cbor(&rec.unwrap_or_default()))
+}
+
+// ---------------------------------------------------------------- the map
+
+/// One account's place in the map, as stored in `assign`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Current PDS host (normalised endpoint).
+    #[serde(rename = "h")]
+    pub host: Option<String>,
+    /// Why there is none: `deleted`, `no_pds`, `unresolved`.
+    #[serde(rename = "r")]
+    pub reason: Option<String>,
+    /// Where the current host comes from: `plc` or `resolution`.
+    #[serde(rename = "o")]
+    pub source: Option<String>,
+    /// Buckets counted for the host (see `cluster::assign::bucket`; the firehose status
+    /// label included).
+    #[serde(rename = "b")]
+    pub buckets: Vec<String>,
+    /// Dated hosts, oldest first: `(ms, Some(host))` when the account
+    /// arrived on a host, `(ms, None)` when it left the map (deleted, or
+    /// its document names no PDS any more).
+    #[serde(rename = "t")]
+    pub timeline: Vec<(i64, Option<String>)>,
+    /// Handle: the one verified both ways, else the one the current DID
+    /// document claims (lower-cased).
+    #[serde(rename = "n", default)]
+    pub handle: Option<String>,
+    /// Whether `handle` was verified both ways.
+    #[serde(rename = "v", default)]
+    pub handle_verified: bool,
+}
+
+/// A migration as stored in `moves` (keyed by DID and time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRow {
+    pub from: String,
+    pub to: String,
 }

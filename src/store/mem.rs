@@ -1,0 +1,138 @@
+//! The in-memory twin of the RocksDB store: the same [`StoreReader`] and
+//! [`StoreWriter`], with the merges (PLC operations, host changes, counters,
+//! marks) applied as the batch commits rather than when read. For tests of
+//! the stages above the store, and to hold the RocksDB store to the same
+//! contract: one storage suite (`tests/storage.rs`) runs on both.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use super::records::{HostRecord, IdentityRecord, PlcRecord};
+use super::{AccountState, AccountView, Batch, Op, Result, StoreReader, StoreWriter, StoredRecord};
+
+#[derive(Default)]
+struct Families {
+    accounts: BTreeMap<String, AccountState>,
+    records: BTreeMap<(String, String, String), StoredRecord>,
+    counters: BTreeMap<Vec<u8>, i64>,
+    cursors: BTreeMap<String, i64>,
+    meta: BTreeMap<Vec<u8>, Vec<u8>>,
+    plc: BTreeMap<String, PlcRecord>,
+    identity: BTreeMap<String, IdentityRecord>,
+    retry: BTreeSet<(i64, String)>,
+    hosts: BTreeMap<String, HostRecord>,
+    marks: BTreeMap<String, i64>,
+    structure: i64,
+}
+
+/// The store in memory. A batch commits under one lock: readers see all of
+/// it or none.
+#[derive(Default)]
+pub struct MemStore {
+    f: Mutex<Families>,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Families) -> T) -> T {
+        f(&self.f.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl StoreReader for MemStore {
+    fn account_view(&self, did: &str) -> Result<AccountView> {
+        Ok(self.read(|f| AccountView {
+            plc: f.plc.get(did).cloned(),
+            identity: f.identity.get(did).cloned(),
+            firehose: f.accounts.get(did).cloned(),
+            assignment: None,
+        }))
+    }
+    fn account_state(&self, did: &str) -> Result<Option<AccountState>> {
+        Ok(self.read(|f| f.accounts.get(did).cloned()))
+    }
+    fn plc(&self, did: &str) -> Result<Option<PlcRecord>> {
+        Ok(self.read(|f| f.plc.get(did).cloned()))
+    }
+    fn identity(&self, did: &str) -> Result<Option<IdentityRecord>> {
+        Ok(self.read(|f| f.identity.get(did).cloned()))
+    }
+    fn host(&self, endpoint: &str) -> Result<Option<HostRecord>> {
+        Ok(self.read(|f| f.hosts.get(endpoint).cloned()))
+    }
+    fn hosts(&self) -> Result<Vec<(String, HostRecord)>> {
+        Ok(self.read(|f| f.hosts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+    }
+    fn stored_record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>> {
+        Ok(self.read(|f| f.records.get(&(collection.into(), did.into(), rkey.into())).cloned()))
+    }
+    fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
+        Ok(self.read(|f| {
+            f.records
+                .iter()
+                .filter(|((c, _, _), _)| c == collection)
+                .map(|((_, d, r), v)| (d.clone(), r.clone(), v.clone()))
+                .collect()
+        }))
+    }
+    fn source_cursor(&self, source: &str) -> Result<Option<i64>> {
+        Ok(self.read(|f| f.cursors.get(source).copied()))
+    }
+    fn all_cursors(&self) -> Result<BTreeMap<String, i64>> {
+        Ok(self.read(|f| f.cursors.clone()))
+    }
+    fn all_counters(&self) -> Result<BTreeMap<String, i64>> {
+        Ok(self.read(|f| f.counters.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), *v)).collect()))
+    }
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.read(|f| f.meta.get(key).cloned()))
+    }
+    fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        Ok(self.read(|f| f.retry.iter().take_while(|(at, _)| *at <= until_ms).take(limit).cloned().collect()))
+    }
+    fn marks(&self, limit: usize) -> Result<(Vec<(String, i64)>, i64)> {
+        Ok(self.read(|f| {
+            let marks = f.marks.iter().filter(|(_, n)| **n != 0).take(limit).map(|(d, n)| (d.clone(), *n)).collect();
+            (marks, f.structure)
+        }))
+    }
+}
+
+impl StoreWriter for MemStore {
+    fn commit(&self, batch: Batch) -> Result<()> {
+        let mut f = self.f.lock().unwrap_or_else(|p| p.into_inner());
+        for op in batch.ops {
+            match op {
+                Op::Account(did, st) => _ = f.accounts.insert(did, st),
+                Op::PutRecord { collection, did, rkey, record } => {
+                    _ = f.records.insert((collection, did, rkey), record)
+                }
+                Op::DeleteRecord { collection, did, rkey } => _ = f.records.remove(&(collection, did, rkey)),
+                Op::Count(k, n) => *f.counters.entry(k).or_default() += n,
+                Op::Cursor(src, seq) => _ = f.cursors.insert(src, seq),
+                Op::PutMeta(k, v) => _ = f.meta.insert(k, v),
+                Op::DeleteMeta(k) => _ = f.meta.remove(&k),
+                Op::Plc(did, o) => f.plc.entry(did).or_default().apply(o),
+                Op::Identity(did, r) => _ = f.identity.insert(did, r),
+                Op::Retry { at_ms, did } => _ = f.retry.insert((at_ms, did)),
+                Op::Unretry { at_ms, did } => _ = f.retry.remove(&(at_ms, did)),
+                Op::Host(h, o) => {
+                    let at = o.at_ms();
+                    f.hosts.entry(h).or_insert_with(|| HostRecord::new_at(at)).apply(o);
+                }
+                Op::Mark(did, n) => {
+                    let v = f.marks.entry(did.clone()).or_default();
+                    *v += n;
+                    if *v == 0 {
+                        f.marks.remove(&did);
+                    }
+                }
+                Op::MarkStructure(n) => f.structure += n,
+            }
+        }
+        Ok(())
+    }
+}
