@@ -10,14 +10,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rocksdb::WriteBatch;
-
 use crate::clock::now_ms;
 use crate::event::{Event, EventKind};
 use crate::firehose::frame::Action;
 use crate::identity::verify::SigStatus;
 use crate::metrics;
-use crate::store::{self, counter, AccountState, Store, StoredRecord, CF_ACCOUNTS, CF_COUNTERS, CF_META, CF_RECORDS};
+use crate::store::{self, counter, AccountState, Batch as StoreBatch, Store, StoreWriter, StoredRecord};
 
 /// Events per write batch. Large enough that the commit cost (one WAL
 /// write, ~100 µs) is spread thin at full replay speed; small enough that a
@@ -44,7 +42,7 @@ struct Batch {
     /// A declaration or membership record changed.
     map_structure: bool,
     counters: HashMap<Vec<u8>, i64>,
-    records: WriteBatch,
+    records: StoreBatch,
     events: usize,
     started: Option<Instant>,
 }
@@ -245,13 +243,11 @@ impl Ingest {
                     {
                         self.batch.map_structure = true;
                     }
-                    let key = store::record_key(&w.collection, did, &w.rkey);
-                    let cf = self.store.cf(CF_RECORDS);
                     match (w.action, &w.record, &w.cid) {
-                        (Action::Delete, _, _) => self.batch.records.delete_cf(cf, key),
+                        (Action::Delete, _, _) => self.batch.records.delete_record(&w.collection, did, &w.rkey),
                         (_, Some(record), Some(cid)) => {
                             let v = StoredRecord { cid: cid.clone(), record: record.clone(), seq, rev: rev.clone() };
-                            self.batch.records.put_cf(cf, key, store::to_cbor(&v));
+                            self.batch.records.put_record(&w.collection, did, &w.rkey, v);
                         }
                         // Block missing: already counted; the old version
                         // (if any) stays rather than being lost.
@@ -328,30 +324,26 @@ impl Ingest {
         let start = Instant::now();
         let batch = std::mem::take(&mut self.batch);
         let mut wb = batch.records;
-        let accounts = self.store.cf(CF_ACCOUNTS);
         for did in &batch.dirty {
             if let Some(state) = self.cache.get(did) {
-                wb.put_cf(accounts, did.as_bytes(), store::to_cbor(state));
+                wb.put_account(did, state.clone());
             }
         }
         for did in &batch.map {
-            crate::store::mark(&mut wb, &self.store, did);
+            wb.mark(did);
         }
         if batch.map_structure {
-            crate::store::mark_structure(&mut wb, &self.store);
+            wb.mark_structure();
         }
-        let counters = self.store.cf(CF_COUNTERS);
-        for (k, v) in &batch.counters {
-            if *v != 0 {
-                wb.merge_cf(counters, k, v.to_le_bytes());
-            }
+        for (k, v) in batch.counters {
+            wb.count_key(k, v);
         }
         if self.cursor != self.committed {
             if let Some(c) = self.cursor {
-                wb.put_cf(self.store.cf(CF_META), Store::cursor_key(&self.source), c.to_be_bytes());
+                wb.cursor(&self.source, c);
             }
         }
-        self.store.write(wb)?;
+        self.store.commit(wb)?;
         if self.cache.len() > ACCOUNT_CACHE {
             self.cache.clear();
         }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
-use crate::store::{self, AccountState, Store, CF_IDENTITY, CF_PLC};
+use crate::store::{self, AccountState, Store, StoreReader};
 
 /// The `account --json` object.
 #[derive(Debug, Serialize)]
@@ -61,14 +61,8 @@ impl AccountView {
             last_applied_at: crate::clock::rfc3339_us(a.seen_at_ms.saturating_mul(1000)),
             commits: a.commits,
         });
-        let plc = match store.get_cf(CF_PLC, did.as_bytes())? {
-            Some(b) => Some(store::from_cbor(CF_PLC, &b)?),
-            None => None,
-        };
-        let resolved = match store.get_cf(CF_IDENTITY, did.as_bytes())? {
-            Some(b) => Some(store::from_cbor(CF_IDENTITY, &b)?),
-            None => None,
-        };
+        let plc = store.plc(did)?;
+        let resolved = store.identity(did)?;
         if firehose.is_none() && plc.is_none() && resolved.is_none() {
             return Ok(None);
         }

@@ -165,7 +165,7 @@ impl Stats {
 
 impl MapStats {
     pub fn read(store: &Store) -> store::Result<MapStats> {
-        use crate::store::{CF_DECLARATIONS, CF_HOSTS, CF_INSTANCES, CF_MOVES};
+        use crate::store::{CF_DECLARATIONS, CF_INSTANCES, CF_MOVES};
         let mut m = MapStats {
             instances: store.iter_cf(CF_INSTANCES).count() as u64,
             moves: store.iter_cf(CF_MOVES).count() as u64,
@@ -175,9 +175,7 @@ impl MapStats {
         m.pending = m.freshness.pending_accounts;
         m.current = m.freshness.is_current();
         m.note = m.freshness.note();
-        for item in store.iter_cf(CF_HOSTS) {
-            let (_, v) = item?;
-            let h: crate::hosts::HostRecord = store::from_cbor(CF_HOSTS, &v)?;
+        for (_, h) in crate::store::StoreReader::hosts(store)? {
             *m.hosts.entry(h.state).or_default() += 1;
         }
         let assigned: i64 = crate::cluster::map::host_members(store)?

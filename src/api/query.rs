@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::cluster::{assign, explain, history, map};
-use crate::store::{Store, CF_HOSTS, CF_INSTANCES};
+use crate::store::{Store, CF_INSTANCES};
 
 type Reply = Result<Json<Value>, ApiError>;
 
@@ -272,18 +272,21 @@ pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply 
 
 /// The responsibility answer for one DID (404 when nothing is known).
 pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, ApiError> {
-    let (plc, res, acct) = map::known(store, did)?;
-    if plc.is_none() && res.is_none() && acct.is_none() {
+    // everything about the DID in one read
+    let view = crate::store::StoreReader::account_view(store, did)?;
+    if !view.is_known() {
         return Err(ApiError::not_found(
             "AccountNotFound",
             format!("{did} is not known: not in the PLC export loaded, never resolved, never seen on the firehose"),
         ));
     }
-    let a = match map::assignment(store, did)? {
-        Some(a) => a,
-        None => assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref()),
+    let a = explain::assignment_of(&view);
+    let crate::store::AccountView { plc, identity: res, firehose: acct, .. } = view;
+    let instance = match &a.host {
+        Some(h) => cache.instance_of_host(store, h)?,
+        None => None,
     };
-    let why = explain::account(store, did)?;
+    let why = explain::why(&a, instance.as_deref());
     let mut entities = Vec::new();
     let mut inst_json = Value::Null;
     if let Some(host) = &a.host {
@@ -311,7 +314,7 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
             }],
             "lastChecked": ms_str(h.as_ref().and_then(|h| h.last_checked_ms)),
         }));
-        if let Some(inst) = cache.instance_of_host(store, host)? {
+        if let Some(inst) = &instance {
             let op_status = match &inst.operator {
                 Some(op) => map::declaration_status(store, op)?,
                 None => None,
@@ -447,10 +450,8 @@ pub async fn list_instances(State(st): State<ApiState>, RawQuery(q): RawQuery) -
         let host_state: HashMap<String, String> = match &host_status {
             Some(_) => {
                 let mut m = HashMap::new();
-                for item in st.store.iter_cf(CF_HOSTS) {
-                    let (k, v) = item?;
-                    let h: crate::hosts::HostRecord = crate::store::from_cbor(CF_HOSTS, &v)?;
-                    m.insert(String::from_utf8_lossy(&k).into_owned(), h.state);
+                for (k, h) in crate::store::StoreReader::hosts(&st.store)? {
+                    m.insert(k, h.state);
                 }
                 m
             }
@@ -731,9 +732,7 @@ pub fn summary(store: &Store) -> Result<Value, ApiError> {
     let (inst, host) = map::concentrations(store)?;
     let states = map::unassigned(store)?;
     let mut host_states: BTreeMap<String, u64> = BTreeMap::new();
-    for item in store.iter_cf(CF_HOSTS) {
-        let (_, v) = item?;
-        let h: crate::hosts::HostRecord = crate::store::from_cbor(CF_HOSTS, &v)?;
+    for (_, h) in crate::store::StoreReader::hosts(store)? {
         *host_states.entry(h.state).or_default() += 1;
     }
     let decls: Vec<map::DeclarationStatus> = store
@@ -806,9 +805,9 @@ pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMa
         return Err(ApiError::bad("did is not a valid DID"));
     }
     st.read(move |st| {
-        let mut wb = rocksdb::WriteBatch::default();
-        crate::store::mark(&mut wb, &st.store, &did);
-        st.store.write(wb)?;
+        let mut b = crate::store::Batch::default();
+        b.mark(&did);
+        crate::store::StoreWriter::commit(&st.store, b)?;
         Ok(Json(json!({"did": did, "marked": true})))
     })
     .await

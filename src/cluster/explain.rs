@@ -49,13 +49,27 @@ pub fn evidence_words(kind: &str, value: &str, inst: &InstanceRecord, host: &str
 
 /// Explains the account's place under the stored map.
 pub fn account(store: &Store, did: &str) -> store::Result<Why> {
-    let a: Assignment = match map::assignment(store, did)? {
-        Some(a) => a,
-        None => {
-            let (plc, res, acct) = map::known(store, did)?;
-            super::assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref())
-        }
+    let v = crate::store::StoreReader::account_view(store, did)?;
+    let a = assignment_of(&v);
+    let inst = match &a.host {
+        Some(h) => map::instance_of_host(store, h)?,
+        None => None,
     };
+    Ok(why(&a, inst.as_ref()))
+}
+
+/// An account's assignment: the stored one, or (before the map has taken
+/// the account in) the one its records give.
+pub fn assignment_of(v: &crate::store::AccountView) -> Assignment {
+    match &v.assignment {
+        Some(a) => a.clone(),
+        None => super::assign::desired(v.plc.as_ref(), v.identity.as_ref(), v.firehose.as_ref()),
+    }
+}
+
+/// Explains an assignment under its host's instance (`None`: the host is
+/// not in the map yet). Pure: what the caller has read, nothing more.
+pub fn why(a: &Assignment, inst: Option<&InstanceRecord>) -> Why {
     let since = a.timeline.last().filter(|(_, h)| h.is_some()).and_then(|(t, _)| crate::clock::rfc3339_ms(*t));
     let Some(host) = a.host.clone() else {
         let state = a.reason.clone().unwrap_or_else(|| "unresolved".into());
@@ -64,7 +78,7 @@ pub fn account(store: &Store, did: &str) -> store::Result<Why> {
             "no_pds" => "Its DID document names no PDS, so it belongs to no instance.".to_owned(),
             _ => "Its DID has not resolved yet, so its host and instance are unknown.".to_owned(),
         };
-        return Ok(Why {
+        return Why {
             state,
             host: None,
             host_source: None,
@@ -73,14 +87,14 @@ pub fn account(store: &Store, did: &str) -> store::Result<Why> {
             instance_name: None,
             evidence: vec![],
             text,
-        });
+        };
     };
     let source_words = match a.source.as_deref() {
         Some("plc") => "the PLC directory's current state of its DID",
         _ => "its DID document as last resolved",
     };
-    let Some(inst) = map::instance_of_host(store, &host)? else {
-        return Ok(Why {
+    let Some(inst) = inst else {
+        return Why {
             state: "unclustered".into(),
             text: format!("Hosted on {host} (per {source_words}); that host is not in the map yet."),
             host: Some(host),
@@ -89,10 +103,10 @@ pub fn account(store: &Store, did: &str) -> store::Result<Why> {
             instance: None,
             instance_name: None,
             evidence: vec![],
-        });
+        };
     };
     let rows: Vec<&(String, String, String, i64)> = inst.evidence.iter().filter(|e| e.0 == host).collect();
-    let words: Vec<String> = rows.iter().map(|e| evidence_words(&e.1, &e.2, &inst, &host)).collect();
+    let words: Vec<String> = rows.iter().map(|e| evidence_words(&e.1, &e.2, inst, &host)).collect();
     let text = format!(
         "Hosted on {host} (per {source_words}{}), which is part of instance {} ({}) because {}.{}",
         since.as_ref().map(|s| format!(", since {s}")).unwrap_or_default(),
@@ -105,7 +119,7 @@ pub fn account(store: &Store, did: &str) -> store::Result<Why> {
             String::new()
         }
     );
-    Ok(Why {
+    Why {
         state: "assigned".into(),
         host: Some(host),
         host_source: a.source.clone(),
@@ -114,5 +128,5 @@ pub fn account(store: &Store, did: &str) -> store::Result<Why> {
         instance_name: Some(inst.name.clone()),
         evidence: rows.iter().map(|e| (e.1.clone(), e.2.clone(), crate::clock::rfc3339_ms(e.3))).collect(),
         text,
-    })
+    }
 }

@@ -479,7 +479,7 @@ const RECOMPUTE_BATCH: usize = 20_000;
 /// that disagree: while the key is there, the counts are not to be trusted
 /// or changed by deltas, and the next writer of the map (`recluster`, or
 /// `run`'s maintainer before anything else) recomputes in full.
-pub const RECOMPUTE_MARKER: &[u8] = b"map/recompute";
+pub const RECOMPUTE_MARKER: store::MetaKey = store::MetaKey::RecomputeStarted;
 
 /// How a recompute runs.
 #[derive(Default)]
@@ -511,7 +511,8 @@ pub enum RecomputeError {
 /// Whether a recompute was started and did not finish (see
 /// [`RECOMPUTE_MARKER`]): when it started, in ms.
 pub fn recompute_interrupted(store: &Store) -> store::Result<Option<i64>> {
-    Ok(store.get_meta(RECOMPUTE_MARKER)?.map(|v| v.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0)))
+    Ok(store::StoreReader::meta(store, RECOMPUTE_MARKER)?
+        .map(|v| v.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0)))
 }
 
 /// Recomputes the whole map (with the operator's `overrides`) and stores
@@ -536,7 +537,7 @@ pub fn recompute_with(
 ) -> Result<Summary, RecomputeError> {
     let _span = tracing::info_span!("recompute").entered();
     let mut marker = rocksdb::WriteBatch::default();
-    marker.put_cf(store.cf(store::CF_META), RECOMPUTE_MARKER, crate::clock::now_ms().to_be_bytes());
+    marker.put_cf(store.cf(store::CF_META), RECOMPUTE_MARKER.bytes(), crate::clock::now_ms().to_be_bytes());
     store.write(marker)?;
     let stopped = || opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     let mut summary = Summary::default();
@@ -639,7 +640,7 @@ pub fn recompute_with(
         }
     }
     // the counts agree with the assignments again
-    wb.delete_cf(store.cf(store::CF_META), RECOMPUTE_MARKER);
+    wb.delete_cf(store.cf(store::CF_META), RECOMPUTE_MARKER.bytes());
     store.write(wb)?;
     crate::metrics::MAP_UPDATES.with_label_values(&["recompute"]).inc();
     let st = refresh_structure(store, overrides)?;

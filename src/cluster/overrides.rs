@@ -77,23 +77,23 @@ impl Overrides {
 }
 
 /// Where the overrides in force are kept (`meta`, CBOR).
-const KEY: &[u8] = b"map/overrides";
+const KEY: crate::store::MetaKey = crate::store::MetaKey::Overrides;
 
 /// The overrides the map is built with: `given` (a file named on this
 /// command's line, kept in the store from now on), else the ones last given
 /// to any command, so a command that updates the map without `--overrides`
 /// (replay, backfill-plc, crawl-hosts) does not undo an operator's pins.
 /// An empty file clears them.
-pub fn in_force(store: &crate::store::Store, given: Option<Overrides>) -> crate::store::Result<Overrides> {
+pub fn in_force(store: &impl crate::store::StoreWriter, given: Option<Overrides>) -> crate::store::Result<Overrides> {
     match given {
         Some(o) => {
-            let mut wb = rocksdb::WriteBatch::default();
-            wb.put_cf(store.cf(crate::store::CF_META), KEY, crate::store::to_cbor(&o));
-            store.write(wb)?;
+            let mut b = crate::store::Batch::default();
+            b.put_meta(KEY, crate::store::to_cbor(&o));
+            store.commit(b)?;
             Ok(o)
         }
-        None => match store.get_meta(KEY)? {
-            Some(b) => crate::store::from_cbor(crate::store::CF_META, &b),
+        None => match store.meta(KEY)? {
+            Some(b) => crate::store::from_cbor("meta", &b),
             None => Ok(Overrides::default()),
         },
     }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::clock::now_ms;
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
-use crate::store::{self, Store, CF_HOSTS};
+use crate::store::{self, Batch, Store, StoreReader, StoreWriter};
 
 pub use crate::store::records::{
     host_merge as merge, CrawlOutcome, Describe, HostOp, HostRecord, RelayView, Repos, RECRAWL, RETRY_MAX, RETRY_MIN,
@@ -25,17 +25,30 @@ pub const CONCURRENCY: usize = 16;
 /// `listRepos` pages read per host per crawl (1,000 repos each).
 pub const MAX_REPO_PAGES: usize = 200;
 
-pub fn get(store: &Store, host: &str) -> store::Result<Option<HostRecord>> {
-    match store.get_cf(CF_HOSTS, host.as_bytes())? {
-        Some(b) => Ok(Some(store::from_cbor(CF_HOSTS, &b)?)),
-        None => Ok(None),
-    }
+pub fn get(store: &impl StoreReader, host: &str) -> store::Result<Option<HostRecord>> {
+    store.host(host)
 }
 
-pub use crate::store::{note_host as note, write_host as write};
+/// Writes one change to a host (and the map's structure mark) in one batch:
+/// a merge operand, never the whole record read before and written after.
+pub fn write(store: &impl StoreWriter, host: &str, op: &HostOp) -> store::Result<()> {
+    let mut b = Batch::default();
+    b.host(host, op.clone());
+    store.commit(b)
+}
+
+/// Records that `host` (a normalised endpoint) was named by `source`.
+pub fn note(store: &impl StoreWriter, host: &str, source: &str) -> store::Result<()> {
+    // a host that already has the source needs no write (nor a structure
+    // refresh); the read may be stale, which costs one redundant operand
+    if store.host(host)?.is_some_and(|r| r.sources.iter().any(|s| s == source)) {
+        return Ok(());
+    }
+    write(store, host, &HostOp::Noted { source: source.to_owned(), at_ms: now_ms() })
+}
 
 /// Replaces a host's whole record.
-pub fn put(store: &Store, host: &str, rec: &HostRecord) -> store::Result<()> {
+pub fn put(store: &impl StoreWriter, host: &str, rec: &HostRecord) -> store::Result<()> {
     write(store, host, &HostOp::Replace(rec.clone()))
 }
 
@@ -219,11 +232,9 @@ pub async fn list_hosts(store: &Store, fetcher: &Fetcher, relay: &str) -> Result
 pub async fn crawl_due(store: &Store, fetcher: &Fetcher, force: bool) -> store::Result<usize> {
     let now = if force { i64::MAX } else { now_ms() };
     let mut due = Vec::new();
-    for item in store.iter_cf(CF_HOSTS) {
-        let (k, v) = item?;
-        let rec: HostRecord = store::from_cbor(CF_HOSTS, &v)?;
+    for (endpoint, rec) in store.hosts()? {
         if rec.next_check_ms <= now {
-            due.push(String::from_utf8_lossy(&k).into_owned());
+            due.push(endpoint);
         }
     }
     let n = due.len();

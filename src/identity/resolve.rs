@@ -17,7 +17,7 @@ use super::did::{self, DidDoc};
 use crate::clock::now_ms;
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
-use crate::store::{self, Store, CF_IDENTITY, CF_RETRY};
+use crate::store::{self, Batch, Store, StoreReader, StoreWriter};
 
 /// DIDs waiting for a worker. When full, a request is not queued but the
 /// DID is written to the retry schedule, so the sweep picks it up: the
@@ -87,12 +87,6 @@ pub fn document_url(plc: &str, d: &str, allow_loopback: bool) -> Result<String, 
     Ok(format!("{scheme}://{host}/.well-known/did.json"))
 }
 
-fn retry_key(at_ms: i64, d: &str) -> Vec<u8> {
-    let mut k = at_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(d.as_bytes());
-    k
-}
-
 /// The resolver.
 pub struct Resolver {
     fetcher: Fetcher,
@@ -136,10 +130,7 @@ impl Resolver {
     }
 
     pub fn record(&self, d: &str) -> store::Result<Option<IdentityRecord>> {
-        match self.store.get_cf(CF_IDENTITY, d.as_bytes())? {
-            Some(b) => Ok(Some(store::from_cbor(CF_IDENTITY, &b)?)),
-            None => Ok(None),
-        }
+        self.store.identity(d)
     }
 
     /// Whether `d` needs resolving now. An `#identity` or a scheduled check
@@ -177,8 +168,7 @@ impl Resolver {
     /// The document as the PLC export describes it, for a did:plc the
     /// export has loaded (saves a request to the directory).
     fn doc_from_plc(&self, d: &str) -> Option<DidDoc> {
-        let b = self.store.get_cf(store::CF_PLC, d.as_bytes()).ok()??;
-        let p: crate::store::records::PlcRecord = store::from_cbor(store::CF_PLC, &b).ok()?;
+        let p = self.store.plc(d).ok()??;
         (!p.tombstoned).then(|| DidDoc {
             did: d.to_owned(),
             handle: p.handle,
@@ -194,7 +184,7 @@ impl Resolver {
     /// handle both ways, and stores the outcome and the retry schedule.
     pub async fn resolve_and_store(&self, d: &str, refresh: bool) -> store::Result<IdentityRecord> {
         let mut rec = self.record(d)?.unwrap_or_default();
-        let old_retry = (rec.unresolved.is_some()).then(|| retry_key(next_retry(&rec), d));
+        let old_retry = (rec.unresolved.is_some()).then(|| next_retry(&rec));
         let now = now_ms();
         let started = std::time::Instant::now();
         rec.checked_at_ms = now;
@@ -239,20 +229,23 @@ impl Resolver {
             }
         }
         metrics::RESOLVE_SECONDS.observe(started.elapsed().as_secs_f64());
-        let mut wb = rocksdb::WriteBatch::default();
-        if let Some(k) = old_retry {
-            wb.delete_cf(self.store.cf(CF_RETRY), k);
+        let mut wb = Batch::default();
+        if let Some(at) = old_retry {
+            wb.unretry(at, d);
         }
         // the next check: a retry with backoff after a failure, else the
         // scheduled re-check (handle and document) after FRESH_FOR
         let next = if rec.unresolved.is_some() { next_retry(&rec) } else { now + FRESH_FOR.as_millis() as i64 };
-        wb.put_cf(self.store.cf(CF_RETRY), retry_key(next, d), b"");
-        wb.put_cf(self.store.cf(CF_IDENTITY), d.as_bytes(), store::to_cbor(&rec));
-        crate::store::mark(&mut wb, &self.store, d);
-        self.store.write(wb)?;
+        wb.retry(next, d);
+        wb.put_identity(d, rec.clone());
+        wb.mark(d);
         if let Some(p) = &rec.pds {
-            crate::store::note_host(&self.store, p, "did_document")?;
+            // a host already named by a document needs no write
+            if self.store.host(p)?.is_none_or(|h| !h.sources.iter().any(|s| s == "did_document")) {
+                wb.host(p, store::records::HostOp::Noted { source: "did_document".into(), at_ms: now });
+            }
         }
+        self.store.commit(wb)?;
         Ok(rec)
     }
 }
@@ -288,11 +281,11 @@ impl ResolveQueue {
         let ask = if refresh { Ask::Identity } else { Ask::Seen };
         if let Err(mpsc::error::TrySendError::Full((d, _))) = self.tx.try_send((d.to_owned(), ask)) {
             metrics::RESOLUTIONS.with_label_values(&["queue_full"]).inc();
-            let _ = self.store.write({
-                let mut wb = rocksdb::WriteBatch::default();
-                wb.put_cf(self.store.cf(CF_RETRY), retry_key(now_ms(), &d), b"");
-                wb
-            });
+            let mut wb = Batch::default();
+            wb.retry(now_ms(), &d);
+            if let Err(e) = self.store.commit(wb) {
+                tracing::error!(error = %e, "scheduling a resolution");
+            }
         }
     }
 }
@@ -333,18 +326,23 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
 fn sweep_due(resolver: &Resolver, tx: &mpsc::Sender<(String, Ask)>) {
     let now = now_ms();
     let store = &resolver.store;
-    for item in store.iter_cf(CF_RETRY) {
-        let Ok((k, _)) = item else { break };
-        let Some((at, d)) = k.split_first_chunk::<8>() else { continue };
-        if i64::from_be_bytes(*at) > now {
-            break;
+    let due = match store.retries_due(now, tx.capacity().max(1)) {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the resolution schedule");
+            return;
         }
-        let did = String::from_utf8_lossy(d).into_owned();
+    };
+    let mut taken = Batch::default();
+    for (at, did) in due {
         resolver.recent.lock().expect("recent lock").remove(&did);
-        if tx.try_send((did, Ask::Scheduled)).is_err() {
+        if tx.try_send((did.clone(), Ask::Scheduled)).is_err() {
             break; // full: the rest waits for the next sweep
         }
         // queued: a new failure writes a new retry time
-        let _ = store.delete_cf(CF_RETRY, &k);
+        taken.unretry(at, &did);
+    }
+    if let Err(e) = store.commit(taken) {
+        tracing::error!(error = %e, "taking due resolutions off the schedule");
     }
 }

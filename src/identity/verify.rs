@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::crypto::PublicKey;
 use super::resolve::IdentityRecord;
 use crate::store::records::PlcRecord;
-use crate::store::{self, Store, CF_IDENTITY, CF_PLC};
+use crate::store::{self, Store, StoreReader};
 
 /// What a commit's signature is checked over: the SHA-256 of the unsigned
 /// commit, and the signature bytes; and when the event claims it was made.
@@ -102,14 +102,8 @@ impl KeySource for Store {
     }
 
     fn key_history(&self, did: &str) -> store::Result<KeyHistory> {
-        let plc: Option<PlcRecord> = match self.get_cf(CF_PLC, did.as_bytes())? {
-            Some(b) => Some(store::from_cbor(CF_PLC, &b)?),
-            None => None,
-        };
-        let resolved: Option<IdentityRecord> = match self.get_cf(CF_IDENTITY, did.as_bytes())? {
-            Some(b) => Some(store::from_cbor(CF_IDENTITY, &b)?),
-            None => None,
-        };
+        let plc: Option<PlcRecord> = StoreReader::plc(self, did)?;
+        let resolved: Option<IdentityRecord> = StoreReader::identity(self, did)?;
         let plc_key = plc.as_ref().and_then(|p| p.signing_key.clone().filter(|_| !p.tombstoned));
         let current = if super::resolve::resolution_is_current(plc.as_ref(), resolved.as_ref()) {
             resolved.and_then(|r| r.signing_key)

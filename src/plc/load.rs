@@ -10,13 +10,10 @@ pub use crate::store::records::{
     note_move, plc_merge as merge, Move, PlcOperand, PlcRecord, RetiredKey, MAX_MOVES, MAX_RETIRED_KEYS,
     RECOVERY_WINDOW_US,
 };
-use crate::store::{self, counter, Store, CF_COUNTERS, CF_META, CF_PLC};
+use crate::store::{self, counter, Batch, Store, StoreReader, StoreWriter};
 
 /// Operations per write batch.
 pub const BATCH_OPS: usize = 10_000;
-/// Bytes reserved for a batch up front (~300 bytes an operation), so it is
-/// not copied as it grows.
-const BATCH_BYTES: usize = BATCH_OPS * 320;
 
 /// Where the export was read up to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,10 +55,10 @@ impl Position {
         self.cids_at.push(op.cid.clone());
     }
 
-    const KEY: &'static [u8] = b"plc/position";
+    const KEY: store::MetaKey = store::MetaKey::PlcPosition;
 
-    pub fn load(store: &Store) -> store::Result<Position> {
-        Ok(store.get_meta(Self::KEY)?.and_then(|b| ciborium::from_reader(b.as_slice()).ok()).unwrap_or_default())
+    pub fn load(store: &impl StoreReader) -> store::Result<Position> {
+        Ok(store.meta(Self::KEY)?.and_then(|b| ciborium::from_reader(b.as_slice()).ok()).unwrap_or_default())
     }
 }
 
@@ -79,9 +76,8 @@ pub struct LoadStats {
 /// The loader.
 pub struct Loader<'s> {
     store: &'s Store,
-    batch: rocksdb::WriteBatch,
     /// This batch's operands, by DID, in export order.
-    pending: Vec<(String, Vec<u8>)>,
+    pending: Vec<(String, PlcOperand)>,
     counters: HashMap<Vec<u8>, i64>,
     ops_in_batch: usize,
     /// `stats` as of the last flush (counters are written as differences).
@@ -97,7 +93,6 @@ impl<'s> Loader<'s> {
     pub fn new(store: &'s Store) -> store::Result<Loader<'s>> {
         Ok(Loader {
             store,
-            batch: rocksdb::WriteBatch::with_capacity_bytes(BATCH_BYTES),
             pending: Vec::with_capacity(BATCH_OPS),
             counters: HashMap::new(),
             ops_in_batch: 0,
@@ -166,7 +161,7 @@ impl<'s> Loader<'s> {
                 }
             }
         };
-        self.pending.push((op.did, store::to_cbor(&operand)));
+        self.pending.push((op.did, operand));
         self.stats.applied += 1;
         self.maybe_flush()
     }
@@ -199,29 +194,31 @@ impl<'s> Loader<'s> {
             }
         }
         self.flushed = self.stats.clone();
+        let mut wb = Batch::with_capacity(self.pending.len() * 2 + self.hosts.len() * 2 + self.counters.len() + 1);
         for h in std::mem::take(&mut self.hosts) {
-            crate::store::note_host(self.store, &h, "did_document")?;
+            // a host already named by a document needs no write
+            if self.store.host(&h)?.is_none_or(|r| !r.sources.iter().any(|s| s == "did_document")) {
+                let at_ms = crate::clock::now_ms();
+                wb.host(&h, store::records::HostOp::Noted { source: "did_document".into(), at_ms });
+            }
             self.known_hosts.insert(h);
         }
-        let mut wb = std::mem::replace(&mut self.batch, rocksdb::WriteBatch::with_capacity_bytes(BATCH_BYTES));
         // In key order (stable, so one DID's operations keep their order):
         // the memtable inserts a sorted run far faster than random keys.
         self.pending.sort_by(|a, b| a.0.cmp(&b.0));
-        let plc = self.store.cf(CF_PLC);
         let mut last: Option<String> = None;
         for (did, operand) in self.pending.drain(..) {
-            wb.merge_cf(plc, did.as_bytes(), operand);
             if last.as_ref() != Some(&did) {
-                crate::store::mark(&mut wb, self.store, &did);
-                last = Some(did);
+                wb.mark(&did);
             }
+            wb.plc(&did, operand);
+            last = Some(did);
         }
-        let counters = self.store.cf(CF_COUNTERS);
         for (k, v) in self.counters.drain() {
-            wb.merge_cf(counters, k, v.to_le_bytes());
+            wb.count_key(k, v);
         }
-        wb.put_cf(self.store.cf(CF_META), Position::KEY, store::to_cbor(&self.position));
-        self.store.write(wb)?;
+        wb.put_meta(Position::KEY, store::to_cbor(&self.position));
+        self.store.commit(wb)?;
         self.ops_in_batch = 0;
         if let Some(s) = self.position.seq {
             crate::metrics::PLC_POSITION.set(s as i64);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use super::records::{HostRecord, IdentityRecord, PlcRecord};
-use super::{AccountState, AccountView, Batch, Op, Result, StoreReader, StoreWriter, StoredRecord};
+use super::{AccountState, AccountView, Batch, MetaKey, Op, Result, StoreReader, StoreWriter, StoredRecord};
 
 #[derive(Default)]
 struct Families {
@@ -16,7 +16,7 @@ struct Families {
     records: BTreeMap<(String, String, String), StoredRecord>,
     counters: BTreeMap<Vec<u8>, i64>,
     cursors: BTreeMap<String, i64>,
-    meta: BTreeMap<Vec<u8>, Vec<u8>>,
+    meta: BTreeMap<MetaKey, Vec<u8>>,
     plc: BTreeMap<String, PlcRecord>,
     identity: BTreeMap<String, IdentityRecord>,
     retry: BTreeSet<(i64, String)>,
@@ -87,8 +87,8 @@ impl StoreReader for MemStore {
     fn all_counters(&self) -> Result<BTreeMap<String, i64>> {
         Ok(self.read(|f| f.counters.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), *v)).collect()))
     }
-    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.read(|f| f.meta.get(key).cloned()))
+    fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>> {
+        Ok(self.read(|f| f.meta.get(&key).cloned()))
     }
     fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>> {
         Ok(self.read(|f| f.retry.iter().take_while(|(at, _)| *at <= until_ms).take(limit).cloned().collect()))

@@ -239,6 +239,29 @@ impl AccountView {
     }
 }
 
+/// The `meta` values a stage keeps (the store's own — schema version,
+/// cursors — are not among them: no writer can overwrite them by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MetaKey {
+    /// How far the PLC export was read ([`crate::plc::load::Position`]).
+    PlcPosition,
+    /// The map's overrides in force.
+    Overrides,
+    /// A recompute under way since (ms); see `cluster::map::RECOMPUTE_MARKER`.
+    RecomputeStarted,
+}
+
+impl MetaKey {
+    /// The stored key.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            MetaKey::PlcPosition => b"plc/position",
+            MetaKey::Overrides => b"map/overrides",
+            MetaKey::RecomputeStarted => b"map/recompute",
+        }
+    }
+}
+
 /// What every reader of the store may ask, typed: no reader names a
 /// column family, a key layout or a codec. Implemented by the RocksDB
 /// [`Store`] and the in-memory [`mem::MemStore`]; one storage suite
@@ -258,8 +281,8 @@ pub trait StoreReader: Send + Sync {
     fn source_cursor(&self, source: &str) -> Result<Option<i64>>;
     fn all_cursors(&self) -> Result<BTreeMap<String, i64>>;
     fn all_counters(&self) -> Result<BTreeMap<String, i64>>;
-    /// A `meta` value by key (`plc/position`, `map/overrides`, …).
-    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// A stage's `meta` value.
+    fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>>;
     /// DIDs on the resolver's schedule due at or before `until_ms`, in
     /// time order, at most `limit`.
     fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>>;
@@ -292,8 +315,8 @@ pub enum Op {
     /// Adds to the counter `group/label` (the whole key given).
     Count(Vec<u8>, i64),
     Cursor(String, i64),
-    PutMeta(Vec<u8>, Vec<u8>),
-    DeleteMeta(Vec<u8>),
+    PutMeta(MetaKey, Vec<u8>),
+    DeleteMeta(MetaKey),
     /// One PLC operation, folded into the DID's record in batch order.
     Plc(String, records::PlcOperand),
     Identity(String, records::IdentityRecord),
@@ -350,11 +373,11 @@ impl Batch {
     pub fn cursor(&mut self, source: &str, seq: i64) {
         self.ops.push(Op::Cursor(source.to_owned(), seq));
     }
-    pub fn put_meta(&mut self, key: &[u8], value: Vec<u8>) {
-        self.ops.push(Op::PutMeta(key.to_vec(), value));
+    pub fn put_meta(&mut self, key: MetaKey, value: Vec<u8>) {
+        self.ops.push(Op::PutMeta(key, value));
     }
-    pub fn delete_meta(&mut self, key: &[u8]) {
-        self.ops.push(Op::DeleteMeta(key.to_vec()));
+    pub fn delete_meta(&mut self, key: MetaKey) {
+        self.ops.push(Op::DeleteMeta(key));
     }
     pub fn plc(&mut self, did: &str, op: records::PlcOperand) {
         self.ops.push(Op::Plc(did.to_owned(), op));
@@ -362,11 +385,13 @@ impl Batch {
     pub fn put_identity(&mut self, did: &str, rec: records::IdentityRecord) {
         self.ops.push(Op::Identity(did.to_owned(), rec));
     }
+    /// Schedules a resolution of `did` at `at_ms` (times before the epoch
+    /// are the epoch: the schedule's keys sort as unsigned).
     pub fn retry(&mut self, at_ms: i64, did: &str) {
-        self.ops.push(Op::Retry { at_ms, did: did.to_owned() });
+        self.ops.push(Op::Retry { at_ms: at_ms.max(0), did: did.to_owned() });
     }
     pub fn unretry(&mut self, at_ms: i64, did: &str) {
-        self.ops.push(Op::Unretry { at_ms, did: did.to_owned() });
+        self.ops.push(Op::Unretry { at_ms: at_ms.max(0), did: did.to_owned() });
     }
     /// A change to a host, and the structure mark with it.
     pub fn host(&mut self, endpoint: &str, op: records::HostOp) {
@@ -400,7 +425,9 @@ fn retry_key(at_ms: i64, did: &str) -> Vec<u8> {
 impl Store {
     /// Encodes a typed batch into a RocksDB write batch.
     fn encode(&self, batch: Batch) -> WriteBatch {
-        let mut wb = WriteBatch::default();
+        // reserved up front (~160 bytes an op), so a large batch (10,000
+        // PLC operations) is not copied as it grows
+        let mut wb = WriteBatch::with_capacity_bytes(batch.len() * 160);
         for op in batch.ops {
             match op {
                 Op::Account(did, st) => wb.put_cf(self.cf(CF_ACCOUNTS), did.as_bytes(), to_cbor(&st)),
@@ -412,8 +439,8 @@ impl Store {
                 }
                 Op::Count(k, n) => wb.merge_cf(self.cf(CF_COUNTERS), k, n.to_le_bytes()),
                 Op::Cursor(src, seq) => wb.put_cf(self.cf(CF_META), Store::cursor_key(&src), seq.to_be_bytes()),
-                Op::PutMeta(k, v) => wb.put_cf(self.cf(CF_META), k, v),
-                Op::DeleteMeta(k) => wb.delete_cf(self.cf(CF_META), k),
+                Op::PutMeta(k, v) => wb.put_cf(self.cf(CF_META), k.bytes(), v),
+                Op::DeleteMeta(k) => wb.delete_cf(self.cf(CF_META), k.bytes()),
                 Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), to_cbor(&o)),
                 Op::Identity(did, r) => wb.put_cf(self.cf(CF_IDENTITY), did.as_bytes(), to_cbor(&r)),
                 Op::Retry { at_ms, did } => wb.put_cf(self.cf(CF_RETRY), retry_key(at_ms, &did), b""),
@@ -481,8 +508,8 @@ impl StoreReader for Store {
     fn all_counters(&self) -> Result<BTreeMap<String, i64>> {
         self.counters()
     }
-    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.get_meta(key)
+    fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>> {
+        self.get_meta(key.bytes())
     }
     fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>> {
         let mut out = Vec::new();
@@ -540,28 +567,6 @@ pub fn mark(wb: &mut WriteBatch, store: &Store, did: &str) {
 /// Marks the structure (hosts, declarations, memberships) for the maintainer.
 pub fn mark_structure(wb: &mut WriteBatch, store: &Store) {
     wb.merge_cf(store.cf(CF_MAP_DIRTY), STRUCTURE, 1i64.to_le_bytes());
-}
-
-/// Writes one change to a host's record (a merge operand, see
-/// [`records::HostOp`]) and the structure mark in one batch.
-pub fn write_host(store: &Store, host: &str, op: &records::HostOp) -> Result<()> {
-    let mut wb = WriteBatch::default();
-    wb.merge_cf(store.cf(CF_HOSTS), host.as_bytes(), to_cbor(op));
-    mark_structure(&mut wb, store);
-    store.write(wb)
-}
-
-/// Records that `host` (a normalised endpoint) was named by `source`.
-pub fn note_host(store: &Store, host: &str, source: &str) -> Result<()> {
-    // a host that already has the source needs no write (nor a structure
-    // refresh); the read may be stale, which costs one redundant operand
-    if let Some(b) = store.get_cf(CF_HOSTS, host.as_bytes())? {
-        let rec: records::HostRecord = from_cbor(CF_HOSTS, &b)?;
-        if rec.sources.iter().any(|s| s == source) {
-            return Ok(());
-        }
-    }
-    write_host(store, host, &records::HostOp::Noted { source: source.to_owned(), at_ms: crate::clock::now_ms() })
 }
 
 /// The key of a kept record.
