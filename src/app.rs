@@ -82,21 +82,71 @@ pub fn settle(q: Queued) -> Event {
     event
 }
 
-/// The writer thread: applies queued events, committing a batch when it is
-/// full or old, and once more when the queue closes.
-fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Queued>, rt: tokio::runtime::Handle) -> WriterResult {
+/// Batches from the other sources (PLC loader, resolver, crawler, admin
+/// route) queued for the writer. Each sender waits for its batch's commit,
+/// so at most one batch per source task is queued; 64 is room for every
+/// task `run` starts.
+pub const SOURCE_BATCHES: usize = 64;
+
+/// The single writer's thread name (see [`Store::only_writers`]).
+pub const WRITER_THREAD: &str = "writer";
+/// The map maintainer's thread name: the one other writer, of the map's
+/// own families and its marks.
+pub const MAP_THREAD: &str = "map";
+
+/// What the writer waits for next (one lives at a time: its size is no cost).
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Event(Option<Queued>),
+    Batch(Option<store::Queued>),
+    Due,
+}
+
+/// The writer thread, the single writer of everything but the map's own
+/// families: applies queued events, committing a batch when it is full or
+/// old, commits the other sources' batches in between (after its own
+/// pending one, so every commit is in arrival order), and flushes once more
+/// when the event queue closes.
+fn writer_loop(
+    mut ingest: Ingest,
+    mut rx: mpsc::Receiver<Queued>,
+    mut sources: mpsc::Receiver<store::Queued>,
+    rt: tokio::runtime::Handle,
+) -> WriterResult {
     loop {
-        let next = match ingest.due_in() {
-            None => rt.block_on(rx.recv()),
-            Some(d) => match rt.block_on(async { tokio::time::timeout(d, rx.recv()).await }) {
-                Ok(next) => next,
-                Err(_) => {
-                    ingest.flush()?;
-                    continue;
+        let due = ingest.due_in();
+        let next = rt.block_on(async {
+            let timer = async {
+                match due {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
                 }
-            },
+            };
+            tokio::select! {
+                e = rx.recv() => Next::Event(e),
+                b = sources.recv(), if !sources.is_closed() => Next::Batch(b),
+                _ = timer => Next::Due,
+            }
+        });
+        let q = match next {
+            Next::Due => {
+                ingest.flush()?;
+                continue;
+            }
+            Next::Batch(None) => continue,
+            Next::Batch(Some((batch, ack))) => {
+                ingest.flush()?;
+                let r = store::StoreWriter::commit(ingest.store(), batch);
+                let failed = r.as_ref().err().map(|e| e.to_string());
+                let _ = ack.send(r);
+                if let Some(e) = failed {
+                    tracing::error!(error = %e, "committing a source's batch");
+                }
+                continue;
+            }
+            Next::Event(None) => break,
+            Next::Event(Some(q)) => q,
         };
-        let Some(q) = next else { break };
         ingest.apply(settle(q))?;
         while !ingest.due() {
             match rx.try_recv() {
@@ -118,15 +168,25 @@ fn writer_loop(mut ingest: Ingest, mut rx: mpsc::Receiver<Queued>, rt: tokio::ru
 type WriterResult = store::Result<(Store, crate::ingest::Totals)>;
 
 /// Starts the writer thread; its handle yields the store back after the
-/// final flush.
-fn spawn_writer(ingest: Ingest) -> (mpsc::Sender<Queued>, std::thread::JoinHandle<WriterResult>) {
+/// final flush. The [`store::Writer`] sends other sources' batches to it.
+fn spawn_writer(
+    ingest: Ingest,
+    sources: mpsc::Receiver<store::Queued>,
+) -> (mpsc::Sender<Queued>, std::thread::JoinHandle<WriterResult>) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let rt = tokio::runtime::Handle::current();
     let handle = std::thread::Builder::new()
-        .name("writer".into())
-        .spawn(move || writer_loop(ingest, rx, rt))
+        .name(WRITER_THREAD.into())
+        .spawn(move || writer_loop(ingest, rx, sources, rt))
         .expect("spawning the writer thread");
     (tx, handle)
+}
+
+/// The other sources' way to the writer thread: a [`store::Writer`] whose
+/// commits queue there, and the queue's end for [`spawn_writer`].
+fn source_queue(store: &Store) -> (store::Writer, mpsc::Receiver<store::Queued>) {
+    let (tx, rx) = mpsc::channel(SOURCE_BATCHES);
+    (store::Writer::queued(store.clone(), tx), rx)
 }
 
 async fn join_writer(handle: std::thread::JoinHandle<WriterResult>) -> anyhow::Result<(Store, crate::ingest::Totals)> {
@@ -263,7 +323,7 @@ fn spawn_maintainer(
 ) -> std::thread::JoinHandle<()> {
     let stop = stop_flag(&cancel);
     std::thread::Builder::new()
-        .name("map".into())
+        .name(MAP_THREAD.into())
         .spawn(move || {
             let mut m = crate::cluster::map::Maintainer::new(store.clone(), overrides);
             m.structure_every = STRUCTURE_EVERY;
@@ -301,10 +361,12 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let source = opts.subscribe.endpoint.clone();
     let checker = Checker::new(opts.verify, &store);
     let mut ingest = Ingest::new(store.clone(), &source)?;
+    // every source but the firehose writes through this, to the writer thread
+    let (writer, source_batches) = source_queue(&store);
     let mut resolver_task = None;
     if opts.resolve {
         let resolver = std::sync::Arc::new(crate::identity::resolve::Resolver::new(
-            store.clone(),
+            writer.clone(),
             &opts.plc,
             opts.allow_loopback,
             opts.dns,
@@ -315,7 +377,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     }
     let crawler = opts.crawl.map(|every| {
         tokio::spawn(crate::hosts::keep_crawling(
-            store.clone(),
+            writer.clone(),
             crate::net::Fetcher::new(opts.allow_loopback),
             crate::hosts::relay_http_base(&source),
             every,
@@ -327,21 +389,24 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let listener =
         tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
-    let state = api::ApiState::new(store.clone(), false, opts.admin_token.clone(), opts.api.clone());
+    let state = api::ApiState::new(store.clone(), false, opts.admin_token.clone(), opts.api.clone())
+        .with_writer(writer.clone());
     let http = tokio::spawn(api::serve(listener, state, cancel.clone()));
     let plc = opts.follow_plc.map(|every| {
         tracing::info!(plc = %opts.plc, "loading and following the PLC export");
-        tokio::spawn(crate::plc::source::follow(store.clone(), opts.plc.clone(), every, cancel.clone()))
+        tokio::spawn(crate::plc::source::follow(writer.clone(), opts.plc.clone(), every, cancel.clone()))
     });
     let overrides = crate::cluster::overrides::in_force(&store, opts.overrides.clone())?;
     let maintainer = spawn_maintainer(store.clone(), overrides, cancel.clone());
-    let (tx, writer) = spawn_writer(ingest);
+    drop(writer);
+    // from here on only the writer thread and the maintainer write
+    store.only_writers(&[WRITER_THREAD, MAP_THREAD]);
+    let (tx, writer_thread) = spawn_writer(ingest, source_batches);
     let mut fwd = Forward { tx, checker };
     let outcome = subscribe::subscribe(&opts.subscribe, cursor, &cancel, &mut fwd).await;
-    drop(fwd);
+    // the other sources stop first, their last batches committed by the
+    // writer, which then takes the firehose's last events and flushes
     cancel.cancel();
-    let (store, _) = join_writer(writer).await?;
-    let _ = http.await;
     if let Some(p) = plc {
         let _ = p.await;
     }
@@ -351,6 +416,9 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     if let Some(c) = crawler {
         let _ = c.await;
     }
+    let _ = http.await;
+    drop(fwd);
+    let (store, _) = join_writer(writer_thread).await?;
     let _ = tokio::task::spawn_blocking(move || maintainer.join()).await;
     outcome.context("the writer stopped")?;
     Ok(store)
@@ -423,7 +491,9 @@ pub async fn replay(
         let src = source.map_or_else(|| file_source(path), str::to_owned);
         let checker = Checker::new(verify, &store);
         let ingest = Ingest::new(store.clone(), &src)?;
-        let (tx, writer) = spawn_writer(ingest);
+        // a replay is its own only source: no other batches
+        let (_, no_sources) = mpsc::channel(1);
+        let (tx, writer) = spawn_writer(ingest, no_sources);
         let (path2, cancel2) = (path.clone(), cancel.clone());
         let reader = tokio::task::spawn_blocking(move || -> (u64, Option<String>) {
             let mut buf = Vec::with_capacity(1 << 16);

@@ -65,6 +65,8 @@ pub struct ApiState {
     reads: Arc<Semaphore>,
     buckets: Arc<Mutex<HashMap<IpAddr, (f64, Instant)>>>,
     pub(crate) cache: Arc<query::Cache>,
+    /// Where the admin routes' writes go: the single writer (`run`).
+    pub(crate) writer: Option<crate::store::Writer>,
 }
 
 impl ApiState {
@@ -77,7 +79,15 @@ impl ApiState {
             limits,
             buckets: Arc::new(Mutex::new(HashMap::new())),
             cache: Arc::new(query::Cache::default()),
+            writer: None,
         }
+    }
+
+    /// Admin writes go to `writer` (the single writer of `run`) rather
+    /// than to the store.
+    pub fn with_writer(mut self, writer: crate::store::Writer) -> ApiState {
+        self.writer = Some(writer);
+        self
     }
 
     /// Runs a store read on the blocking pool, within the read limit.

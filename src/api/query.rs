@@ -807,7 +807,10 @@ pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMa
     st.read(move |st| {
         let mut b = crate::store::Batch::default();
         b.mark(&did);
-        crate::store::StoreWriter::commit(&st.store, b)?;
+        match &st.writer {
+            Some(w) => crate::store::StoreWriter::commit(w, b)?,
+            None => crate::store::StoreWriter::commit(&st.store, b)?,
+        }
         Ok(Json(json!({"did": did, "marked": true})))
     })
     .await

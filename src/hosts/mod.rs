@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::clock::now_ms;
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
-use crate::store::{self, Batch, Store, StoreReader, StoreWriter};
+use crate::store::{self, Batch, StoreReader, StoreWriter};
 
 pub use crate::store::records::{
     host_merge as merge, CrawlOutcome, Describe, HostOp, HostRecord, RelayView, Repos, RECRAWL, RETRY_MAX, RETRY_MIN,
@@ -102,7 +102,7 @@ fn json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, FetchError> {
 
 /// Crawls one host now and stores the outcome (one [`HostOp::Crawled`]
 /// operand: nothing read before the network is written back).
-pub async fn crawl(store: &Store, fetcher: &Fetcher, host: &str) -> store::Result<HostRecord> {
+pub async fn crawl(store: &impl StoreWriter, fetcher: &Fetcher, host: &str) -> store::Result<HostRecord> {
     let now = now_ms();
     let describe = fetcher
         .get(&format!("{host}/xrpc/com.atproto.server.describeServer"))
@@ -190,7 +190,7 @@ struct RawHost {
 
 /// Reads the relay's `listHosts` (all pages) into the host table; returns
 /// the number of hosts listed. `relay` is the relay's http(s) base URL.
-pub async fn list_hosts(store: &Store, fetcher: &Fetcher, relay: &str) -> Result<usize, FetchError> {
+pub async fn list_hosts(store: &impl StoreWriter, fetcher: &Fetcher, relay: &str) -> Result<usize, FetchError> {
     let mut cursor: Option<String> = None;
     let mut n = 0;
     loop {
@@ -229,7 +229,7 @@ pub async fn list_hosts(store: &Store, fetcher: &Fetcher, relay: &str) -> Result
 
 /// Crawls every host whose check is due (every host with `force`); returns
 /// how many were crawled.
-pub async fn crawl_due(store: &Store, fetcher: &Fetcher, force: bool) -> store::Result<usize> {
+pub async fn crawl_due(store: &impl StoreWriter, fetcher: &Fetcher, force: bool) -> store::Result<usize> {
     let now = if force { i64::MAX } else { now_ms() };
     let mut due = Vec::new();
     for (endpoint, rec) in store.hosts()? {
@@ -269,7 +269,7 @@ pub const LIST_HOSTS_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// `run`'s crawler: the relay's `listHosts` now and every
 /// [`LIST_HOSTS_EVERY`], due hosts every [`CRAWL_EVERY`], until `cancel`.
 pub async fn keep_crawling(
-    store: Store,
+    store: crate::store::Writer,
     fetcher: Fetcher,
     relay_http: String,
     every: Duration,

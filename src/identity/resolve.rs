@@ -17,7 +17,7 @@ use super::did::{self, DidDoc};
 use crate::clock::now_ms;
 use crate::metrics;
 use crate::net::{FetchError, Fetcher};
-use crate::store::{self, Batch, Store, StoreReader, StoreWriter};
+use crate::store::{self, Batch, StoreReader, StoreWriter, Writer};
 
 /// DIDs waiting for a worker. When full, a request is not queued but the
 /// DID is written to the retry schedule, so the sweep picks it up: the
@@ -93,7 +93,7 @@ pub struct Resolver {
     handles: super::handle::HandleResolver,
     plc: String,
     allow_loopback: bool,
-    store: Store,
+    store: Writer,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// DIDs resolved lately (and whether as a refresh), so a burst of
     /// events for one DID resolves it once.
@@ -102,14 +102,19 @@ pub struct Resolver {
 
 impl Resolver {
     /// `dns`: a DNS server for handle checks instead of the system's.
-    pub fn new(store: Store, plc: &str, allow_loopback: bool, dns: Option<std::net::SocketAddr>) -> Resolver {
+    pub fn new(
+        store: impl Into<Writer>,
+        plc: &str,
+        allow_loopback: bool,
+        dns: Option<std::net::SocketAddr>,
+    ) -> Resolver {
         let fetcher = Fetcher::with_dns(allow_loopback, dns);
         Resolver {
             handles: super::handle::HandleResolver::new(fetcher.clone(), dns),
             fetcher,
             plc: plc.to_owned(),
             allow_loopback,
-            store,
+            store: store.into(),
             hosts: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
         }
@@ -271,7 +276,7 @@ pub enum Ask {
 #[derive(Clone)]
 pub struct ResolveQueue {
     tx: mpsc::Sender<(String, Ask)>,
-    store: Store,
+    store: Writer,
 }
 
 impl ResolveQueue {

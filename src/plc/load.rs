@@ -74,8 +74,8 @@ pub struct LoadStats {
 }
 
 /// The loader.
-pub struct Loader<'s> {
-    store: &'s Store,
+pub struct Loader<'s, S: StoreWriter = Store> {
+    store: &'s S,
     /// This batch's operands, by DID, in export order.
     pending: Vec<(String, PlcOperand)>,
     counters: HashMap<Vec<u8>, i64>,
@@ -89,8 +89,8 @@ pub struct Loader<'s> {
     pub stats: LoadStats,
 }
 
-impl<'s> Loader<'s> {
-    pub fn new(store: &'s Store) -> store::Result<Loader<'s>> {
+impl<'s, S: StoreWriter> Loader<'s, S> {
+    pub fn new(store: &'s S) -> store::Result<Loader<'s, S>> {
         Ok(Loader {
             store,
             pending: Vec::with_capacity(BATCH_OPS),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::load::{LoadStats, Loader};
 use super::{parse_line, ExportOp, PlcError};
-use crate::store::{self, Store};
+use crate::store::{self, StoreWriter, Writer};
 
 /// Lines per page requested from the directory (its maximum).
 pub const PAGE_LINES: usize = 1000;
@@ -115,7 +115,7 @@ struct RawChunk {
 
 /// Loads a local export file into the store; resumes after the stored
 /// position (lines at or before it are skipped).
-pub fn load_file(store: &Store, path: &Path) -> Result<LoadStats, SourceError> {
+pub fn load_file(store: &impl StoreWriter, path: &Path) -> Result<LoadStats, SourceError> {
     let io_err = |source| SourceError::Io { path: path.display().to_string(), source };
     let file = File::open(path).map_err(io_err)?;
     let total = file.metadata().map(|m| m.len()).ok();
@@ -222,7 +222,7 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(15);
 /// position until caught up, then polls for new operations every
 /// `every` ([`FOLLOW_INTERVAL`] in `run`), until `cancel`. A failing
 /// directory is logged and retried; it never stops the firehose.
-pub async fn follow(store: Store, base: String, every: Duration, cancel: tokio_util::sync::CancellationToken) {
+pub async fn follow(store: Writer, base: String, every: Duration, cancel: tokio_util::sync::CancellationToken) {
     loop {
         match load_http(&store, &base, false, &cancel).await {
             Ok(s) if s.applied > 0 => {
@@ -260,7 +260,7 @@ pub fn http_client() -> reqwest::Client {
 /// what the server answers: lines with `seq` continue by seq, lines without
 /// by `createdAt`.
 pub async fn load_http(
-    store: &Store,
+    store: &impl StoreWriter,
     base: &str,
     bar: bool,
     cancel: &tokio_util::sync::CancellationToken,

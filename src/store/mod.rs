@@ -89,6 +89,10 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt value in {cf}: {why}")]
     Corrupt { cf: &'static str, why: String },
+    #[error("thread {thread:?} wrote outside the single writer (a bug: sources commit through store::Writer)")]
+    NotTheWriter { thread: String },
+    #[error("the writer has stopped (shutdown): not written")]
+    WriterStopped,
     #[error("database schema version {found} is not {SCHEMA_VERSION}; this build cannot read it")]
     Schema { found: u32 },
 }
@@ -554,6 +558,118 @@ impl StoreWriter for Store {
     }
 }
 
+/// A batch on its way to the single writer, and where its outcome goes.
+pub type Queued = (Batch, std::sync::mpsc::SyncSender<Result<()>>);
+
+/// A source's way to write: a reader of the store whose commits go to the
+/// single writer thread (`run`: the ingest thread, which commits them in
+/// order with its own batches), or straight to the store for a one-shot
+/// command that is its own only writer. Sources (the PLC loader, the
+/// resolver, the crawler, the admin route) hold one of these, never a
+/// handle they could write through on their own.
+#[derive(Clone)]
+pub struct Writer {
+    store: Store,
+    queue: Option<tokio::sync::mpsc::Sender<Queued>>,
+}
+
+impl From<Store> for Writer {
+    fn from(store: Store) -> Writer {
+        Writer { store, queue: None }
+    }
+}
+
+impl Writer {
+    /// Commits go through `queue` to the writer thread.
+    pub fn queued(store: Store, queue: tokio::sync::mpsc::Sender<Queued>) -> Writer {
+        Writer { store, queue: Some(queue) }
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The writer thread stopped (shutdown): a batch sent after it is not
+/// written, and its source finds it again on the next start (positions and
+/// schedules are written with their effects).
+fn writer_gone() -> StoreError {
+    StoreError::WriterStopped
+}
+
+impl StoreWriter for Writer {
+    /// Waits for the writer thread to commit the batch (it blocks the
+    /// calling thread: on a runtime worker, through `block_in_place`).
+    fn commit(&self, batch: Batch) -> Result<()> {
+        let Some(queue) = &self.queue else { return self.store.commit(batch) };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        let send = || -> Result<()> {
+            queue.blocking_send((batch, ack)).map_err(|_| writer_gone())?;
+            done.recv().map_err(|_| writer_gone())?
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(send)
+            }
+            _ => send(),
+        }
+    }
+}
+
+macro_rules! delegate_reader {
+    ($t:ty, $inner:ident) => {
+        impl StoreReader for $t {
+            fn account_view(&self, did: &str) -> Result<AccountView> {
+                self.$inner.account_view(did)
+            }
+            fn account_state(&self, did: &str) -> Result<Option<AccountState>> {
+                self.$inner.account_state(did)
+            }
+            fn plc(&self, did: &str) -> Result<Option<records::PlcRecord>> {
+                StoreReader::plc(&self.$inner, did)
+            }
+            fn identity(&self, did: &str) -> Result<Option<records::IdentityRecord>> {
+                StoreReader::identity(&self.$inner, did)
+            }
+            fn host(&self, endpoint: &str) -> Result<Option<records::HostRecord>> {
+                self.$inner.host(endpoint)
+            }
+            fn hosts(&self) -> Result<Vec<(String, records::HostRecord)>> {
+                self.$inner.hosts()
+            }
+            fn stored_record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>> {
+                self.$inner.stored_record(collection, did, rkey)
+            }
+            fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
+                self.$inner.stored_records(collection)
+            }
+            fn source_cursor(&self, source: &str) -> Result<Option<i64>> {
+                self.$inner.source_cursor(source)
+            }
+            fn all_cursors(&self) -> Result<BTreeMap<String, i64>> {
+                self.$inner.all_cursors()
+            }
+            fn all_counters(&self) -> Result<BTreeMap<String, i64>> {
+                self.$inner.all_counters()
+            }
+            fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>> {
+                self.$inner.meta(key)
+            }
+            fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+                self.$inner.retries_due(until_ms, limit)
+            }
+            fn marks(&self, limit: usize) -> Result<(Vec<(String, i64)>, i64)> {
+                self.$inner.marks(limit)
+            }
+        }
+    };
+}
+delegate_reader!(Writer, store);
+
 /// The structure mark's key in `map_dirty` (sorts before every DID).
 pub const STRUCTURE: &[u8] = b"\x00structure";
 
@@ -603,6 +719,8 @@ pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 #[derive(Clone)]
 pub struct Store {
     db: std::sync::Arc<DB>,
+    /// Once set, the only threads (by name) whose writes are taken.
+    writers: std::sync::Arc<std::sync::OnceLock<&'static [&'static str]>>,
 }
 
 impl Store {
@@ -658,7 +776,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let (opts, cfs) = Self::options();
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let store = Store { db: std::sync::Arc::new(db) };
+        let store = Store { db: std::sync::Arc::new(db), writers: Default::default() };
         match store.db.get_cf(store.cf(CF_META), b"schema")? {
             None => store.db.put_cf(store.cf(CF_META), b"schema", SCHEMA_VERSION.to_be_bytes())?,
             Some(v) => store.check_schema(&v)?,
@@ -674,7 +792,7 @@ impl Store {
         let existing = DB::list_cf(&opts, path)?;
         let cfs: Vec<_> = cfs.into_iter().filter(|d| existing.iter().any(|e| e == d.name())).collect();
         let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)?;
-        let store = Store { db: std::sync::Arc::new(db) };
+        let store = Store { db: std::sync::Arc::new(db), writers: Default::default() };
         if let Some(v) = store.db.get_cf(store.cf(CF_META), b"schema")? {
             store.check_schema(&v)?;
         }
@@ -693,9 +811,25 @@ impl Store {
         self.db.cf_handle(name).expect("column families are created at open")
     }
 
+    /// From now on, only threads with these names may write through this
+    /// handle (and its clones): `run` names its writer thread and the map
+    /// maintainer, so a source that wrote on its own would be refused and
+    /// seen at once, rather than race the writer. Set once.
+    pub fn only_writers(&self, threads: &'static [&'static str]) {
+        let _ = self.writers.set(threads);
+    }
+
     /// Commits a batch. The WAL is on, so a process crash loses nothing
     /// committed; the batch is atomic, so effects and cursor move together.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        if let Some(allowed) = self.writers.get() {
+            let t = std::thread::current();
+            let name = t.name().unwrap_or("");
+            if !allowed.contains(&name) {
+                tracing::error!(thread = name, "a write outside the single writer refused");
+                return Err(StoreError::NotTheWriter { thread: name.to_owned() });
+            }
+        }
         self.db.write(batch)?;
         Ok(())
     }
@@ -759,7 +893,7 @@ impl Store {
         let existing = DB::list_cf(&opts, path)?;
         let cfs: Vec<_> = cfs.into_iter().filter(|d| existing.iter().any(|e| e == d.name())).collect();
         let db = DB::open_cf_descriptors_as_secondary(&opts, path, own, cfs)?;
-        Ok(Store { db: std::sync::Arc::new(db) })
+        Ok(Store { db: std::sync::Arc::new(db), writers: Default::default() })
     }
 
     /// A secondary instance catches up with the primary's writes.
