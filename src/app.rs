@@ -177,7 +177,10 @@ fn spawn_writer(
     let rt = tokio::runtime::Handle::current();
     let handle = std::thread::Builder::new()
         .name(WRITER_THREAD.into())
-        .spawn(move || writer_loop(ingest, rx, sources, rt))
+        .spawn(move || {
+            let _span = tracing::info_span!("ingest", source = %ingest.source()).entered();
+            writer_loop(ingest, rx, sources, rt)
+        })
         .expect("spawning the writer thread");
     (tx, handle)
 }
@@ -325,6 +328,7 @@ fn spawn_maintainer(
     std::thread::Builder::new()
         .name(MAP_THREAD.into())
         .spawn(move || {
+            let _span = tracing::info_span!("map").entered();
             let mut m = crate::cluster::map::Maintainer::new(store.clone(), overrides);
             m.structure_every = STRUCTURE_EVERY;
             m.stop = Some(stop);
@@ -376,12 +380,15 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         resolver_task = Some(task);
     }
     let crawler = opts.crawl.map(|every| {
-        tokio::spawn(crate::hosts::keep_crawling(
-            writer.clone(),
-            crate::net::Fetcher::new(opts.allow_loopback),
-            crate::hosts::relay_http_base(&source),
-            every,
-            cancel.clone(),
+        tokio::spawn(tracing::Instrument::instrument(
+            crate::hosts::keep_crawling(
+                writer.clone(),
+                crate::net::Fetcher::new(opts.allow_loopback),
+                crate::hosts::relay_http_base(&source),
+                every,
+                cancel.clone(),
+            ),
+            tracing::info_span!("crawl"),
         ))
     });
     let cursor = ingest.cursor();
@@ -391,10 +398,16 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
     let state = api::ApiState::new(store.clone(), false, opts.admin_token.clone(), opts.api.clone())
         .with_writer(writer.clone());
-    let http = tokio::spawn(api::serve(listener, state, cancel.clone()));
+    let http = tokio::spawn(tracing::Instrument::instrument(
+        api::serve(listener, state, cancel.clone()),
+        tracing::info_span!("api"),
+    ));
     let plc = opts.follow_plc.map(|every| {
         tracing::info!(plc = %opts.plc, "loading and following the PLC export");
-        tokio::spawn(crate::plc::source::follow(writer.clone(), opts.plc.clone(), every, cancel.clone()))
+        tokio::spawn(tracing::Instrument::instrument(
+            crate::plc::source::follow(writer.clone(), opts.plc.clone(), every, cancel.clone()),
+            tracing::info_span!("plc"),
+        ))
     });
     let overrides = crate::cluster::overrides::in_force(&store, opts.overrides.clone())?;
     let maintainer = spawn_maintainer(store.clone(), overrides, cancel.clone());

@@ -170,10 +170,13 @@ pub fn from_frame(f: &Frame<'_>) -> Event {
             }
         }
         Frame::Sync(s) => {
-            // the frame's rev may be newer than the signed commit's (see
-            // the decoder): both count as claimed times
-            let mut claimed = vec![crate::types::tid_time_us(s.rev), time_us];
-            claimed.extend(s.object.rev.map(crate::types::tid_time_us));
+            // A #sync re-announces a repo's current commit, which may have
+            // been made (and signed) long before: a migrated account's
+            // imported repo is signed by its old key, and the new PDS
+            // announces it after the rotation (the reference PDS does, on
+            // activation). The time that counts is the signed commit's own
+            // rev; the frame's rev and time say when it was announced.
+            let claimed = [s.object.rev.and_then(crate::types::tid_time_us)];
             EventKind::Sync {
                 did: s.did.to_owned(),
                 rev: s.rev.to_owned(),

@@ -1,42 +1,62 @@
 //! instancemap: maps the ATProto network into instances by observation.
 //!
-//! Data flow (built so far: the ingest core and the first part of identity;
-//! resolution on demand, hosts, clustering and the query API build on it):
+//! Data flow:
 //!
 //! ```text
-//!  relay firehose (WebSocket)  ─┐                                   identity::verify pool
-//!  frame files (replay)        ─┴─► event::from_frame_bytes ─► app::Checker ─► queue ─► ingest (single writer) ─► store (RocksDB)
-//!                                   (firehose::frame, repo)    (signature checks)                                   ▲   │
-//!  PLC export (HTTP or file) ─► plc::source ─► plc::load (merge operands) ──────────────────────────────────────────┘   ├─► stats, account
-//!                                                       api: /metrics, /healthz ◄─ metrics                              │
+//!  relay firehose (WebSocket) ─┐                                 identity::verify pool (signatures,
+//!  frame files (replay)       ─┴─► event::from_frame_bytes ─► app::Checker ─► queue ─┐   key in force)
+//!                                  (firehose::frame, repo)                           ▼
+//!  PLC export (HTTP or file) ─► plc::load ─┐                                  ingest, on the writer
+//!  DID / handle resolution ─► identity ────┼─► store::Writer ─► source batches ─► thread: the single
+//!  host crawls ─► hosts ───────────────────┤                                  writer (store::Batch,
+//!  API admin routes ───────────────────────┘                                  cursor in the batch)
+//!                                                                                    │ marks
+//!                                                  cluster::map maintainer ◄─────────┤ (map_dirty)
+//!                                                  (the map's own families)          ▼
+//!  api (XRPC, /metrics), export, stats, inspect ◄──── StoreReader ◄──────── store (RocksDB; MemStore)
 //! ```
 //!
+//! The seams: every source hands typed changes (a [`store::Batch`]) to the
+//! single writer, never writing on its own (`run` refuses writes from any
+//! other thread); the map maintainer is the one other writer, of the map's
+//! families; readers use [`store::StoreReader`]. The module graph has no
+//! circle (`tests/imports.rs`): the floor is [`clock`], [`types`],
+//! [`metrics`], [`repo`] and [`store`]; the sources use the floor; the map
+//! uses the sources' record types through the store; the app wires it all.
+//!
 //! Layout, one module per stage:
-//! - [`config`]: command line and `INSTANCEMAP_*` variables → validated settings.
-//! - [`app`]: wires the stages for each command; one shutdown token.
+//! - [`clock`]: time helpers (ms, RFC 3339, days), importing nothing.
+//! - [`types`]: syntax of DIDs, handles, NSIDs, record keys, TIDs and
+//!   endpoints (one host, one key: the `url` crate and IDNA).
+//! - [`metrics`]: every metric name, in one catalogue; a leaf (the app hands
+//!   it the stages' label sets).
+//! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
+//! - [`store`]: RocksDB column families, the reader and writer traits, the
+//!   typed batch, the stored record types (`store::records`) and an
+//!   in-memory twin (`store::mem`).
 //! - [`firehose`]: the relay subscription (`subscribe`), pure frame decoding
 //!   (`frame`), recorded frame files (`framelog`).
-//! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
-//! - [`identity`]: keys, DID documents, commit signature checks (resolution
-//!   on demand and handle verification to come).
-//! - [`cluster`]: evidence and instance assignment, pure (the start of the
-//!   instance map; not yet wired to the store).
-//! - [`hosts`]: the host table and its crawler (describeServer, _health,
-//!   listRepos; the relay's listHosts).
-//! - [`plc`]: the PLC directory export → per-DID identity state.
+//! - [`event`]: the one event type from the firehose sources to the writer.
+//! - [`plc`]: the PLC directory export → PLC operations.
+//! - [`identity`]: keys, DID documents, handles, resolution, signature checks.
+//! - [`hosts`]: the host crawler (describeServer, _health, listRepos; the
+//!   relay's listHosts).
 //! - [`net`]: guarded outbound HTTP to hosts named by network data (SSRF).
-//! - [`event`]: the one event type from sources to the writer, and the
-//!   collections whose records are stored.
+//! - [`cluster`]: evidence, instances, assignment, the incremental map and
+//!   its full recompute, history.
 //! - [`ingest`]: the single writer: batches, exactly-once by cursor.
-//! - [`store`]: RocksDB column families.
+//! - [`api`]: the HTTP endpoint (XRPC, OpenAPI, /metrics, /healthz).
+//! - [`export`]: Parquet, NDJSON and CSV snapshots.
 //! - [`inspect`]: one account's record, for `instancemap account`.
 //! - [`stats`]: what the database holds, for `instancemap stats`.
-//! - [`metrics`]: every metric name, in one catalogue.
-//! - [`api`]: the HTTP endpoint.
-//! - [`types`]: syntax of DIDs, handles, NSIDs, record keys, TIDs.
+//! - [`config`]: command line and `INSTANCEMAP_*` variables → validated settings.
+//! - [`app`]: wires the stages for each command: channels, writer thread,
+//!   maintainer, one shutdown token.
+//! - [`cli`]: the one-shot commands' output and exit codes (`main` is glue).
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;

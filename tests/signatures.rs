@@ -296,3 +296,44 @@ fn sync_frames_are_signature_checked() {
     );
     assert_eq!(s.cursors["replay"], 3, "its seq still moves the cursor");
 }
+
+/// Found by the reference-peer suite: after a migration the new PDS imports
+/// the account's repo as it is (its commit signed by the old key, before
+/// the rotation) and announces it with a `#sync` on activation, after the
+/// rotation. The `#sync` was refused because its frame's rev and time are
+/// after the rotation; the time a `#sync`'s signature vouches for is its
+/// signed commit's own rev.
+#[test]
+fn a_sync_announcing_an_imported_repo_signed_before_the_rotation_is_accepted() {
+    use instancemap::repo::cid;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_plc(dir.path(), &migration_log());
+    let (k1, _) = test_key(1);
+    let (before, after) = ("2026-02-01T00:00:00.000Z", "2026-03-02T00:00:00.000Z");
+    // the imported commit, made and signed under K1 at `signed_rev_time`
+    let sync = |seq: i64, signed_rev_time: &str| {
+        let commit = commit_block(MOVER, &tid_at(signed_rev_time), Some(&k1));
+        let c = cid::dag_cbor_cid(&commit);
+        frame(
+            1,
+            Some("#sync"),
+            &map(vec![
+                ("did", text(MOVER)),
+                ("rev", text(&tid_at(after))), // the new PDS's own rev for the import
+                ("seq", ciborium::Value::Integer(seq.into())),
+                ("time", text(after)),
+                ("blocks", ciborium::Value::Bytes(car(&c, &[(c.clone(), commit)]))),
+            ]),
+        )
+    };
+    let frames = vec![
+        sync(1, before),
+        // the same old key vouching for a commit made after the rotation: refused
+        sync(2, "2026-03-03T00:00:00.000Z"),
+    ];
+    let store = replay_archives(store, &[("pds-b", frames)]);
+    let s = stats(&store);
+    assert_eq!(s.signatures["valid_prior_key"], 1, "{:?}", s.signatures);
+    assert_eq!(s.signatures["sig_invalid"], 1, "{:?}", s.signatures);
+    assert_eq!(s.dropped["bad_signature"], 1);
+}

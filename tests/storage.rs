@@ -913,3 +913,39 @@ fn stores_agree_after_one_mixed_batch_sequence() {
     assert!(d.views[2].plc.as_ref().is_some_and(|p| p.tombstoned));
     assert_eq!(d.host_gets[1].as_ref().map(|h| (h.state.as_str(), h.failures)), Some(("offline", 1)));
 }
+
+/// `run` names its writers: once it does, a write from any other thread
+/// through the store (a source that wrote on its own, racing the writer)
+/// is refused, and a source's batch through `store::Writer` lands from the
+/// writer's thread.
+#[test]
+fn once_run_names_its_writers_no_other_thread_writes() {
+    let (_dir, store) = rocks();
+    store.only_writers(&["writer", "map"]);
+    let mut b = Batch::default();
+    b.cursor("wss://relay.example", 1);
+    let err = store.commit(b.clone()).unwrap_err();
+    assert!(matches!(err, store::StoreError::NotTheWriter { .. }), "{err}");
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), None);
+    let s = store.clone();
+    std::thread::Builder::new().name("writer".into()).spawn(move || s.commit(b).unwrap()).unwrap().join().unwrap();
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(1));
+    // a source's Writer queues to the writer thread, which commits
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<store::Queued>(1);
+    let s = store.clone();
+    let writer_thread = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            while let Some((batch, ack)) = rx.blocking_recv() {
+                ack.send(s.commit(batch)).unwrap();
+            }
+        })
+        .unwrap();
+    let w = store::Writer::queued(store.clone(), tx);
+    let mut b = Batch::default();
+    b.cursor("wss://relay.example", 2);
+    w.commit(b).unwrap();
+    assert_eq!(w.source_cursor("wss://relay.example").unwrap(), Some(2));
+    drop(w);
+    writer_thread.join().unwrap();
+}

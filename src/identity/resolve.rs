@@ -299,31 +299,35 @@ impl ResolveQueue {
 pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueue, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<(String, Ask)>(QUEUE_CAPACITY);
     let queue = ResolveQueue { tx: tx.clone(), store: resolver.store.clone() };
-    let handle = tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(CONCURRENCY));
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = sweep.tick() => sweep_due(&resolver, &tx),
-                next = rx.recv() => {
-                    let Some((d, ask)) = next else { break };
-                    metrics::RESOLVE_QUEUE.set(rx.len() as i64);
-                    if !resolver.wanted(&d, ask) {
-                        continue;
-                    }
-                    let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
-                    let r = resolver.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = r.resolve_and_store(&d, ask == Ask::Identity).await {
-                            tracing::error!(error = %e, "storing a resolution");
+    let handle = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let slots = Arc::new(Semaphore::new(CONCURRENCY));
+            let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = sweep.tick() => sweep_due(&resolver, &tx),
+                    next = rx.recv() => {
+                        let Some((d, ask)) = next else { break };
+                        metrics::RESOLVE_QUEUE.set(rx.len() as i64);
+                        if !resolver.wanted(&d, ask) {
+                            continue;
                         }
-                        drop(permit);
-                    });
+                        let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
+                        let r = resolver.clone();
+                        let span = tracing::debug_span!("did", did = %d);
+                        tokio::spawn(tracing::Instrument::instrument(async move {
+                            if let Err(e) = r.resolve_and_store(&d, ask == Ask::Identity).await {
+                                tracing::error!(error = %e, "storing a resolution");
+                            }
+                            drop(permit);
+                        }, span));
+                    }
                 }
             }
-        }
-    });
+        },
+        tracing::info_span!("resolve"),
+    ));
     (queue, handle)
 }
 

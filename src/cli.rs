@@ -1,0 +1,338 @@
+//! The one-shot commands' glue: each command of the CLI run against the
+//! library, its output on stdout (JSON or text) and its notes on stderr,
+//! and the exit code it maps to (2: the thing asked for is not known).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::app;
+use crate::config::{relay_endpoint, Command};
+use crate::firehose::subscribe::SubscribeConfig;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// Runs one command to its end.
+pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
+    let cancel = CancellationToken::new();
+    match cmd {
+        Command::Run(a) => {
+            let endpoint = relay_endpoint(&a.relay)?;
+            app::cancel_on_signal(cancel.clone());
+            let opts = app::RunOptions {
+                subscribe: SubscribeConfig::new(endpoint),
+                db: a.db.db,
+                listen: a.listen,
+                verify: !a.verify.no_verify,
+                plc: a.plc,
+                follow_plc: (!a.no_plc).then_some(crate::plc::source::FOLLOW_INTERVAL),
+                resolve: !a.no_resolve,
+                allow_loopback: a.allow_loopback,
+                dns: a.dns,
+                crawl: (!a.no_crawl).then_some(crate::hosts::CRAWL_EVERY),
+                overrides: a.overrides.load()?,
+                api: a.api.limits(),
+                admin_token: a.api.admin_token.clone(),
+            };
+            app::run(opts, cancel).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record(a) => {
+            let endpoint = relay_endpoint(&a.relay)?;
+            app::cancel_on_signal(cancel.clone());
+            let n = app::record(&SubscribeConfig::new(endpoint), &a.out, a.cursor, a.max_frames, cancel).await?;
+            eprintln!("recorded {n} frames to {}", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(a) => {
+            app::cancel_on_signal(cancel.clone());
+            let s = app::replay(&a.db.db, a.source.as_deref(), &a.files, !a.verify.no_verify, cancel).await?;
+            for f in &s.per_file {
+                eprintln!(
+                    "{}: {} frames, {} applied, {} already applied (cursor {})",
+                    f.path.display(),
+                    f.frames,
+                    f.applied,
+                    f.duplicates,
+                    f.source
+                );
+            }
+            eprintln!("replayed {} frames from {} file(s) into {}", s.frames, s.files, a.db.db.display());
+            if let Some(m) = &s.map {
+                eprintln!("{m}");
+            }
+            match s.error {
+                Some(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
+        }
+        Command::BackfillPlc(a) => {
+            app::cancel_on_signal(cancel.clone());
+            let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let stats = match &a.file {
+                Some(f) => tokio::task::block_in_place(|| crate::plc::source::load_file(&store, f))?,
+                None => crate::plc::source::load_http(&store, &a.plc, true, &cancel).await?,
+            };
+            store.flush()?;
+            let map = app::bring_map_current(&store, &cancel).await?;
+            eprintln!(
+                "PLC export: {} lines, {} operations applied ({} tombstones), {} already applied, {} nullified skipped, {} rejected",
+                stats.lines,
+                stats.applied,
+                stats.tombstones,
+                stats.already_applied,
+                stats.nullified_skipped,
+                stats.rejected.values().sum::<u64>()
+            );
+            eprintln!("{map}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Account(a) => {
+            if !crate::types::is_did(&a.did) {
+                anyhow::bail!("{:?} is not a DID", a.did);
+            }
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            match crate::inspect::AccountView::read(&store, &a.did)? {
+                Some(v) if a.json => out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?,
+                Some(v) => out(&v.to_text())?,
+                None => {
+                    eprintln!("{}: not in the database", a.did);
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CrawlHosts(a) => {
+            let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let fetcher = crate::net::Fetcher::new(a.allow_loopback);
+            if !a.no_list_hosts {
+                let relay = crate::hosts::relay_http_base(&relay_endpoint(&a.relay)?);
+                match crate::hosts::list_hosts(&store, &fetcher, &relay).await {
+                    Ok(n) => eprintln!("relay listHosts: {n} hosts"),
+                    Err(e) => eprintln!("relay listHosts failed: {e}"),
+                }
+            }
+            let n = crate::hosts::crawl_due(&store, &fetcher, true).await?;
+            store.flush()?;
+            eprintln!("crawled {n} hosts");
+            app::cancel_on_signal(cancel.clone());
+            eprintln!("{}", app::bring_map_current(&store, &cancel).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Host(a) => {
+            let host = crate::identity::did::normalize_endpoint(&if a.host.contains("://") {
+                a.host.clone()
+            } else {
+                format!("https://{}", a.host)
+            })
+            .map_err(|why| anyhow::anyhow!("{:?}: {why}", a.host))?;
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            match crate::hosts::get(&store, &host)? {
+                Some(h) if a.json => out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&serde_json::json!({"host": host, "record": h}))?
+                ))?,
+                Some(h) => out(&format!("{host}\n{}\n", serde_json::to_string_pretty(&h)?))?,
+                None => {
+                    eprintln!("{host}: not in the database");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recluster(a) => {
+            use crate::cluster::map;
+            let given = a.overrides.load()?;
+            let db = &a.db;
+            let store = Store::open(&db.db).with_context(|| format!("opening database {}", db.db.display()))?;
+            let overrides = crate::cluster::overrides::in_force(&store, given)?;
+            app::cancel_on_signal(cancel.clone());
+            let stop = app::stop_flag(&cancel);
+            let s = tokio::task::block_in_place(|| {
+                let progress = |n: u64| eprintln!("recompute: {n} accounts read");
+                let opts = map::RecomputeOptions { clear_marks: true, stop: Some(&stop), progress: Some(&progress) };
+                map::recompute_with(&store, &overrides, &opts)
+            });
+            store.flush()?;
+            let s = s?;
+            eprintln!(
+                "{} instances over {} hosts; {} accounts, unassigned: {:?}",
+                s.instances, s.hosts, s.accounts, s.unassigned
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Instances(a) => {
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let list = crate::cluster::map::instances(&store)?;
+            if let Some(n) = crate::cluster::map::freshness(&store)?.note() {
+                eprintln!("note: {n}");
+            }
+            if a.json {
+                let v: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({"id": i.id, "name": i.name, "anchor": i.anchor, "hosts": i.hosts,
+                            "user_domains": i.user_domains, "registrable_domains": i.registrable_domains,
+                            "members": i.members, "evidence": i.evidence.len(), "operator": i.operator,
+                            "claimed_by": i.claimed_by})
+                    })
+                    .collect();
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                let mut text = String::new();
+                for i in &list {
+                    let n = i.members.get("registered").copied().unwrap_or(0);
+                    text.push_str(&format!("{:<18} {:>10}  {:<30} {} host(s)\n", i.id, n, i.name, i.hosts.len()));
+                }
+                out(&text)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Instance(a) => {
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let found = if a.id.starts_with("inst_") {
+                crate::cluster::map::instance(&store, &a.id)?
+            } else {
+                let host = crate::identity::did::normalize_endpoint(&if a.id.contains("://") {
+                    a.id.clone()
+                } else {
+                    format!("https://{}", a.id)
+                })
+                .map_err(|why| anyhow::anyhow!("{:?}: {why}", a.id))?;
+                crate::cluster::map::instance_of_host(&store, &host)?
+            };
+            if let Some(n) = crate::cluster::map::freshness(&store)?.note() {
+                eprintln!("note: {n}");
+            }
+            let Some(i) = found else {
+                eprintln!("{}: no such instance", a.id);
+                return Ok(ExitCode::from(2));
+            };
+            let status = match &i.operator {
+                Some(op) => crate::cluster::map::declaration_status(&store, op)?,
+                None => None,
+            };
+            // every declaration claiming one of its hosts, verified or not
+            let mut claims = Vec::new();
+            for op in &i.claimed_by {
+                claims.extend(crate::cluster::map::declaration_status(&store, op)?);
+            }
+            let v = serde_json::json!({"instance": i, "declaration": status, "claims": claims});
+            out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History(a) => {
+            use crate::cluster::history;
+            use crate::config::HistoryWhat;
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let day = |s: &str| -> anyhow::Result<String> {
+                let ms = crate::clock::parse_day_or_time(s)
+                    .ok_or_else(|| anyhow::anyhow!("{s:?}: not YYYY-MM-DD or RFC 3339"))?;
+                Ok(crate::clock::day(ms))
+            };
+            let v = match a.what {
+                HistoryWhat::Flows { from, to } => {
+                    serde_json::to_value(history::flows(&store, &day(&from)?, &day(&to)?)?)?
+                }
+                HistoryWhat::Growth { id, to } => {
+                    let to = match to {
+                        Some(t) => day(&t)?,
+                        None => crate::clock::today(),
+                    };
+                    serde_json::to_value(history::growth(&store, &id, &to)?)?
+                }
+                HistoryWhat::AsOf { at, did: Some(did) } => {
+                    let ms =
+                        crate::clock::parse_day_or_time(&at).ok_or_else(|| anyhow::anyhow!("{at:?}: not a time"))?;
+                    match history::account_as_of(&store, &did, ms)? {
+                        Some(x) => serde_json::to_value(x)?,
+                        None => {
+                            eprintln!("{did}: not in the map");
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
+                }
+                HistoryWhat::AsOf { at, did: None } => serde_json::to_value(history::sizes_as_of(&store, &day(&at)?)?)?,
+            };
+            out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(a) => {
+            crate::metrics::init(&app::metric_labels());
+            app::cancel_on_signal(cancel.clone());
+            let store = match &a.follow {
+                Some(own) => Store::open_secondary(&a.db.db, own),
+                None => Store::open_read_only(&a.db.db),
+            }
+            .with_context(|| format!("opening database {}", a.db.db.display()))?;
+            if a.follow.is_some() {
+                let (s, c) = (store.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    while !c.is_cancelled() {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        let s = s.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.catch_up()).await {
+                            tracing::warn!(error = %e, "catching up with the primary failed");
+                        }
+                    }
+                });
+            }
+            let listener =
+                tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {}", a.listen))?;
+            tracing::info!(addr = %listener.local_addr()?, db = %a.db.db.display(), "serving the API read-only");
+            let state = crate::api::ApiState::new(store, true, a.api.admin_token.clone(), a.api.limits());
+            crate::api::serve(listener, state, cancel).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(a) => {
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let files = crate::export::export(&store, a.format, &a.out)?;
+            for (name, rows) in files {
+                eprintln!("{name}: {rows} rows");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint(a) => {
+            let store = Store::open(&a.db.db).with_context(|| {
+                format!(
+                    "opening database {} (a running `run` holds it: use its admin.createCheckpoint)",
+                    a.db.db.display()
+                )
+            })?;
+            store.checkpoint(&a.out).with_context(|| format!("checkpoint to {}", a.out.display()))?;
+            eprintln!("checkpoint written to {}", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats(a) => {
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let stats = Stats::read(&store)?;
+            if a.json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&stats)?))?;
+            } else {
+                out(&stats.to_text())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes command output to stdout; a reader that went away (`| head`) is
+/// not an error.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
