@@ -157,7 +157,24 @@ fn write_log(path: &Path, keys: Option<&[k256::ecdsa::SigningKey]>) {
     w.finish().unwrap();
 }
 
+/// The ingest pipeline alone (the figure compared across versions).
 fn run(rt: &tokio::runtime::Runtime, db: &Path, log: &Path) {
+    let (_, s) = rt
+        .block_on(instancemap::app::replay_frames(
+            db,
+            Some("bench"),
+            std::slice::from_ref(&log.to_path_buf()),
+            true,
+            &Default::default(),
+        ))
+        .unwrap();
+    assert_eq!(s.frames, FRAMES as u64);
+    assert!(s.error.is_none());
+}
+
+/// The `replay` command end to end: the pipeline, then the map brought
+/// current (every account is new here, so a full recompute).
+fn run_command(rt: &tokio::runtime::Runtime, db: &Path, log: &Path) {
     let s = rt
         .block_on(instancemap::app::replay(
             db,
@@ -168,7 +185,7 @@ fn run(rt: &tokio::runtime::Runtime, db: &Path, log: &Path) {
         ))
         .unwrap();
     assert_eq!(s.frames, FRAMES as u64);
-    assert!(s.error.is_none());
+    assert!(s.map.is_some_and(|m| m.contains("recomputed")));
 }
 
 fn bench(c: &mut Criterion) {
@@ -187,6 +204,15 @@ fn bench(c: &mut Criterion) {
             || tempfile::tempdir().unwrap(),
             |db| {
                 run(&rt, db.path(), &plain);
+                db
+            },
+        )
+    });
+    g.bench_function("synthetic_200k_frames_50k_accounts_command_with_map", |b| {
+        b.iter_with_setup(
+            || tempfile::tempdir().unwrap(),
+            |db| {
+                run_command(&rt, db.path(), &plain);
                 db
             },
         )

@@ -483,6 +483,21 @@ pub async fn replay(
     verify: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<ReplaySummary> {
+    let (store, mut summary) = replay_frames(db, source, files, verify, &cancel).await?;
+    summary.map = Some(bring_map_current(&store, &cancel).await?);
+    Ok(summary)
+}
+
+/// [`replay`]'s ingest part: every file through the pipeline, the map left
+/// with its marks (the caller brings it current; the replay bench measures
+/// this part alone).
+pub async fn replay_frames(
+    db: &Path,
+    source: Option<&str>,
+    files: &[PathBuf],
+    verify: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Store, ReplaySummary)> {
     metrics::init(&metric_labels());
     if source.is_none() {
         let mut seen = std::collections::BTreeMap::new();
@@ -565,8 +580,7 @@ pub async fn replay(
             break;
         }
     }
-    summary.map = Some(bring_map_current(&store, &cancel).await?);
-    Ok(summary)
+    Ok((store, summary))
 }
 
 /// Records raw frames from a relay to `out` until `cancel` or `max_frames`.

@@ -251,32 +251,18 @@ impl Maintainer {
                 Err(RecomputeError::Stopped { .. }) => Ok(Step::default()),
             };
         }
-        let mut marks: Vec<(Box<[u8]>, i64)> = Vec::new();
-        let mut structure: Option<i64> = None;
-        for item in store.iter_cf(CF_MAP_DIRTY) {
-            let (k, v) = item?;
-            let n = read_i64(&v);
-            if n == 0 {
-                continue;
-            }
-            if &*k == STRUCTURE {
-                structure = Some(n);
-                continue;
-            }
-            marks.push((k, n));
-            if marks.len() >= limit {
-                break;
-            }
-        }
+        let (marks, structure) = store::StoreReader::marks(&store, limit)?;
+        let structure = (structure != 0).then_some(structure);
         let mut step = Step { accounts: marks.len(), ..Step::default() };
         let mut need_structure = structure.is_some();
         let mut wb = rocksdb::WriteBatch::default();
         let mut left: BTreeSet<String> = BTreeSet::new();
-        for (k, n) in &marks {
-            let did = String::from_utf8_lossy(k).into_owned();
-            let (plc, res, acct) = known(&store, &did)?;
-            let new = assign::desired(plc.as_ref(), res.as_ref(), acct.as_ref());
-            let old = assignment(&store, &did)?;
+        for (did, n) in &marks {
+            // everything about the DID in one read
+            let view = store::StoreReader::account_view(&store, did)?;
+            let new = assign::desired(view.plc.as_ref(), view.identity.as_ref(), view.firehose.as_ref());
+            let old = view.assignment;
+            let did = did.as_str();
             if old.as_ref() != Some(&new) {
                 step.changed += 1;
                 if let Some(h) = &new.host {
@@ -290,16 +276,16 @@ impl Maintainer {
                     (&o.host, &o.handle, o.handle_verified) != (&new.host, &new.handle, new.handle_verified)
                 });
                 if moved {
-                    let member = store.record(super::declaration::MEMBERSHIP, &did, "self")?.is_some();
-                    let operator = store.record(super::declaration::DECLARATION, &did, "self")?.is_some();
+                    let member = store.record(super::declaration::MEMBERSHIP, did, "self")?.is_some();
+                    let operator = store.record(super::declaration::DECLARATION, did, "self")?.is_some();
                     need_structure |= member || operator;
                 }
                 if let Some(h) = old.as_ref().and_then(|o| o.host.as_ref()).filter(|h| new.host.as_ref() != Some(*h)) {
                     left.insert(h.clone());
                 }
-                write_change(&mut wb, &store, &did, old.as_ref(), &new, store::to_cbor(&new), true);
+                write_change(&mut wb, &store, did, old.as_ref(), &new, store::to_cbor(&new), true);
             }
-            wb.merge_cf(store.cf(CF_MAP_DIRTY), k, (-n).to_le_bytes());
+            wb.merge_cf(store.cf(CF_MAP_DIRTY), did.as_bytes(), (-n).to_le_bytes());
         }
         store.write(wb)?;
         // a host known only through its accounts leaves the map with the last
@@ -340,11 +326,13 @@ impl Maintainer {
     }
 }
 
-/// Marks above which a one-shot command rebuilds the map in full rather
-/// than taking each mark (a bulk PLC load marks every DID it touches; the
-/// recompute streams the families in key order, where the maintainer makes
-/// a handful of point reads per mark).
-pub const BULK_MARKS: u64 = 50_000;
+/// A one-shot command rebuilds the map in full rather than taking each mark
+/// when more than this many accounts are marked and they are more than a
+/// quarter of all accounts: the maintainer costs about four times as much
+/// per mark (a multi-get and a write per account) as the recompute per
+/// account (streaming the families in key order). A bulk PLC load marks
+/// every DID it touches.
+pub const BULK_MARKS: u64 = 10_000;
 
 /// How [`bring_current`] brought the map up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,7 +355,7 @@ pub fn bring_current(
 ) -> Result<Update, RecomputeError> {
     let interrupted = recompute_interrupted(store)?.is_some();
     let marks = pending(store)?;
-    if interrupted || marks > BULK_MARKS {
+    if interrupted || (marks > BULK_MARKS && marks.saturating_mul(4) > store.estimate_accounts()) {
         let opts = RecomputeOptions { clear_marks: true, stop, progress: None };
         return Ok(Update::Recomputed(recompute_with(store, overrides, &opts)?));
     }

@@ -876,6 +876,17 @@ impl Store {
         Ok(it.next().transpose()?)
     }
 
+    /// About how many DIDs the account families hold (RocksDB's estimate:
+    /// the largest of the PLC, resolution, firehose and assignment families).
+    pub fn estimate_accounts(&self) -> u64 {
+        [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN]
+            .iter()
+            .filter_map(|cf| self.db.cf_handle(cf))
+            .filter_map(|h| self.db.property_int_value_cf(h, "rocksdb.estimate-num-keys").ok().flatten())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A RocksDB integer property summed over every family (0 if unknown).
     pub fn property_sum(&self, name: &str) -> u64 {
         CFS.iter()
