@@ -148,10 +148,10 @@ impl Net {
                         checked_at_ms: ms,
                     }
                 });
-                let mut wb = rocksdb::WriteBatch::default();
-                wb.put_cf(self.store().cf(store::CF_IDENTITY), key, store::to_cbor(&rec));
-                map::mark(&mut wb, self.store(), DIDS[*did]);
-                self.store().write(wb).unwrap();
+                let mut b = store::Batch::default();
+                b.put_identity(DIDS[*did], rec);
+                b.mark(DIDS[*did]);
+                store::StoreWriter::commit(self.store(), b).unwrap();
             }
             Change::Status { did, active } => {
                 self.fseq += 1;

@@ -91,14 +91,10 @@ fn decode<T: for<'de> Deserialize<'de>>(cf: &'static str, b: &[u8]) -> store::Re
 /// What the store knows of one DID: PLC state, last resolution, firehose state.
 pub type Known = (Option<PlcRecord>, Option<IdentityRecord>, Option<AccountState>);
 
-/// The three records of one DID, by point reads.
+/// The three records of one DID (one read of its account view).
 pub fn known(store: &Store, did: &str) -> store::Result<Known> {
-    let get = |cf: &'static str| store.get_cf(cf, did.as_bytes());
-    Ok((
-        get(CF_PLC)?.map(|b| decode(CF_PLC, &b)).transpose()?,
-        get(CF_IDENTITY)?.map(|b| decode(CF_IDENTITY, &b)).transpose()?,
-        get(CF_ACCOUNTS)?.map(|b| decode(CF_ACCOUNTS, &b)).transpose()?,
-    ))
+    let v = store::StoreReader::account_view(store, did)?;
+    Ok((v.plc, v.identity, v.firehose))
 }
 
 /// An account's stored assignment.
@@ -108,22 +104,19 @@ pub fn assignment(store: &Store, did: &str) -> store::Result<Option<Assignment>>
 
 // ---------------------------------------------------------------- marks
 
-// The marks belong to the store's batch (every writer leaves them); the
-// maintainer here takes them.
-pub use crate::store::{mark, mark_structure, STRUCTURE};
+// The marks belong to the store's batch (every writer leaves them with
+// `Batch::mark`); the maintainer here takes them.
+pub use crate::store::STRUCTURE;
 
 fn read_i64(b: &[u8]) -> i64 {
     b.try_into().map(i64::from_le_bytes).unwrap_or(0)
 }
 
-/// Marks waiting (a full scan; for tests and `stats`).
+/// Marks waiting, the structure mark included (a full scan; see
+/// [`freshness`]).
 pub fn pending(store: &Store) -> store::Result<u64> {
-    let mut n = 0;
-    for item in store.iter_cf(CF_MAP_DIRTY) {
-        let (_, v) = item?;
-        n += u64::from(read_i64(&v) != 0);
-    }
-    Ok(n)
+    let f = freshness(store)?;
+    Ok(f.pending_accounts + u64::from(f.structure_pending))
 }
 
 // ---------------------------------------------------------------- accounts
@@ -353,8 +346,9 @@ pub fn bring_current(
     overrides: &super::overrides::Overrides,
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Update, RecomputeError> {
-    let interrupted = recompute_interrupted(store)?.is_some();
-    let marks = pending(store)?;
+    let f = freshness(store)?;
+    let (interrupted, marks) =
+        (f.recompute_interrupted_ms.is_some(), f.pending_accounts + u64::from(f.structure_pending));
     if interrupted || (marks > BULK_MARKS && marks.saturating_mul(4) > store.estimate_accounts()) {
         let opts = RecomputeOptions { clear_marks: true, stop, progress: None };
         return Ok(Update::Recomputed(recompute_with(store, overrides, &opts)?));

@@ -39,12 +39,9 @@ pub fn write(store: &impl StoreWriter, host: &str, op: &HostOp) -> store::Result
 
 /// Records that `host` (a normalised endpoint) was named by `source`.
 pub fn note(store: &impl StoreWriter, host: &str, source: &str) -> store::Result<()> {
-    // a host that already has the source needs no write (nor a structure
-    // refresh); the read may be stale, which costs one redundant operand
-    if store.host(host)?.is_some_and(|r| r.sources.iter().any(|s| s == source)) {
-        return Ok(());
-    }
-    write(store, host, &HostOp::Noted { source: source.to_owned(), at_ms: now_ms() })
+    let mut b = Batch::default();
+    b.note_host(store, host, source)?;
+    store.commit(b)
 }
 
 /// Replaces a host's whole record.
@@ -201,7 +198,7 @@ pub async fn list_hosts(store: &impl StoreWriter, fetcher: &Fetcher, relay: &str
         }
         let page: RawHosts = json(&fetcher.get(&url).await?)?;
         for h in &page.hosts {
-            let host = match crate::identity::did::normalize_endpoint(&format!("https://{}", h.hostname)) {
+            let host = match crate::types::normalize_endpoint(&format!("https://{}", h.hostname)) {
                 Ok(host) => host,
                 Err(why) => {
                     metrics::HOST_CRAWLS.with_label_values(&["relay_host_refused"]).inc();

@@ -245,10 +245,7 @@ impl Resolver {
         wb.put_identity(d, rec.clone());
         wb.mark(d);
         if let Some(p) = &rec.pds {
-            // a host already named by a document needs no write
-            if self.store.host(p)?.is_none_or(|h| !h.sources.iter().any(|s| s == "did_document")) {
-                wb.host(p, store::records::HostOp::Noted { source: "did_document".into(), at_ms: now });
-            }
+            wb.note_host(&self.store, p, "did_document")?;
         }
         self.store.commit(wb)?;
         Ok(rec)

@@ -196,11 +196,7 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
         self.flushed = self.stats.clone();
         let mut wb = Batch::with_capacity(self.pending.len() * 2 + self.hosts.len() * 2 + self.counters.len() + 1);
         for h in std::mem::take(&mut self.hosts) {
-            // a host already named by a document needs no write
-            if self.store.host(&h)?.is_none_or(|r| !r.sources.iter().any(|s| s == "did_document")) {
-                let at_ms = crate::clock::now_ms();
-                wb.host(&h, store::records::HostOp::Noted { source: "did_document".into(), at_ms });
-            }
+            wb.note_host(self.store, &h, "did_document")?;
             self.known_hosts.insert(h);
         }
         // In key order (stable, so one DID's operations keep their order):

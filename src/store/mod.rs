@@ -402,6 +402,18 @@ impl Batch {
         self.ops.push(Op::Host(endpoint.to_owned(), op));
         self.mark_structure();
     }
+    /// Notes that `host` was named by `source`, unless `reader` shows it
+    /// already was (no write, no structure refresh; a stale read costs one
+    /// redundant operand).
+    pub fn note_host(&mut self, reader: &impl StoreReader, host: &str, source: &str) -> Result<()> {
+        if reader.host(host)?.is_some_and(|r| r.sources.iter().any(|s| s == source)) {
+            return Ok(());
+        }
+        let at_ms = crate::clock::now_ms();
+        self.host(host, records::HostOp::Noted { source: source.to_owned(), at_ms });
+        Ok(())
+    }
+
     /// Marks a DID for the map maintainer (every writer that changes what
     /// an account's place depends on does, in the batch of the change).
     pub fn mark(&mut self, did: &str) {
@@ -620,70 +632,54 @@ impl StoreWriter for Writer {
     }
 }
 
-macro_rules! delegate_reader {
-    ($t:ty, $inner:ident) => {
-        impl StoreReader for $t {
-            fn account_view(&self, did: &str) -> Result<AccountView> {
-                self.$inner.account_view(did)
-            }
-            fn account_state(&self, did: &str) -> Result<Option<AccountState>> {
-                self.$inner.account_state(did)
-            }
-            fn plc(&self, did: &str) -> Result<Option<records::PlcRecord>> {
-                StoreReader::plc(&self.$inner, did)
-            }
-            fn identity(&self, did: &str) -> Result<Option<records::IdentityRecord>> {
-                StoreReader::identity(&self.$inner, did)
-            }
-            fn host(&self, endpoint: &str) -> Result<Option<records::HostRecord>> {
-                self.$inner.host(endpoint)
-            }
-            fn hosts(&self) -> Result<Vec<(String, records::HostRecord)>> {
-                self.$inner.hosts()
-            }
-            fn stored_record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>> {
-                self.$inner.stored_record(collection, did, rkey)
-            }
-            fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
-                self.$inner.stored_records(collection)
-            }
-            fn source_cursor(&self, source: &str) -> Result<Option<i64>> {
-                self.$inner.source_cursor(source)
-            }
-            fn all_cursors(&self) -> Result<BTreeMap<String, i64>> {
-                self.$inner.all_cursors()
-            }
-            fn all_counters(&self) -> Result<BTreeMap<String, i64>> {
-                self.$inner.all_counters()
-            }
-            fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>> {
-                self.$inner.meta(key)
-            }
-            fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>> {
-                self.$inner.retries_due(until_ms, limit)
-            }
-            fn marks(&self, limit: usize) -> Result<(Vec<(String, i64)>, i64)> {
-                self.$inner.marks(limit)
-            }
-        }
-    };
+/// A writer reads what the store holds.
+impl StoreReader for Writer {
+    fn account_view(&self, did: &str) -> Result<AccountView> {
+        self.store.account_view(did)
+    }
+    fn account_state(&self, did: &str) -> Result<Option<AccountState>> {
+        self.store.account_state(did)
+    }
+    fn plc(&self, did: &str) -> Result<Option<records::PlcRecord>> {
+        StoreReader::plc(&self.store, did)
+    }
+    fn identity(&self, did: &str) -> Result<Option<records::IdentityRecord>> {
+        StoreReader::identity(&self.store, did)
+    }
+    fn host(&self, endpoint: &str) -> Result<Option<records::HostRecord>> {
+        self.store.host(endpoint)
+    }
+    fn hosts(&self) -> Result<Vec<(String, records::HostRecord)>> {
+        self.store.hosts()
+    }
+    fn stored_record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>> {
+        self.store.stored_record(collection, did, rkey)
+    }
+    fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
+        self.store.stored_records(collection)
+    }
+    fn source_cursor(&self, source: &str) -> Result<Option<i64>> {
+        self.store.source_cursor(source)
+    }
+    fn all_cursors(&self) -> Result<BTreeMap<String, i64>> {
+        self.store.all_cursors()
+    }
+    fn all_counters(&self) -> Result<BTreeMap<String, i64>> {
+        self.store.all_counters()
+    }
+    fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>> {
+        self.store.meta(key)
+    }
+    fn retries_due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        self.store.retries_due(until_ms, limit)
+    }
+    fn marks(&self, limit: usize) -> Result<(Vec<(String, i64)>, i64)> {
+        self.store.marks(limit)
+    }
 }
-delegate_reader!(Writer, store);
 
 /// The structure mark's key in `map_dirty` (sorts before every DID).
 pub const STRUCTURE: &[u8] = b"\x00structure";
-
-/// Marks a DID for the map maintainer, in the caller's write batch (every
-/// writer that changes what an account's place depends on does, in the
-/// batch of the change itself).
-pub fn mark(wb: &mut WriteBatch, store: &Store, did: &str) {
-    wb.merge_cf(store.cf(CF_MAP_DIRTY), did.as_bytes(), 1i64.to_le_bytes());
-}
-
-/// Marks the structure (hosts, declarations, memberships) for the maintainer.
-pub fn mark_structure(wb: &mut WriteBatch, store: &Store) {
-    wb.merge_cf(store.cf(CF_MAP_DIRTY), STRUCTURE, 1i64.to_le_bytes());
-}
 
 /// The key of a kept record.
 pub fn record_key(collection: &str, did: &str, rkey: &str) -> Vec<u8> {
