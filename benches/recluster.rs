@@ -443,13 +443,16 @@ fn clone_db(from: &Path, to: &Path) {
 fn count_keys(store: &Store) -> String {
     let mut by: std::collections::BTreeMap<char, u64> = Default::default();
     let mut digest = 0xcbf2_9ce4_8422_2325u64;
-    for item in store.iter_cf(instancemap::store::CF_MAP_COUNTS) {
-        let (k, v) = item.unwrap();
-        *by.entry(k[0] as char).or_default() += 1;
-        for b in k.iter().chain([0xff].iter()).chain(v.iter()) {
-            digest = (digest ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
+    use instancemap::store::map::{Fam, RawMap};
+    store
+        .map_scan(Fam::Counts, &[], &mut |k, v| {
+            *by.entry(k[0] as char).or_default() += 1;
+            for b in k.iter().chain([0xff].iter()).chain(v.iter()) {
+                digest = (digest ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+            true
+        })
+        .unwrap();
     let keys = by.iter().map(|(k, n)| format!("{k}: {}", rate(*n as f64))).collect::<Vec<_>>().join(", ");
     format!("{keys} (digest {digest:016x})")
 }

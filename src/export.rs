@@ -14,11 +14,10 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
 use crate::clock::rfc3339_ms;
-use crate::cluster::assign::{self, Assignment, MoveRow};
-use crate::cluster::map::InstanceRecord;
+use crate::cluster::assign;
 use crate::config::ExportFormat;
-use crate::hosts::HostRecord;
-use crate::store::{self, Store, CF_ASSIGN, CF_HOSTS, CF_HOST_INSTANCE, CF_INSTANCES, CF_MAP_COUNTS, CF_MOVES};
+use crate::store::map::MapReader;
+use crate::store::Store;
 
 /// A column's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +33,14 @@ pub enum Cell {
     Str(Option<String>),
     Int(Option<i64>),
     Bool(Option<bool>),
+}
+
+/// A row written, or its error kept in `failed` and the scan stopped.
+fn kept(failed: &mut Option<anyhow::Error>, r: anyhow::Result<()>) -> crate::store::Result<()> {
+    r.map_err(|e| {
+        *failed = Some(e);
+        crate::store::StoreError::ScanStopped
+    })
 }
 
 fn s(v: impl Into<Option<String>>) -> Cell {
@@ -249,32 +256,16 @@ const MOVES: &[(&str, Kind)] = &[
 /// Writes the four tables into `dir`; returns `(file, rows)` per table.
 pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
     std::fs::create_dir_all(dir)?;
-    let snap = store.snapshot();
-    let iter = |cf: &str| store.snapshot_iter(&snap, cf);
+    // one snapshot: the four tables agree with each other
+    let snap = store.map_snapshot();
     // the small tables first, in memory
-    let mut host_instance: HashMap<String, String> = HashMap::new();
-    for item in iter(CF_HOST_INSTANCE) {
-        let (k, v) = item?;
-        host_instance.insert(String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned());
-    }
-    let mut members: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for item in iter(CF_MAP_COUNTS) {
-        let (k, v) = item?;
-        if k.first() != Some(&assign::key::HOST) {
-            continue;
-        }
-        if let [h, b] = assign::key::parts(&k)[..] {
-            let n = v[..].try_into().map(i64::from_le_bytes).unwrap_or(0);
-            members.entry(h.to_owned()).or_default().insert(b.to_owned(), n);
-        }
-    }
+    let host_instance: HashMap<String, String> = snap.host_instances()?;
+    let members: BTreeMap<String, BTreeMap<String, i64>> = snap.host_members()?;
     let count = |h: &str, b: &str| members.get(h).and_then(|m| m.get(b)).copied().unwrap_or(0);
     let mut files = Vec::new();
 
     let mut out = Sink::create(dir, "instances", INSTANCES, format)?;
-    for item in iter(CF_INSTANCES) {
-        let (_, v) = item?;
-        let i: InstanceRecord = store::from_cbor(CF_INSTANCES, &v)?;
+    for i in snap.instance_records()? {
         let sum = |b: &str| i.hosts.iter().map(|h| count(h, b)).sum::<i64>();
         let kinds: std::collections::BTreeSet<&str> = i.evidence.iter().map(|e| e.1.as_str()).collect();
         out.row(vec![
@@ -294,10 +285,7 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
 
     let mut out = Sink::create(dir, "hosts", HOSTS, format)?;
     let mut seen = std::collections::BTreeSet::new();
-    for item in iter(CF_HOSTS) {
-        let (k, v) = item?;
-        let h = String::from_utf8_lossy(&k).into_owned();
-        let r: HostRecord = store::from_cbor(CF_HOSTS, &v)?;
+    for (h, r) in snap.hosts()? {
         out.row(vec![
             s(h.clone()),
             s(host_instance.get(&h).cloned()),
@@ -326,9 +314,9 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
     files.push(("hosts".to_owned(), out.finish()?));
 
     let mut out = Sink::create(dir, "accounts", ACCOUNTS, format)?;
-    for item in iter(CF_ASSIGN) {
-        let (k, v) = item?;
-        let a: Assignment = store::from_cbor(CF_ASSIGN, &v)?;
+    // a row that cannot be written stops the scan; its error is kept here
+    let mut failed: Option<anyhow::Error> = None;
+    let scanned = snap.each_assignment(&mut |did, a| {
         let status =
             a.buckets.iter().position(|b| b == assign::bucket::SEEN).and_then(|i| a.buckets.get(i + 1)).cloned();
         let since = a.timeline.last().filter(|(_, h)| h.is_some()).and_then(|(t, _)| rfc3339_ms(*t));
@@ -337,34 +325,45 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
             (Some(_), _) => "unclustered".to_owned(),
             (None, r) => r.clone().unwrap_or_else(|| "unresolved".into()),
         };
-        out.row(vec![
-            s(String::from_utf8_lossy(&k).into_owned()),
-            s(a.host.as_ref().and_then(|h| host_instance.get(h).cloned())),
-            s(a.host.clone()),
-            s(a.handle.clone()),
-            s(a.handle.as_deref().and_then(crate::cluster::registrable_domain)),
-            Cell::Bool(a.handle.as_ref().map(|_| a.handle_verified)),
-            s(state),
-            s(status),
-            s(since),
-        ])?;
+        kept(
+            &mut failed,
+            out.row(vec![
+                s(did.to_owned()),
+                s(a.host.as_ref().and_then(|h| host_instance.get(h).cloned())),
+                s(a.host.clone()),
+                s(a.handle.clone()),
+                s(a.handle.as_deref().and_then(crate::cluster::registrable_domain)),
+                Cell::Bool(a.handle.as_ref().map(|_| a.handle_verified)),
+                s(state),
+                s(status),
+                s(since),
+            ]),
+        )
+    });
+    if let Some(e) = failed.take() {
+        return Err(e);
     }
+    scanned?;
     files.push(("accounts".to_owned(), out.finish()?));
 
     let mut out = Sink::create(dir, "moves", MOVES, format)?;
-    for item in iter(CF_MOVES) {
-        let (k, v) = item?;
-        let m: MoveRow = store::from_cbor(CF_MOVES, &v)?;
-        let did = String::from_utf8_lossy(&k[..k.len().saturating_sub(9)]).into_owned();
-        out.row(vec![
-            s(did),
-            s(assign::move_key_time(&k).and_then(rfc3339_ms)),
-            s(m.from.clone()),
-            s(m.to.clone()),
-            s(host_instance.get(&m.from).cloned()),
-            s(host_instance.get(&m.to).cloned()),
-        ])?;
+    let scanned = snap.each_move(&mut |did, at, m| {
+        kept(
+            &mut failed,
+            out.row(vec![
+                s(did.to_owned()),
+                s(rfc3339_ms(at)),
+                s(m.from.clone()),
+                s(m.to.clone()),
+                s(host_instance.get(&m.from).cloned()),
+                s(host_instance.get(&m.to).cloned()),
+            ]),
+        )
+    });
+    if let Some(e) = failed.take() {
+        return Err(e);
     }
+    scanned?;
     files.push(("moves".to_owned(), out.finish()?));
     Ok(files)
 }

@@ -165,12 +165,8 @@ impl Stats {
 
 impl MapStats {
     pub fn read(store: &Store) -> store::Result<MapStats> {
-        use crate::store::{CF_DECLARATIONS, CF_INSTANCES, CF_MOVES};
-        let mut m = MapStats {
-            instances: store.iter_cf(CF_INSTANCES).count() as u64,
-            moves: store.iter_cf(CF_MOVES).count() as u64,
-            ..MapStats::default()
-        };
+        use crate::store::map::MapReader;
+        let mut m = MapStats { instances: store.instance_count()?, moves: store.move_count()?, ..MapStats::default() };
         m.freshness = crate::cluster::map::freshness(store)?;
         m.pending = m.freshness.pending_accounts;
         m.current = m.freshness.is_current();
@@ -186,9 +182,7 @@ impl MapStats {
             m.accounts.insert("assigned".into(), assigned);
         }
         m.accounts.extend(crate::cluster::map::unassigned(store)?);
-        for item in store.iter_cf(CF_DECLARATIONS) {
-            let (_, v) = item?;
-            let d: crate::cluster::map::DeclarationStatus = store::from_cbor(CF_DECLARATIONS, &v)?;
+        for d in store.declaration_statuses()? {
             let k = if d.verified_hosts.is_empty() { "unverified" } else { "verified" };
             *m.declarations.entry(k.into()).or_default() += 1;
         }

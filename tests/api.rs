@@ -87,9 +87,9 @@ fn network(dir: &std::path::Path) -> Store {
             }),
             ..IdentityRecord::default()
         };
-        let mut wb = rocksdb::WriteBatch::default();
-        wb.put_cf(store.cf(store::CF_IDENTITY), did.as_bytes(), store::to_cbor(&ident));
-        store.write(wb).unwrap();
+        let mut b = store::Batch::default();
+        b.put_identity(did, ident);
+        store::StoreWriter::commit(&store, b).unwrap();
     }
     let declaration = map(vec![
         ("$type", text("dev.instancemap.declaration")),

@@ -132,9 +132,9 @@ fn declarations_count_only_for_what_the_operator_controls() {
         }),
         ..IdentityRecord::default()
     };
-    let mut wb = rocksdb::WriteBatch::default();
-    wb.put_cf(store.cf(instancemap::store::CF_IDENTITY), op.as_bytes(), instancemap::store::to_cbor(&ident));
-    store.write(wb).unwrap();
+    let mut b = instancemap::store::Batch::default();
+    b.put_identity(op, ident);
+    instancemap::store::StoreWriter::commit(&store, b).unwrap();
     let declaration = map(vec![
         ("$type", text("dev.instancemap.declaration")),
         ("name", text("Example Co-op")),

@@ -178,9 +178,7 @@ async fn list_hosts_keys_each_host_once_and_skips_what_is_not_a_host() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     hosts::list_hosts(&store, &Fetcher::new(true), &format!("http://localhost:{port}")).await.unwrap();
-    let keys: Vec<String> = store
-        .iter_cf(instancemap::store::CF_HOSTS)
-        .map(|kv| String::from_utf8(kv.unwrap().0.to_vec()).unwrap())
-        .collect();
+    let keys: Vec<String> =
+        instancemap::store::StoreReader::hosts(&store).unwrap().into_iter().map(|(endpoint, _)| endpoint).collect();
     assert_eq!(keys, vec!["https://[2001:db8::1]:8443", "https://pds.xn--bcher-kva.de"]);
 }

@@ -133,6 +133,35 @@ fn the_floors_import_nothing_above_them() {
     }
 }
 
+/// Families, keys and codecs are the store's: no file of `src/` outside
+/// `src/store/` names a column family (the constants are private, so the
+/// compiler holds that) or one of the map's families.
+#[test]
+fn no_file_outside_the_store_names_a_family() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![src.clone()];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                if path != src.join("store") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap();
+                if code.contains("Fam::") || code.contains("CF_") || code.contains("WriteBatch") {
+                    found.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "families named outside the store:\n{}", found.join("\n"));
+}
+
 /// The check itself finds a circle.
 #[test]
 fn a_circle_is_found() {

@@ -118,13 +118,8 @@ impl Net {
                 l.flush().unwrap();
             }
             Change::Resolve { did, host, handle } => {
-                let key = DIDS[*did].as_bytes();
-                let mut rec: IdentityRecord = self
-                    .store()
-                    .get_cf(store::CF_IDENTITY, key)
-                    .unwrap()
-                    .map(|b| store::from_cbor(store::CF_IDENTITY, &b).unwrap())
-                    .unwrap_or_default();
+                let mut rec: IdentityRecord =
+                    store::StoreReader::identity(self.store(), DIDS[*did]).unwrap().unwrap_or_default();
                 // resolutions come after every PLC op so far (later times)
                 let ms = (1_700_000_000 + n as i64 * 86_400) * 1000 + 1;
                 let at = Self::at(n);
@@ -231,30 +226,46 @@ impl Net {
 /// Everything the map derives, readable, normalised where the time of
 /// computing (not of the data) shows.
 fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
-    let row = |(k, v): (Box<[u8]>, Box<[u8]>)| format!("{} = {:?}", String::from_utf8_lossy(&k), v);
+    use instancemap::store::map::{Fam, MapReader, RawMap};
+    let raw = |fam: Fam| {
+        let mut rows = Vec::new();
+        store
+            .map_scan(fam, &[], &mut |k, v| {
+                rows.push(format!("{} = {:?}", String::from_utf8_lossy(k), v));
+                true
+            })
+            .unwrap();
+        rows
+    };
     let mut out = BTreeMap::new();
-    for cf in
-        [store::CF_MOVES, store::CF_HOST_INSTANCE, store::CF_DECLARATIONS, store::CF_HOST_ACCOUNTS, store::CF_HANDLES]
-    {
-        out.insert(cf, store.iter_cf(cf).map(|r| row(r.unwrap())).collect());
+    for (name, fam) in [
+        ("moves", Fam::Moves),
+        ("host_instance", Fam::HostInstance),
+        ("declarations", Fam::Declarations),
+        ("host_accounts", Fam::HostAccounts),
+        ("handles", Fam::Handles),
+    ] {
+        out.insert(name, raw(fam));
     }
-    let assign = store
-        .iter_cf(store::CF_ASSIGN)
-        .map(Result::unwrap)
-        .map(|(k, v)| {
-            let a: instancemap::cluster::assign::Assignment = store::from_cbor(store::CF_ASSIGN, &v).unwrap();
-            format!("{} = {a:?}", String::from_utf8_lossy(&k))
+    let mut assign = Vec::new();
+    store
+        .each_assignment(&mut |did, a| {
+            assign.push(format!("{did} = {a:?}"));
+            Ok(())
         })
-        .collect();
-    out.insert(store::CF_ASSIGN, assign);
-    let counts = store
-        .iter_cf(store::CF_MAP_COUNTS)
-        .map(Result::unwrap)
-        .map(|(k, v)| (String::from_utf8_lossy(&k).replace('\0', "|"), i64::from_le_bytes((*v).try_into().unwrap())))
-        .filter(|(_, n)| *n != 0)
-        .map(|(k, n)| format!("{k} = {n}"))
-        .collect();
-    out.insert(store::CF_MAP_COUNTS, counts);
+        .unwrap();
+    out.insert("assign", assign);
+    let mut counts = Vec::new();
+    store
+        .map_scan(Fam::Counts, &[], &mut |k, v| {
+            let n = i64::from_le_bytes(v.try_into().unwrap());
+            if n != 0 {
+                counts.push(format!("{} = {n}", String::from_utf8_lossy(k).replace('\0', "|")));
+            }
+            true
+        })
+        .unwrap();
+    out.insert("map_counts", counts);
     let instances = map::instances(store)
         .unwrap()
         .into_iter()
@@ -266,7 +277,7 @@ fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
             format!("{i:?}")
         })
         .collect();
-    out.insert(store::CF_INSTANCES, instances);
+    out.insert("instances", instances);
     out
 }
 

@@ -10,11 +10,11 @@ use std::path::Path;
 use instancemap::plc::load::PlcRecord;
 use instancemap::plc::source;
 use instancemap::plc::{parse_line, OpState};
-use instancemap::store::{Store, CF_PLC};
+use instancemap::store::{Store, StoreReader};
 use serde_json::Value;
 
 fn record(store: &Store, did: &str) -> Option<PlcRecord> {
-    store.get_cf(CF_PLC, did.as_bytes()).unwrap().map(|b| instancemap::store::from_cbor(CF_PLC, &b).unwrap())
+    store.plc(did).unwrap()
 }
 
 /// All audit-log lines in export order (by `createdAt`, then CID).

@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use common::*;
 use instancemap::app::{self, RunOptions};
 use instancemap::identity::resolve::{document_url, Ask, IdentityRecord, Resolver};
-use instancemap::store::{Store, CF_IDENTITY, CF_RETRY};
+use instancemap::store::{Store, StoreReader};
 use tokio_util::sync::CancellationToken;
 
 type Docs = Arc<HashMap<String, serde_json::Value>>;
@@ -55,7 +55,7 @@ async fn directory(skip: &[&str]) -> (std::net::SocketAddr, String) {
 }
 
 fn identity(store: &Store, did: &str) -> Option<IdentityRecord> {
-    store.get_cf(CF_IDENTITY, did.as_bytes()).unwrap().map(|b| instancemap::store::from_cbor(CF_IDENTITY, &b).unwrap())
+    store.identity(did).unwrap()
 }
 
 #[test]
@@ -108,9 +108,9 @@ async fn resolves_plc_and_web_and_stores_failures_for_retry() {
     assert_eq!(missing.failures, 1);
     // every DID has its next check scheduled: the failure soon (backoff),
     // the successes after FRESH_FOR
-    let retries: Vec<_> = store.iter_cf(CF_RETRY).map(|r| r.unwrap()).collect();
+    let retries = store.retries_due(i64::MAX, usize::MAX).unwrap();
     assert_eq!(retries.len(), 3);
-    assert!(retries[0].0.ends_with(b"did:plc:2a7ygipkrbh544aqhcav53oy"), "the failure comes first");
+    assert_eq!(retries[0].1, "did:plc:2a7ygipkrbh544aqhcav53oy", "the failure comes first");
 
     let gone = r.resolve_and_store("did:plc:aaaaaatombstoned00000000", false).await.unwrap();
     assert!(gone.tombstoned);

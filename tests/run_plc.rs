@@ -13,7 +13,7 @@ use common::*;
 use instancemap::app::{self, RunOptions};
 use instancemap::metrics;
 use instancemap::plc::load::PlcRecord;
-use instancemap::store::{Store, CF_PLC};
+use instancemap::store::{Store, StoreReader};
 use tokio_util::sync::CancellationToken;
 
 type Lines = Arc<Mutex<Vec<serde_json::Value>>>;
@@ -67,8 +67,7 @@ async fn run_loads_then_follows_the_plc_export() {
         ("did:plc:ragtjsm2j2vknwkz3zp4oxrd", "paul.bsky.social"),
         ("did:plc:l3rouwludahu3ui3bt66mfvj", "divy.bsky.social"),
     ] {
-        let rec: PlcRecord =
-            instancemap::store::from_cbor(CF_PLC, &store.get_cf(CF_PLC, did.as_bytes()).unwrap().unwrap()).unwrap();
+        let rec: PlcRecord = store.plc(did).unwrap().unwrap();
         assert_eq!(rec.handle.as_deref(), Some(handle));
     }
     drop(store);

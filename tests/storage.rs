@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 
+use instancemap::store::map::{CountTotals, Fam, MapReader, RawMap, Structure};
 use instancemap::store::mem::MemStore;
 use instancemap::store::records::{
-    CrawlOutcome, Describe, HandleCheck, HostOp, HostRecord, IdentityRecord, Move, PlcOperand, PlcRecord, RelayView,
-    Repos,
+    Assignment, CrawlOutcome, DeclarationStatus, Describe, HandleCheck, HostMove, HostOp, HostRecord, IdentityRecord,
+    InstanceRecord, Move, MoveRow, PlcOperand, PlcRecord, RelayView, Repos,
 };
 use instancemap::store::{
     self, AccountState, AccountView, Batch, MetaKey, Store, StoreReader, StoreWriter, StoredRecord,
@@ -67,6 +68,18 @@ impl StoreReader for Flushed {
     }
     fn marks(&self, limit: usize) -> store::Result<(Vec<(String, i64)>, i64)> {
         self.0.marks(limit)
+    }
+}
+
+impl RawMap for Flushed {
+    fn map_get(&self, fam: Fam, key: &[u8]) -> store::Result<Option<Box<[u8]>>> {
+        self.0.map_get(fam, key)
+    }
+    fn map_scan(&self, fam: Fam, start: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> store::Result<()> {
+        self.0.map_scan(fam, start, f)
+    }
+    fn pending_marks(&self) -> store::Result<(u64, bool)> {
+        self.0.pending_marks()
     }
 }
 
@@ -135,9 +148,69 @@ test_each_storage!(
     a_batch_is_applied_whole,
     retry_times_before_the_epoch_are_due_first,
     the_stores_own_meta_keys_cannot_be_written_by_a_stage,
+    an_assignment_brings_its_counts_rows_and_index_entries_and_takes_them_when_it_changes,
+    a_recompute_assignment_leaves_the_counts_and_replaced_counts_are_all_there_is,
+    unassign_removes_the_assignment_its_rows_and_index_entries,
+    clearing_the_marks_takes_every_mark_the_structures_too,
+    a_structure_replaces_the_instances_the_host_index_and_the_declarations,
 );
 
 // ---------------------------------------------------------------- fixtures
+
+const DAY1: i64 = 1_735_689_600_000; // 2025-01-01
+const DAY2: i64 = 1_735_776_000_000; // 2025-01-02
+
+/// On `HOST_A` since day 1, then `HOST_B` from day 2 (one migration).
+fn migrated(handle: &str) -> Assignment {
+    Assignment {
+        host: Some(HOST_B.into()),
+        reason: None,
+        source: Some("plc".into()),
+        buckets: vec!["registered".into(), "in_plc".into()],
+        timeline: vec![(DAY1, Some(HOST_A.into())), (DAY2, Some(HOST_B.into()))],
+        handle: Some(handle.into()),
+        handle_verified: true,
+    }
+}
+
+/// On `HOST_A` since day 1.
+fn settled(handle: &str) -> Assignment {
+    Assignment {
+        host: Some(HOST_A.into()),
+        buckets: vec!["registered".into()],
+        timeline: vec![(DAY1, Some(HOST_A.into()))],
+        handle: Some(handle.into()),
+        ..Assignment::default()
+    }
+}
+
+fn gone() -> Assignment {
+    Assignment { reason: Some("deleted".into()), timeline: vec![(DAY1, None)], ..Assignment::default() }
+}
+
+fn days<S: MapReader>(store: &S) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    store.day_counts("", "9999-12-31", &mut |d, h, n| out.push((d.to_owned(), h.to_owned(), n))).unwrap();
+    out
+}
+
+fn flows<S: MapReader>(store: &S) -> Vec<(String, String, String, i64)> {
+    let mut out = Vec::new();
+    store
+        .flow_counts("", "9999-12-31", &mut |d, a, b, n| out.push((d.to_owned(), a.to_owned(), b.to_owned(), n)))
+        .unwrap();
+    out
+}
+
+fn instance(id: &str, hosts: &[&str]) -> InstanceRecord {
+    InstanceRecord {
+        id: id.into(),
+        name: id.into(),
+        anchor: hosts[0].into(),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        ..InstanceRecord::default()
+    }
+}
 
 /// DIDs in sort order: `DID_A < DID_B < DID_C < DID_D`.
 const DID_A: &str = "did:plc:44ybard66vv44zksje25o7dz";
@@ -882,6 +955,100 @@ fn mixed_batches() -> Vec<Batch> {
 }
 
 #[test]
+fn stores_agree_on_the_map_after_one_sequence_of_map_batches() {
+    let mem = MemStore::new();
+    let (_dir, disk) = rocks();
+    let (_flushed_dir, flushed) = rocks();
+    let flushed = Flushed(flushed);
+    let mut batches = Vec::new();
+    let mut b = Batch::default();
+    b.assign(DID_A, None, settled("alice.example.com"));
+    b.assign(DID_B, None, migrated("bob.example.com"));
+    b.assign(DID_C, None, gone());
+    b.mark(DID_D);
+    b.mark_structure();
+    batches.push(b);
+    let mut b = Batch::default();
+    b.assign(DID_A, Some(settled("alice.example.com")), migrated("alice.example.net"));
+    b.replace_structure(Structure {
+        instances: vec![instance("i-a", &[HOST_A]), instance("i-b", &[HOST_B, HOST_C])],
+        declarations: vec![DeclarationStatus { operator: DID_D.into(), name: "D".into(), ..Default::default() }],
+        host_moves: vec![(DAY1, HostMove { host: HOST_A.into(), from: String::new(), to: "i-a".into(), accounts: 1 })],
+    });
+    batches.push(b);
+    let mut b = Batch::default();
+    b.unassign(DID_C, Some(gone()));
+    b.reassign(DID_B, Some(migrated("bob.example.com")), settled("bob.example.com"));
+    let mut totals = CountTotals::default();
+    for a in [migrated("alice.example.net"), settled("bob.example.com")] {
+        totals.add_assignment(&a);
+    }
+    b.replace_counts(totals);
+    b.clear_marks();
+    batches.push(b);
+    for (i, batch) in batches.into_iter().enumerate() {
+        mem.commit(batch.clone()).unwrap();
+        disk.commit(batch.clone()).unwrap();
+        flushed.commit(batch).unwrap();
+        let want = map_digest(&mem);
+        assert_eq!(map_digest(&disk), want, "rocks after batch {i}");
+        assert_eq!(map_digest(&flushed), want, "rocks flushed after batch {i}");
+    }
+    let d = map_digest(&mem);
+    assert_eq!(d.assigned.len(), 2, "{d:?}");
+    assert!(!d.members.is_empty() && !d.days.is_empty() && !d.flows.is_empty() && !d.instances.is_empty(), "{d:?}");
+    assert_eq!(d.marks, (0, false));
+}
+
+/// Everything the map's readers return.
+#[derive(Debug, PartialEq)]
+struct MapDigest {
+    assigned: Vec<Option<Assignment>>,
+    members: BTreeMap<String, BTreeMap<String, i64>>,
+    states: BTreeMap<String, i64>,
+    days: Vec<(String, String, i64)>,
+    flows: Vec<(String, String, String, i64)>,
+    moves: Vec<Vec<(i64, MoveRow)>>,
+    instances: Vec<InstanceRecord>,
+    host_instance: Vec<(String, String)>,
+    declarations: Vec<DeclarationStatus>,
+    host_moves: Vec<(i64, HostMove)>,
+    on_host: Vec<Vec<String>>,
+    handles: Vec<Vec<(String, bool)>>,
+    marks: (u64, bool),
+}
+
+fn map_digest<S: MapReader>(s: &S) -> MapDigest {
+    let dids = [DID_A, DID_B, DID_C, DID_D];
+    let mut assigned = Vec::new();
+    s.each_assignment(&mut |_, a| {
+        assigned.push(Some(a));
+        Ok(())
+    })
+    .unwrap();
+    let mut hi: Vec<(String, String)> = s.host_instances().unwrap().into_iter().collect();
+    hi.sort();
+    MapDigest {
+        assigned,
+        members: s.host_members().unwrap(),
+        states: s.unassigned().unwrap(),
+        days: days(s),
+        flows: flows(s),
+        moves: dids.iter().map(|d| s.moves_of(d).unwrap()).collect(),
+        instances: s.instance_records().unwrap(),
+        host_instance: hi,
+        declarations: s.declaration_statuses().unwrap(),
+        host_moves: s.host_moves_since(0).unwrap(),
+        on_host: [HOST_A, HOST_B, HOST_C].iter().map(|h| s.accounts_on_host(h, None, 10).unwrap()).collect(),
+        handles: ["alice.example.com", "alice.example.net", "bob.example.com"]
+            .iter()
+            .map(|h| s.dids_of_handle(h).unwrap())
+            .collect(),
+        marks: s.pending_marks().unwrap(),
+    }
+}
+
+#[test]
 fn stores_agree_after_one_mixed_batch_sequence() {
     let mem = MemStore::new();
     let (_dir, disk) = rocks();
@@ -948,4 +1115,133 @@ fn once_run_names_its_writers_no_other_thread_writes() {
     assert_eq!(w.source_cursor("wss://relay.example").unwrap(), Some(2));
     drop(w);
     writer_thread.join().unwrap();
+}
+
+// ---------------------------------------------------------------- the map's families
+
+fn an_assignment_brings_its_counts_rows_and_index_entries_and_takes_them_when_it_changes<S: StoreWriter + MapReader>(
+    store: &S,
+) {
+    commit(store, |b| b.assign(DID_A, None, migrated("alice.example.com")));
+    assert_eq!(store.assignment(DID_A).unwrap(), Some(migrated("alice.example.com")));
+    assert_eq!(store.account_view(DID_A).unwrap().assignment, Some(migrated("alice.example.com")));
+    assert_eq!(store.registered_on(HOST_B).unwrap(), 1);
+    assert_eq!(
+        store.members_of_host(HOST_B).unwrap(),
+        BTreeMap::from([("in_plc".to_owned(), 1), ("registered".to_owned(), 1)])
+    );
+    assert_eq!(store.moves_of(DID_A).unwrap(), vec![(DAY2, MoveRow { from: HOST_A.into(), to: HOST_B.into() })]);
+    assert_eq!(store.accounts_on_host(HOST_B, None, 10).unwrap(), vec![DID_A.to_owned()]);
+    assert_eq!(store.dids_of_handle("alice.example.com").unwrap(), vec![(DID_A.to_owned(), true)]);
+    let day = |d: &str, h: &str, n: i64| (d.to_owned(), h.to_owned(), n);
+    assert_eq!(
+        days(store),
+        vec![day("2025-01-01", HOST_A, 1), day("2025-01-02", HOST_A, -1), day("2025-01-02", HOST_B, 1)]
+    );
+    assert_eq!(flows(store), vec![("2025-01-02".to_owned(), HOST_A.to_owned(), HOST_B.to_owned(), 1)]);
+
+    // a second account, and the first changes: the old contributions go
+    commit(store, |b| {
+        b.assign(DID_B, None, settled("bob.example.com"));
+        b.assign(DID_A, Some(migrated("alice.example.com")), settled("alice.example.net"));
+    });
+    assert_eq!(store.registered_on(HOST_B).unwrap(), 0);
+    assert_eq!(store.registered_on(HOST_A).unwrap(), 2);
+    assert!(store.members_of_host(HOST_B).unwrap().is_empty(), "zero counts are left out");
+    assert!(store.moves_of(DID_A).unwrap().is_empty());
+    assert!(store.accounts_on_host(HOST_B, None, 10).unwrap().is_empty());
+    assert_eq!(store.accounts_on_host(HOST_A, None, 10).unwrap(), vec![DID_A.to_owned(), DID_B.to_owned()]);
+    assert_eq!(store.accounts_on_host(HOST_A, Some(DID_A), 10).unwrap(), vec![DID_B.to_owned()]);
+    assert_eq!(store.accounts_on_host(HOST_A, None, 1).unwrap(), vec![DID_A.to_owned()]);
+    assert!(store.dids_of_handle("alice.example.com").unwrap().is_empty());
+    assert_eq!(store.dids_of_handle("alice.example.net").unwrap(), vec![(DID_A.to_owned(), false)]);
+    assert_eq!(days(store), vec![day("2025-01-01", HOST_A, 2)]);
+    assert!(flows(store).is_empty());
+}
+
+fn a_recompute_assignment_leaves_the_counts_and_replaced_counts_are_all_there_is<S: StoreWriter + MapReader>(
+    store: &S,
+) {
+    commit(store, |b| {
+        b.assign(DID_A, None, migrated("alice.example.com"));
+        b.assign(DID_C, None, gone());
+    });
+    assert_eq!(store.unassigned().unwrap(), BTreeMap::from([("deleted".to_owned(), 1)]));
+    commit(store, |b| b.reassign(DID_B, None, settled("bob.example.com")));
+    assert_eq!(store.registered_on(HOST_A).unwrap(), 0, "reassign leaves the counts to the recompute");
+    assert_eq!(store.accounts_on_host(HOST_A, None, 10).unwrap(), vec![DID_B.to_owned()]);
+    let mut totals = CountTotals::default();
+    totals.add_assignment(&settled("bob.example.com"));
+    totals.add_assignment(&settled("carol.example.com"));
+    commit(store, |b| b.replace_counts(totals));
+    assert_eq!(store.registered_on(HOST_A).unwrap(), 2);
+    assert_eq!(store.registered_on(HOST_B).unwrap(), 0);
+    assert!(store.unassigned().unwrap().is_empty(), "every count not in the totals is gone");
+    assert!(flows(store).is_empty());
+    assert_eq!(days(store), vec![("2025-01-01".to_owned(), HOST_A.to_owned(), 2)]);
+}
+
+fn unassign_removes_the_assignment_its_rows_and_index_entries<S: StoreWriter + MapReader>(store: &S) {
+    commit(store, |b| b.assign(DID_A, None, migrated("alice.example.com")));
+    commit(store, |b| b.unassign(DID_A, Some(migrated("alice.example.com"))));
+    assert_eq!(store.assignment(DID_A).unwrap(), None);
+    assert!(store.moves_of(DID_A).unwrap().is_empty());
+    assert!(store.accounts_on_host(HOST_B, None, 10).unwrap().is_empty());
+    assert!(store.dids_of_handle("alice.example.com").unwrap().is_empty());
+    assert_eq!(store.move_count().unwrap(), 0);
+}
+
+fn clearing_the_marks_takes_every_mark_the_structures_too<S: StoreWriter + MapReader>(store: &S) {
+    commit(store, |b| {
+        b.mark(DID_A);
+        b.mark(DID_A);
+        b.mark(DID_D);
+        b.mark_structure();
+    });
+    assert_eq!(store.pending_marks().unwrap(), (2, true));
+    commit(store, |b| b.clear_marks());
+    assert_eq!(store.pending_marks().unwrap(), (0, false));
+    assert_eq!(store.marks(10).unwrap(), (vec![], 0));
+    // marks after the clear count again
+    commit(store, |b| b.mark(DID_B));
+    assert_eq!(store.marks(10).unwrap(), (vec![(DID_B.to_owned(), 1)], 0));
+}
+
+fn a_structure_replaces_the_instances_the_host_index_and_the_declarations<S: StoreWriter + MapReader>(store: &S) {
+    let decl = |op: &str| DeclarationStatus { operator: op.into(), name: op.into(), ..Default::default() };
+    let mv = |host: &str, to: &str| HostMove { host: host.into(), from: String::new(), to: to.into(), accounts: 0 };
+    commit(store, |b| {
+        b.replace_structure(Structure {
+            instances: vec![instance("i-b", &[HOST_B, HOST_C]), instance("i-a", &[HOST_A])],
+            declarations: vec![decl(DID_A), decl(DID_B)],
+            host_moves: vec![(DAY1, mv(HOST_A, "i-a")), (DAY1, mv(HOST_B, "i-b"))],
+        })
+    });
+    assert_eq!(store.instance_count().unwrap(), 2);
+    assert_eq!(
+        store.instance_records().unwrap().iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["i-a", "i-b"],
+        "in id order"
+    );
+    assert_eq!(store.instance_id_of_host(HOST_C).unwrap().as_deref(), Some("i-b"));
+    assert_eq!(store.instance_encoded("i-a").unwrap().unwrap().decode().unwrap(), instance("i-a", &[HOST_A]));
+    assert_eq!(store.declaration_status(DID_B).unwrap(), Some(decl(DID_B)));
+    commit(store, |b| {
+        b.replace_structure(Structure {
+            instances: vec![instance("i-ab", &[HOST_A, HOST_B])],
+            declarations: vec![decl(DID_C)],
+            host_moves: vec![(DAY2, mv(HOST_B, "i-ab"))],
+        })
+    });
+    assert_eq!(store.instance_count().unwrap(), 1);
+    assert_eq!(store.instance_id_of_host(HOST_C).unwrap(), None, "a host left out has no instance");
+    assert_eq!(store.instance_id_of_host(HOST_A).unwrap().as_deref(), Some("i-ab"));
+    assert!(store.instance_encoded("i-a").unwrap().is_none());
+    assert_eq!(store.declaration_statuses().unwrap(), vec![decl(DID_C)]);
+    // host moves accumulate, in time order, and are read from a time on
+    assert_eq!(store.host_moves_since(0).unwrap().len(), 3);
+    assert_eq!(store.host_moves_since(DAY2).unwrap(), vec![(DAY2, mv(HOST_B, "i-ab"))]);
+    // an unchanged instance is recognised without decoding
+    let a = store.instance_encoded("i-ab").unwrap().unwrap();
+    assert!(a == store::map::Encoded::of(&instance("i-ab", &[HOST_A, HOST_B])));
 }

@@ -10,8 +10,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiState, DEFAULT_LIMIT, MAX_LIMIT};
-use crate::cluster::{assign, explain, history, map};
-use crate::store::{Store, CF_INSTANCES};
+use crate::cluster::{explain, history, map};
+use crate::store::map::MapReader;
+use crate::store::Store;
 
 type Reply = Result<Json<Value>, ApiError>;
 
@@ -35,7 +36,7 @@ pub struct Cache {
 const FRESHNESS_FOR: Duration = Duration::from_secs(1);
 
 /// A decoded record and the stored bytes it came from.
-type Decoded = (Vec<u8>, std::sync::Arc<map::InstanceRecord>);
+type Decoded = (crate::store::map::Encoded<map::InstanceRecord>, std::sync::Arc<map::InstanceRecord>);
 
 const CACHE_FOR: Duration = Duration::from_secs(5);
 /// Instance records kept decoded at most (the cache starts over past it).
@@ -85,21 +86,21 @@ impl Cache {
         host: &str,
     ) -> Result<Option<std::sync::Arc<map::InstanceRecord>>, ApiError> {
         let Some(id) = map::instance_id_of_host(store, host)? else { return Ok(None) };
-        let Some(bytes) = store.get_cf(CF_INSTANCES, id.as_bytes())? else { return Ok(None) };
+        let Some(bytes) = store.instance_encoded(&id)? else { return Ok(None) };
         {
             let c = self.records.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((b, r)) = c.get(&id) {
-                if b[..] == bytes[..] {
+                if *b == bytes {
                     return Ok(Some(r.clone()));
                 }
             }
         }
-        let rec = std::sync::Arc::new(crate::store::from_cbor::<map::InstanceRecord>(CF_INSTANCES, &bytes)?);
+        let rec = std::sync::Arc::new(bytes.decode()?);
         let mut c = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= MAX_RECORDS {
             c.clear();
         }
-        c.insert(id, (bytes.to_vec(), rec.clone()));
+        c.insert(id, (bytes, rec.clone()));
         Ok(Some(rec))
     }
 }
@@ -471,18 +472,11 @@ pub async fn list_instances(State(st): State<ApiState>, RawQuery(q): RawQuery) -
             let from = crate::clock::day(crate::clock::now_ms() - 30 * 86_400_000);
             let hi = history::host_instances(&st.store)?;
             let mut g = HashMap::new();
-            let start = [&assign::key::prefix(assign::key::DAY)[..], from.as_bytes()].concat();
-            for item in st.store.iter_from(crate::store::CF_MAP_COUNTS, &start) {
-                let (k, v) = item?;
-                if !k.starts_with(&assign::key::prefix(assign::key::DAY)) {
-                    break;
+            st.store.day_counts(&from, "9999-12-31", &mut |_, host, n| {
+                if let Some(i) = hi.get(host) {
+                    *g.entry(i.clone()).or_default() += n;
                 }
-                if let [_, host] = assign::key::parts(&k)[..] {
-                    if let Some(i) = hi.get(host) {
-                        *g.entry(i.clone()).or_default() += v[..].try_into().map(i64::from_le_bytes).unwrap_or(0);
-                    }
-                }
-            }
+            })?;
             list.sort_by(|a, b| g.get(&b.id).cmp(&g.get(&a.id)).then(a.id.cmp(&b.id)));
             g
         } else {
@@ -735,12 +729,7 @@ pub fn summary(store: &Store) -> Result<Value, ApiError> {
     for (_, h) in crate::store::StoreReader::hosts(store)? {
         *host_states.entry(h.state).or_default() += 1;
     }
-    let decls: Vec<map::DeclarationStatus> = store
-        .iter_cf(crate::store::CF_DECLARATIONS)
-        .map(|r| {
-            r.map_err(ApiError::from).and_then(|(_, v)| Ok(crate::store::from_cbor(crate::store::CF_DECLARATIONS, &v)?))
-        })
-        .collect::<Result<_, _>>()?;
+    let decls = store.declaration_statuses()?;
     let verified = decls.iter().filter(|d| !d.verified_hosts.is_empty()).count();
     Ok(json!({
         "accounts": {"assigned": inst.accounts, "unassigned": states},

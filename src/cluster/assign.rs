@@ -17,82 +17,13 @@
 //! adds its new ones; instances are summed from their hosts at read time,
 //! so a host changing instance needs no account rewritten.
 
-use std::collections::BTreeMap;
-
 pub use crate::store::records::{Assignment, MoveRow};
 
 use crate::identity::resolve::IdentityRecord;
 use crate::plc::load::PlcRecord;
 use crate::store::AccountState;
 
-/// Key prefixes in the `map_counts` family.
-pub mod key {
-    /// `h\0<host>\0<bucket>`: current members of a host, by bucket.
-    pub const HOST: u8 = b'h';
-    /// `s\0<reason>`: accounts in an explicit state.
-    pub const STATE: u8 = b's';
-    /// `d\0<YYYY-MM-DD>\0<host>`: joins minus leaves that day.
-    pub const DAY: u8 = b'd';
-    /// `f\0<YYYY-MM-DD>\0<from>\0<to>`: migrations that day.
-    pub const FLOW: u8 = b'f';
-
-    pub fn host(host: &str, bucket: &str) -> Vec<u8> {
-        join(HOST, &[host, bucket])
-    }
-    pub fn state(reason: &str) -> Vec<u8> {
-        join(STATE, &[reason])
-    }
-    pub fn day(day: &str, host: &str) -> Vec<u8> {
-        join(DAY, &[day, host])
-    }
-    pub fn flow(day: &str, from: &str, to: &str) -> Vec<u8> {
-        join(FLOW, &[day, from, to])
-    }
-    pub fn prefix(kind: u8) -> [u8; 2] {
-        [kind, 0]
-    }
-    fn join(kind: u8, parts: &[&str]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
-        join_into(&mut k, kind, parts.iter().map(|p| p.as_bytes()));
-        k
-    }
-    /// Writes the key of `kind` and `parts` into `k` (cleared first).
-    pub(crate) fn join_into<'a>(k: &mut Vec<u8>, kind: u8, parts: impl IntoIterator<Item = &'a [u8]>) {
-        k.clear();
-        k.push(kind);
-        for p in parts {
-            k.push(0);
-            k.extend_from_slice(p);
-        }
-    }
-    /// The parts of a key after its prefix.
-    pub fn parts(k: &[u8]) -> Vec<&str> {
-        k.get(2..).unwrap_or_default().split(|b| *b == 0).map(|p| std::str::from_utf8(p).unwrap_or("")).collect()
-    }
-}
-
-/// Buckets a member of a host is counted in.
-pub mod bucket {
-    /// Every account whose current DID document names the host.
-    pub const REGISTERED: &str = "registered";
-    /// ... whose PLC directory state names it.
-    pub const IN_PLC: &str = "in_plc";
-    /// ... whose DID document resolved.
-    pub const RESOLVABLE: &str = "resolvable";
-    /// ... seen on the firehose (then also counted by its status label).
-    pub const SEEN: &str = "seen_on_firehose";
-}
-
-impl Assignment {
-    /// The `host_accounts` key of this assignment (`host 0x00 did`).
-    pub fn host_key(&self, did: &str) -> Option<Vec<u8>> {
-        self.host.as_ref().map(|h| [h.as_bytes(), &[0], did.as_bytes()].concat())
-    }
-    /// The `handles` key of this assignment (`handle 0x00 did`).
-    pub fn handle_key(&self, did: &str) -> Option<Vec<u8>> {
-        self.handle.as_ref().map(|h| [h.as_bytes(), &[0], did.as_bytes()].concat())
-    }
-}
+pub use crate::store::records::bucket;
 
 fn ms_of(s: &str) -> Option<i64> {
     crate::clock::parse_time_ms(s)
@@ -224,150 +155,6 @@ fn timeline(
     t
 }
 
-/// One `map_counts` key, by parts (see [`key`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CountKey<'a> {
-    /// `h`: members of a host in a bucket.
-    Host { host: &'a str, bucket: &'a str },
-    /// `s`: accounts in an explicit state.
-    State(&'a str),
-    /// `d`: joins minus leaves of a host that day.
-    Day { day: time::Date, host: &'a str },
-    /// `f`: migrations that day.
-    Flow { day: time::Date, from: &'a str, to: &'a str },
-}
-
-impl CountKey<'_> {
-    /// Writes the stored key into `k` (cleared first).
-    pub fn write(&self, k: &mut Vec<u8>) {
-        match *self {
-            CountKey::Host { host, bucket } => key::join_into(k, key::HOST, [host.as_bytes(), bucket.as_bytes()]),
-            CountKey::State(reason) => key::join_into(k, key::STATE, [reason.as_bytes()]),
-            CountKey::Day { day, host } => {
-                k.clear();
-                k.extend_from_slice(&[key::DAY, 0]);
-                crate::clock::date_into(k, day);
-                k.push(0);
-                k.extend_from_slice(host.as_bytes());
-            }
-            CountKey::Flow { day, from, to } => {
-                k.clear();
-                k.extend_from_slice(&[key::FLOW, 0]);
-                crate::clock::date_into(k, day);
-                for p in [from, to] {
-                    k.push(0);
-                    k.extend_from_slice(p.as_bytes());
-                }
-            }
-        }
-    }
-}
-
-/// Key of a `moves` row: `<did>\0<ms, big-endian, sign-flipped>`.
-pub fn move_key(did: &str, at_ms: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(did.len() + 9);
-    k.extend_from_slice(did.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&((at_ms as u64) ^ (1 << 63)).to_be_bytes());
-    k
-}
-
-/// The time of a `moves` key.
-pub fn move_key_time(k: &[u8]) -> Option<i64> {
-    let t: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some((u64::from_be_bytes(t) ^ (1 << 63)) as i64)
-}
-
-/// What one assignment adds to the map.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Contributions {
-    /// `map_counts` keys and amounts.
-    pub counts: BTreeMap<Vec<u8>, i64>,
-    /// `moves` rows.
-    pub moves: BTreeMap<Vec<u8>, MoveRow>,
-}
-
-impl Contributions {
-    /// Adds `sign` × the contributions of `a` (for the DID `did`).
-    pub fn add(&mut self, did: &str, a: &Assignment, sign: i64) {
-        let mut k = Vec::with_capacity(128);
-        Self::for_each_count(a, |ck, n| {
-            ck.write(&mut k);
-            match self.counts.get_mut(&k) {
-                Some(v) => *v += n * sign,
-                None => {
-                    self.counts.insert(k.clone(), n * sign);
-                }
-            }
-        });
-        Self::add_moves(&mut self.moves, did, a, sign);
-    }
-
-    /// Calls `f(key, n)` for every `map_counts` contribution of `a` (a key
-    /// may come more than once; the amounts add up).
-    pub fn for_each_count<'a>(a: &'a Assignment, mut f: impl FnMut(CountKey<'a>, i64)) {
-        match (&a.host, &a.reason) {
-            (Some(h), _) => {
-                for b in &a.buckets {
-                    f(CountKey::Host { host: h, bucket: b }, 1);
-                }
-            }
-            (None, Some(r)) => f(CountKey::State(r), 1),
-            (None, None) => {}
-        }
-        let mut prev: Option<&str> = None;
-        for (at, host) in &a.timeline {
-            let day = crate::clock::date_of(*at);
-            if let Some(p) = prev {
-                f(CountKey::Day { day, host: p }, -1);
-            }
-            if let Some(h) = host {
-                f(CountKey::Day { day, host: h }, 1);
-                if let Some(p) = prev {
-                    f(CountKey::Flow { day, from: p, to: h }, 1);
-                }
-            }
-            prev = host.as_deref();
-        }
-    }
-
-    /// Adds (`sign` > 0) or removes the `moves` rows of `a` in `moves`.
-    fn add_moves(moves: &mut BTreeMap<Vec<u8>, MoveRow>, did: &str, a: &Assignment, sign: i64) {
-        let mut prev: Option<&str> = None;
-        for (at, host) in &a.timeline {
-            if let (Some(p), Some(h)) = (prev, host) {
-                let k = move_key(did, *at);
-                if sign > 0 {
-                    moves.insert(k, MoveRow { from: p.to_owned(), to: h.clone() });
-                } else {
-                    moves.remove(&k);
-                }
-            }
-            prev = host.as_deref();
-        }
-    }
-
-    /// The `moves` rows of an assignment, by key.
-    pub fn moves_of(did: &str, a: &Assignment) -> BTreeMap<Vec<u8>, MoveRow> {
-        let mut moves = BTreeMap::new();
-        Self::add_moves(&mut moves, did, a, 1);
-        moves
-    }
-
-    /// The `moves` keys of an assignment.
-    pub fn move_keys(did: &str, a: &Assignment) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut prev: Option<&str> = None;
-        for (at, host) in &a.timeline {
-            if prev.is_some() && host.is_some() {
-                out.push(move_key(did, *at));
-            }
-            prev = host.as_deref();
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,17 +186,37 @@ mod tests {
         assert_eq!(a.timeline.len(), 2);
         assert_eq!(a.timeline[0].1.as_deref(), Some("https://a.example"));
         assert_eq!(day(a.timeline[1].0), "2024-03-01");
-        let mut c = Contributions::default();
-        c.add("did:plc:x", &a, 1);
-        assert_eq!(c.counts[&key::day("2024-01-01", "https://a.example")], 1);
-        assert_eq!(c.counts[&key::day("2024-03-01", "https://a.example")], -1);
-        assert_eq!(c.counts[&key::day("2024-03-01", "https://b.example")], 1);
-        assert_eq!(c.counts[&key::flow("2024-03-01", "https://a.example", "https://b.example")], 1);
-        assert_eq!(c.moves.len(), 1);
-        // subtracting gives nothing back
-        c.add("did:plc:x", &a, -1);
-        assert!(c.counts.values().all(|v| *v == 0));
-        assert!(c.moves.is_empty());
+        // what the assignment contributes, through the store's batch
+        use crate::store::map::MapReader;
+        use crate::store::StoreWriter;
+        let store = crate::store::mem::MemStore::new();
+        let mut b = crate::store::Batch::default();
+        b.assign("did:plc:x", None, a.clone());
+        store.commit(b).unwrap();
+        let (mut days, mut flows) = (Vec::new(), Vec::new());
+        store.day_counts("", "9999", &mut |d, h, n| days.push((d.to_owned(), h.to_owned(), n))).unwrap();
+        store
+            .flow_counts("", "9999", &mut |d, f, t, n| flows.push((d.to_owned(), f.to_owned(), t.to_owned(), n)))
+            .unwrap();
+        let s = |v: &str| v.to_owned();
+        assert_eq!(
+            days,
+            [
+                (s("2024-01-01"), s("https://a.example"), 1),
+                (s("2024-03-01"), s("https://a.example"), -1),
+                (s("2024-03-01"), s("https://b.example"), 1)
+            ]
+        );
+        assert_eq!(flows, [(s("2024-03-01"), s("https://a.example"), s("https://b.example"), 1)]);
+        assert_eq!(store.moves_of("did:plc:x").unwrap().len(), 1);
+        // taking the assignment back gives nothing back
+        let mut b = crate::store::Batch::default();
+        b.assign("did:plc:x", Some(a), Assignment::default());
+        store.commit(b).unwrap();
+        days.clear();
+        store.day_counts("", "9999", &mut |d, h, n| days.push((d.to_owned(), h.to_owned(), n))).unwrap();
+        assert!(days.is_empty(), "{days:?}");
+        assert!(store.moves_of("did:plc:x").unwrap().is_empty());
     }
 
     #[test]
@@ -423,12 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_round_trip() {
-        assert_eq!(key::parts(&key::flow("2024-01-01", "a", "b")), ["2024-01-01", "a", "b"]);
-        for t in [-5i64, 0, 1_700_000_000_000] {
-            assert_eq!(move_key_time(&move_key("did:plc:x", t)), Some(t));
-        }
-        assert!(move_key("d", -1) < move_key("d", 0));
+    fn the_epoch_is_its_first_day() {
         assert_eq!(day(0), "1970-01-01");
     }
 

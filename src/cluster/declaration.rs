@@ -5,6 +5,8 @@
 //! Verifying the claims (does the operator control what it claims?) is the
 //! clustering's job and comes later.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::{Deserialize, Serialize};
 
 use crate::types;
@@ -14,42 +16,7 @@ pub const DECLARATION: &str = "dev.instancemap.declaration";
 /// NSID of the membership record.
 pub const MEMBERSHIP: &str = "dev.instancemap.membership";
 
-/// A declaration that passed the lexicon.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Declaration {
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub pds_hosts: Vec<String>,
-    #[serde(default)]
-    pub account_domains: Vec<String>,
-    #[serde(default)]
-    pub moderation_contact: Option<String>,
-    #[serde(default)]
-    pub abuse_contact: Option<String>,
-    #[serde(default)]
-    pub policies: Option<Policies>,
-    #[serde(default)]
-    pub labelers: Vec<String>,
-    #[serde(default)]
-    pub jurisdiction: Option<String>,
-    pub created_at: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Policies {
-    #[serde(default)]
-    pub terms_of_service: Option<String>,
-    #[serde(default)]
-    pub privacy_policy: Option<String>,
-    #[serde(default)]
-    pub moderation_policy: Option<String>,
-    #[serde(default)]
-    pub community_guidelines: Option<String>,
-}
+pub use crate::store::records::{Declaration, DeclarationStatus, Policies};
 
 /// A membership that passed the lexicon.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,3 +107,105 @@ pub const REASONS: &[&str] = &[
     "created_at",
     "operator",
 ];
+// ---------------------------------------------------------------- verifying the claims
+
+/// What a host shows that can prove who runs it.
+#[derive(Debug, Clone, Default)]
+pub struct HostProof {
+    /// `describeServer`'s `did`.
+    pub did: Option<String>,
+    /// `describeServer`'s contact email.
+    pub contact_email: Option<String>,
+    /// `availableUserDomains`, as keys.
+    pub user_domains: Vec<String>,
+}
+
+/// Whether `name` is `domain` or under it.
+fn under(name: &str, domain: &str) -> bool {
+    name == domain || name.strip_suffix(domain).is_some_and(|p| p.ends_with('.'))
+}
+
+/// Checks a declaration's claims against what the operator demonstrably
+/// controls.
+///
+/// A claimed **host** counts when
+/// 1. its `describeServer` `did` is the operator's DID, or
+/// 2. the operator's verified handle is a *custom-domain* handle (not under
+///    any user domain a host advertises, so it proves control of that name
+///    rather than an account on someone's PDS) and shares the host's
+///    registrable domain, or
+/// 3. its `describeServer` contact email is at the operator's custom-domain
+///    handle's domain (or under it, or its registrable domain).
+///
+/// A claimed **account domain** counts when a verified host of the same
+/// declaration advertises it, or the operator's custom-domain handle is
+/// the domain or under it.
+pub fn verify(
+    operator: &str,
+    decl: &Declaration,
+    verified_handle: Option<&str>,
+    hosts: &HashMap<String, HostProof>,
+    provider_domains: &BTreeSet<String>,
+) -> DeclarationStatus {
+    let mut st = DeclarationStatus { operator: operator.to_owned(), name: decl.name.clone(), ..Default::default() };
+    let custom = verified_handle.filter(|h| !provider_domains.iter().any(|d| under(h, d)));
+    let handle_rd = custom.and_then(super::registrable_domain);
+    for claim in &decl.pds_hosts {
+        let Ok(host) = crate::identity::did::normalize_endpoint(claim) else {
+            st.unverified.push((claim.clone(), "not a host URL".into()));
+            continue;
+        };
+        if st.verified_hosts.contains(&host) || st.unverified.iter().any(|(c, _)| *c == host) {
+            continue;
+        }
+        let proof = hosts.get(&host);
+        let (name, alone) = super::host_name(&host);
+        let email_domain = proof
+            .and_then(|p| p.contact_email.as_deref())
+            .and_then(|e| e.rsplit_once('@'))
+            .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
+        let how = if proof.and_then(|p| p.did.as_deref()) == Some(operator) {
+            Some("the host's describeServer names the operator's DID")
+        } else if !alone && handle_rd.is_some() && super::registrable_domain(&name) == handle_rd {
+            Some("the operator's verified custom-domain handle shares the host's registrable domain")
+        } else if let (Some(h), Some(e)) = (custom, email_domain.as_deref()) {
+            let same_rd = handle_rd.is_some() && super::registrable_domain(e) == handle_rd;
+            (under(e, h) || same_rd)
+                .then_some("the host's describeServer contact is at the operator's verified custom domain")
+        } else {
+            None
+        };
+        match how {
+            Some(how) => {
+                st.verified_hosts.push(host.clone());
+                st.proofs.push((host, how.into()));
+            }
+            None => {
+                let why = match (proof, custom) {
+                    (None, _) => "host not crawled yet (no describeServer), and the operator has no verified custom-domain handle under its domain",
+                    (Some(_), None) => "the host's describeServer does not name the operator, and the operator has no verified custom-domain handle",
+                    (Some(_), Some(_)) => "the host's describeServer names neither the operator's DID nor a contact at its domain, and the operator's handle is not under the host's domain",
+                };
+                st.unverified.push((host, why.into()));
+            }
+        }
+    }
+    for claim in &decl.account_domains {
+        let Some(d) = super::user_domain_key(claim) else {
+            st.unverified.push((claim.clone(), "not a domain".into()));
+            continue;
+        };
+        let advertised = st.verified_hosts.iter().any(|h| hosts.get(h).is_some_and(|p| p.user_domains.contains(&d)));
+        let owned = custom.is_some_and(|h| under(h, &d));
+        if advertised || owned {
+            st.verified_domains.push(d);
+        } else {
+            st.unverified.push((
+                claim.clone(),
+                "no verified host of the declaration advertises it, and the operator's verified custom-domain handle is not under it"
+                    .into(),
+            ));
+        }
+    }
+    st
+}

@@ -25,11 +25,15 @@
 //! `unique_names` for what sets apart two that would be the same.
 
 pub mod assign;
+pub mod concentration;
 pub mod declaration;
 pub mod explain;
 pub mod history;
+pub mod maintain;
 pub mod map;
 pub mod overrides;
+pub mod recompute;
+pub mod structure;
 
 use std::collections::{BTreeMap, BTreeSet};
 

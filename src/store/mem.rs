@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use super::map::{Fam, RawMap};
 use super::records::{HostRecord, IdentityRecord, PlcRecord};
 use super::{AccountState, AccountView, Batch, MetaKey, Op, Result, StoreReader, StoreWriter, StoredRecord};
 
@@ -23,6 +24,30 @@ struct Families {
     hosts: BTreeMap<String, HostRecord>,
     marks: BTreeMap<String, i64>,
     structure: i64,
+    /// The map's families, as the RocksDB store keeps them (keys and
+    /// values encoded the same way).
+    map: BTreeMap<Fam, BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl super::map::Sink for Families {
+    fn put(&mut self, fam: Fam, k: Vec<u8>, v: Vec<u8>) {
+        self.map.entry(fam).or_default().insert(k, v);
+    }
+    fn delete(&mut self, fam: Fam, k: Vec<u8>) {
+        self.map.entry(fam).or_default().remove(&k);
+    }
+    fn add(&mut self, k: Vec<u8>, n: i64) {
+        let counts = self.map.entry(Fam::Counts).or_default();
+        let v = counts.get(&k).and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()).map_or(0, i64::from_le_bytes);
+        counts.insert(k, v.wrapping_add(n).to_le_bytes().to_vec());
+    }
+    fn clear(&mut self, fam: Fam) {
+        self.map.remove(&fam);
+    }
+    fn clear_marks(&mut self) {
+        self.marks.clear();
+        self.structure = 0;
+    }
 }
 
 /// The store in memory. A batch commits under one lock: readers see all of
@@ -48,7 +73,11 @@ impl StoreReader for MemStore {
             plc: f.plc.get(did).cloned(),
             identity: f.identity.get(did).cloned(),
             firehose: f.accounts.get(did).cloned(),
-            assignment: None,
+            assignment: f
+                .map
+                .get(&Fam::Assign)
+                .and_then(|a| a.get(did.as_bytes()))
+                .and_then(|b| super::from_cbor(super::CF_ASSIGN, b).ok()),
         }))
     }
     fn account_state(&self, did: &str) -> Result<Option<AccountState>> {
@@ -131,8 +160,33 @@ impl StoreWriter for MemStore {
                     }
                 }
                 Op::MarkStructure(n) => f.structure += n,
+                Op::Map(op) => super::map::expand(op, &mut *f),
             }
         }
         Ok(())
+    }
+}
+
+impl RawMap for MemStore {
+    fn map_get(&self, fam: Fam, key: &[u8]) -> Result<Option<Box<[u8]>>> {
+        Ok(self.read(|f| f.map.get(&fam).and_then(|m| m.get(key)).map(|v| v[..].into())))
+    }
+    fn map_scan(&self, fam: Fam, start: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        // a copy of the range, so the callback runs without the lock
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = self.read(|fs| {
+            fs.map
+                .get(&fam)
+                .map(|m| m.range(start.to_vec()..).map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        });
+        for (k, v) in entries {
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn pending_marks(&self) -> Result<(u64, bool)> {
+        Ok(self.read(|f| (f.marks.values().filter(|n| **n != 0).count() as u64, f.structure != 0)))
     }
 }

@@ -1,7 +1,9 @@
 //! The RocksDB store: one database, one column family per kind of entity.
-//! The writer ([`crate::ingest`]) builds a [`rocksdb::WriteBatch`] of effects
-//! plus the cursor and commits it whole; readers (`stats`, the API) open the
-//! same directory read-only or share the handle.
+//! Writers commit a typed [`Batch`] (effects, marks, counters and cursor
+//! together, atomically); readers ask through [`StoreReader`] and
+//! [`map::MapReader`]. Families, keys and codecs are private to this module
+//! and its children; readers (`stats`, the API) open the same directory
+//! read-only or share the handle.
 //!
 //! Column families and their keys:
 //!
@@ -16,14 +18,14 @@
 //! | `identity` | DID (UTF-8)                           | [`records::IdentityRecord`], CBOR: the last resolution's outcome |
 //! | `retry`    | next try (i64 ms, big-endian) ‖ DID   | empty: DIDs whose resolution failed, by when to try again |
 //! | `hosts`    | normalised endpoint (`https://host`)  | [`records::HostRecord`], CBOR: sources, crawl state, describeServer, version, repos, relay view; written as merge operands ([`records::HostOp`]) |
-//! | `instances` | instance id                          | [`crate::cluster::map::InstanceRecord`], CBOR (written whole by `recluster`) |
+//! | `instances` | instance id                          | [`records::InstanceRecord`], CBOR (written whole by a structure refresh) |
 //! | `host_instance` | normalised endpoint              | instance id |
-//! | `declarations` | operator DID                      | [`crate::cluster::map::DeclarationStatus`], CBOR: which claims verified and why not |
+//! | `declarations` | operator DID                      | [`records::DeclarationStatus`], CBOR: which claims verified and why not |
 //! | `map_dirty` | DID, or `0x00 structure`             | i64 little-endian (add merge): changes the map has yet to take in; zero entries are dropped at compaction |
-//! | `assign`   | DID (UTF-8)                           | [`crate::cluster::assign::Assignment`], CBOR: the account's host, buckets and timeline |
-//! | `map_counts` | see [`crate::cluster::assign::key`]  | i64 little-endian (add merge): members per host, states, joins per day, flows |
-//! | `moves`    | DID 0x00 time (ms, big-endian, sign-flipped) | [`crate::cluster::assign::MoveRow`], CBOR: one migration |
-//! | `host_moves` | time (ms, as above) ‖ endpoint      | [`crate::cluster::map::HostMove`], CBOR: a host changing instance |
+//! | `assign`   | DID (UTF-8)                           | [`records::Assignment`], CBOR: the account's host, buckets and timeline |
+//! | `map_counts` | see [`map::CountKey`]               | i64 little-endian (add merge): members per host, states, joins per day, flows |
+//! | `moves`    | DID 0x00 time (ms, big-endian, sign-flipped) | [`records::MoveRow`], CBOR: one migration |
+//! | `host_moves` | time (ms, as above) ‖ endpoint      | [`records::HostMove`], CBOR: a host changing instance |
 //! | `host_accounts` | endpoint 0x00 DID                | empty: the accounts on a host (index of `assign`) |
 //! | `handles`  | handle 0x00 DID                       | `1` when verified both ways, `0` when only claimed (index of `assign`) |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
@@ -31,6 +33,7 @@
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
 //! a NUL byte and keys sort by collection, then account.
 
+pub mod map;
 pub mod mem;
 pub mod records;
 
@@ -40,24 +43,24 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, MergeOperands, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
-pub const CF_META: &str = "meta";
-pub const CF_ACCOUNTS: &str = "accounts";
-pub const CF_COUNTERS: &str = "counters";
-pub const CF_RECORDS: &str = "records";
-pub const CF_PLC: &str = "plc";
-pub const CF_IDENTITY: &str = "identity";
-pub const CF_RETRY: &str = "retry";
-pub const CF_HOSTS: &str = "hosts";
-pub const CF_INSTANCES: &str = "instances";
-pub const CF_HOST_INSTANCE: &str = "host_instance";
-pub const CF_DECLARATIONS: &str = "declarations";
-pub const CF_MAP_DIRTY: &str = "map_dirty";
-pub const CF_ASSIGN: &str = "assign";
-pub const CF_MAP_COUNTS: &str = "map_counts";
-pub const CF_MOVES: &str = "moves";
-pub const CF_HOST_MOVES: &str = "host_moves";
-pub const CF_HOST_ACCOUNTS: &str = "host_accounts";
-pub const CF_HANDLES: &str = "handles";
+const CF_META: &str = "meta";
+const CF_ACCOUNTS: &str = "accounts";
+const CF_COUNTERS: &str = "counters";
+const CF_RECORDS: &str = "records";
+const CF_PLC: &str = "plc";
+const CF_IDENTITY: &str = "identity";
+const CF_RETRY: &str = "retry";
+const CF_HOSTS: &str = "hosts";
+const CF_INSTANCES: &str = "instances";
+const CF_HOST_INSTANCE: &str = "host_instance";
+const CF_DECLARATIONS: &str = "declarations";
+const CF_MAP_DIRTY: &str = "map_dirty";
+const CF_ASSIGN: &str = "assign";
+const CF_MAP_COUNTS: &str = "map_counts";
+const CF_MOVES: &str = "moves";
+const CF_HOST_MOVES: &str = "host_moves";
+const CF_HOST_ACCOUNTS: &str = "host_accounts";
+const CF_HANDLES: &str = "handles";
 const CFS: &[&str] = &[
     CF_META,
     CF_ACCOUNTS,
@@ -95,6 +98,9 @@ pub enum StoreError {
     WriterStopped,
     #[error("database schema version {found} is not {SCHEMA_VERSION}; this build cannot read it")]
     Schema { found: u32 },
+    /// A scan's callback stopped it (its own error is the caller's to keep).
+    #[error("the reader stopped the scan")]
+    ScanStopped,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -338,6 +344,8 @@ pub enum Op {
     Mark(String, i64),
     /// Adds to the structure mark.
     MarkStructure(i64),
+    /// A change of the map's own families (the map maintainer's).
+    Map(map::MapOp),
 }
 
 /// A typed write batch: what one writer changes at once.
@@ -430,6 +438,33 @@ impl Batch {
     pub fn unmark_structure(&mut self, n: i64) {
         self.ops.push(Op::MarkStructure(-n));
     }
+
+    // the map maintainer's: the map's own families
+
+    /// An account's assignment changed: its rows, index entries and counts
+    /// follow.
+    pub fn assign(&mut self, did: &str, old: Option<records::Assignment>, new: records::Assignment) {
+        self.ops.push(Op::Map(map::MapOp::Assign { did: did.to_owned(), old, new, deltas: true }));
+    }
+    /// As [`Batch::assign`], the counts left alone (a full recompute
+    /// replaces them whole with [`Batch::replace_counts`]).
+    pub fn reassign(&mut self, did: &str, old: Option<records::Assignment>, new: records::Assignment) {
+        self.ops.push(Op::Map(map::MapOp::Assign { did: did.to_owned(), old, new, deltas: false }));
+    }
+    /// An assignment whose records are gone.
+    pub fn unassign(&mut self, did: &str, old: Option<records::Assignment>) {
+        self.ops.push(Op::Map(map::MapOp::Unassign { did: did.to_owned(), old }));
+    }
+    pub fn replace_counts(&mut self, totals: map::CountTotals) {
+        self.ops.push(Op::Map(map::MapOp::ReplaceCounts(totals)));
+    }
+    /// Takes every mark (only with the only handle on the store).
+    pub fn clear_marks(&mut self) {
+        self.ops.push(Op::Map(map::MapOp::ClearMarks));
+    }
+    pub fn replace_structure(&mut self, st: map::Structure) {
+        self.ops.push(Op::Map(map::MapOp::ReplaceStructure(st)));
+    }
 }
 
 fn retry_key(at_ms: i64, did: &str) -> Vec<u8> {
@@ -464,6 +499,7 @@ impl Store {
                 Op::Host(h, o) => wb.merge_cf(self.cf(CF_HOSTS), h.as_bytes(), to_cbor(&o)),
                 Op::Mark(did, n) => wb.merge_cf(self.cf(CF_MAP_DIRTY), did.as_bytes(), n.to_le_bytes()),
                 Op::MarkStructure(n) => wb.merge_cf(self.cf(CF_MAP_DIRTY), STRUCTURE, n.to_le_bytes()),
+                Op::Map(op) => map::expand(op, &mut map::RocksSink { store: self, wb: &mut wb }),
             }
         }
         wb
@@ -803,7 +839,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(name).expect("column families are created at open")
     }
 
@@ -817,7 +853,7 @@ impl Store {
 
     /// Commits a batch. The WAL is on, so a process crash loses nothing
     /// committed; the batch is atomic, so effects and cursor move together.
-    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+    fn write(&self, batch: WriteBatch) -> Result<()> {
         if let Some(allowed) = self.writers.get() {
             let t = std::thread::current();
             let name = t.name().unwrap_or("");
@@ -831,12 +867,12 @@ impl Store {
     }
 
     /// A value of the `meta` family.
-    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_META), key)?)
     }
 
     /// A value of any family.
-    pub fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+    fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         match self.db.cf_handle(cf) {
             Some(h) => Ok(self.db.get_pinned_cf(h, key)?),
             None => Ok(None),
@@ -844,12 +880,12 @@ impl Store {
     }
 
     /// Every entry of a family, in key order.
-    pub fn iter_cf(&self, cf: &str) -> impl Iterator<Item = Result<KeyValue>> + '_ {
+    fn iter_cf(&self, cf: &str) -> impl Iterator<Item = Result<KeyValue>> + '_ {
         self.iter_from(cf, &[])
     }
 
     /// The entries of a family from `start` on, in key order.
-    pub fn iter_from(&self, cf: &str, start: &[u8]) -> Box<dyn Iterator<Item = Result<KeyValue>> + '_> {
+    fn iter_from(&self, cf: &str, start: &[u8]) -> Box<dyn Iterator<Item = Result<KeyValue>> + '_> {
         match self.db.cf_handle(cf) {
             Some(h) => Box::new(
                 self.db
@@ -860,13 +896,8 @@ impl Store {
         }
     }
 
-    /// The entries of a family whose key starts with `prefix`, in key order.
-    pub fn iter_prefix<'a>(&'a self, cf: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<KeyValue>> + 'a {
-        self.iter_from(cf, prefix).take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
-    }
-
     /// The last entry at or before `key`.
-    pub fn at_or_before(&self, cf: &str, key: &[u8]) -> Result<Option<KeyValue>> {
+    fn at_or_before(&self, cf: &str, key: &[u8]) -> Result<Option<KeyValue>> {
         let Some(h) = self.db.cf_handle(cf) else { return Ok(None) };
         let mut it = self.db.iterator_cf(h, rocksdb::IteratorMode::From(key, rocksdb::Direction::Reverse));
         Ok(it.next().transpose()?)
@@ -909,7 +940,7 @@ impl Store {
     }
 
     /// Every entry of a family as of `snap`, in key order.
-    pub fn snapshot_iter<'a>(
+    fn snapshot_iter<'a>(
         &'a self,
         snap: &'a rocksdb::Snapshot<'a>,
         cf: &str,
@@ -930,13 +961,8 @@ impl Store {
     }
 
     /// A point-in-time view for consistent multi-family reads.
-    pub fn snapshot(&self) -> rocksdb::Snapshot<'_> {
+    fn snapshot(&self) -> rocksdb::Snapshot<'_> {
         self.db.snapshot()
-    }
-
-    /// Deletes one key of a family.
-    pub fn delete_cf(&self, cf: &str, key: &[u8]) -> Result<()> {
-        Ok(self.db.delete_cf(self.cf(cf), key)?)
     }
 
     /// The cursor key of a source.

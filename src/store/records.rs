@@ -454,9 +454,132 @@ pub struct Assignment {
     pub handle_verified: bool,
 }
 
+impl Assignment {
+    /// Its migrations: arrivals on a host straight from another host.
+    pub fn move_count(&self) -> usize {
+        let mut prev = false;
+        let mut n = 0;
+        for (_, host) in &self.timeline {
+            n += usize::from(prev && host.is_some());
+            prev = host.is_some();
+        }
+        n
+    }
+}
+
+/// Buckets a member of a host is counted in.
+pub mod bucket {
+    /// Every account whose current DID document names the host.
+    pub const REGISTERED: &str = "registered";
+    /// ... whose PLC directory state names it.
+    pub const IN_PLC: &str = "in_plc";
+    /// ... whose DID document resolved.
+    pub const RESOLVABLE: &str = "resolvable";
+    /// ... seen on the firehose (then also counted by its status label).
+    pub const SEEN: &str = "seen_on_firehose";
+}
+
 /// A migration as stored in `moves` (keyed by DID and time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveRow {
     pub from: String,
     pub to: String,
+}
+
+/// One stored instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub id: String,
+    pub anchor: String,
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub user_domains: Vec<String>,
+    pub registrable_domains: Vec<String>,
+    /// Evidence, as `(host, kind, value, observed_at_ms)`; kind is
+    /// `declaration`, `user_domain`, `registrable_domain`, `host_alone` or
+    /// `override`.
+    pub evidence: Vec<(String, String, String, i64)>,
+    /// Members by bucket, summed over the hosts when read: `registered`
+    /// (the current DID document names one of its hosts), `in_plc`,
+    /// `resolvable`, `seen_on_firehose` and the firehose status labels
+    /// (`active`, `deactivated`, …), `declared_members` (membership records
+    /// the operator's verified declaration covers), `relay_reported` (what
+    /// the relay's `listHosts` says its hosts hold).
+    pub members: BTreeMap<String, u64>,
+    pub computed_at_ms: i64,
+    /// The operator whose verified declaration covers the instance, and
+    /// its governance data (contacts, policies, labelers, jurisdiction).
+    #[serde(default)]
+    pub operator: Option<String>,
+    #[serde(default)]
+    pub governance: Option<Declaration>,
+    /// Operators whose declarations claim any of its hosts, verified or not.
+    #[serde(default)]
+    pub claimed_by: Vec<String>,
+}
+
+/// A host changing instance, as stored in `host_moves`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMove {
+    pub host: String,
+    /// Instance ids (empty: none).
+    pub from: String,
+    pub to: String,
+    /// Its registered members when it moved.
+    pub accounts: i64,
+}
+
+/// What a declaration's claims came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclarationStatus {
+    pub operator: String,
+    pub name: String,
+    /// Claimed hosts the operator demonstrably controls.
+    pub verified_hosts: Vec<String>,
+    /// How each verified host was proven: `(host, proof)`.
+    #[serde(default)]
+    pub proofs: Vec<(String, String)>,
+    /// Claimed account domains it demonstrably controls.
+    pub verified_domains: Vec<String>,
+    /// Claims that did not verify: `(claim, why)`.
+    pub unverified: Vec<(String, String)>,
+}
+
+// ---------------------------------------------------------------- the project's own records
+
+/// A declaration (`dev.instancemap.declaration`) that passed the lexicon.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Declaration {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub pds_hosts: Vec<String>,
+    #[serde(default)]
+    pub account_domains: Vec<String>,
+    #[serde(default)]
+    pub moderation_contact: Option<String>,
+    #[serde(default)]
+    pub abuse_contact: Option<String>,
+    #[serde(default)]
+    pub policies: Option<Policies>,
+    #[serde(default)]
+    pub labelers: Vec<String>,
+    #[serde(default)]
+    pub jurisdiction: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policies {
+    #[serde(default)]
+    pub terms_of_service: Option<String>,
+    #[serde(default)]
+    pub privacy_policy: Option<String>,
+    #[serde(default)]
+    pub moderation_policy: Option<String>,
+    #[serde(default)]
+    pub community_guidelines: Option<String>,
 }
