@@ -11,15 +11,17 @@
 //!  host crawls ─► hosts ───────────────────┤                                  writer (store::Batch,
 //!  API admin routes ───────────────────────┘                                  cursor in the batch)
 //!                                                                                    │ marks
-//!                                                  cluster::map maintainer ◄─────────┤ (map_dirty)
+//!                                             cluster::maintain::Maintainer ◄─────────┤ (map_dirty)
 //!                                                  (the map's own families)          ▼
-//!  api (XRPC, /metrics), export, stats, inspect ◄──── StoreReader ◄──────── store (RocksDB; MemStore)
+//!  api (XRPC, /metrics), export, stats, inspect ◄── StoreReader, MapReader ◄── store (RocksDB; MemStore)
 //! ```
 //!
 //! The seams: every source hands typed changes (a [`store::Batch`]) to the
 //! single writer, never writing on its own (`run` refuses writes from any
 //! other thread); the map maintainer is the one other writer, of the map's
-//! families; readers use [`store::StoreReader`]. The module graph has no
+//! families (through the same batch's map operations); readers use
+//! [`store::StoreReader`] and [`store::map::MapReader`]. No file outside
+//! `store/` names a column family, a key layout or a codec. The module graph has no
 //! circle (`tests/imports.rs`): the floor is [`clock`], [`types`],
 //! [`metrics`], [`repo`] and [`store`]; the sources use the floor; the map
 //! uses the sources' record types through the store; the app wires it all.
@@ -32,8 +34,8 @@
 //!   it the stages' label sets).
 //! - [`repo`]: pure DAG-CBOR, CID and CAR reading.
 //! - [`store`]: RocksDB column families, the reader and writer traits, the
-//!   typed batch, the stored record types (`store::records`) and an
-//!   in-memory twin (`store::mem`).
+//!   typed batch, the stored record types (`store::records`), the map's
+//!   families (`store::map`) and an in-memory twin (`store::mem`).
 //! - [`firehose`]: the relay subscription (`subscribe`), pure frame decoding
 //!   (`frame`), recorded frame files (`framelog`).
 //! - [`event`]: the one event type from the firehose sources to the writer.
@@ -42,8 +44,11 @@
 //! - [`hosts`]: the host crawler (describeServer, _health, listRepos; the
 //!   relay's listHosts).
 //! - [`net`]: guarded outbound HTTP to hosts named by network data (SSRF).
-//! - [`cluster`]: evidence, instances, assignment, the incremental map and
-//!   its full recompute, history.
+//! - [`cluster`]: evidence and instances (`mod`), assignment (`assign`),
+//!   declarations and their verification (`declaration`), the structure
+//!   refresh (`structure`), the incremental maintainer (`maintain`), the
+//!   full recompute (`recompute`), concentration, the shared readers
+//!   (`map`), explanations and history.
 //! - [`ingest`]: the single writer: batches, exactly-once by cursor.
 //! - [`api`]: the HTTP endpoint (XRPC, OpenAPI, /metrics, /healthz).
 //! - [`export`]: Parquet, NDJSON and CSV snapshots.
