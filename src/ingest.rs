@@ -214,7 +214,7 @@ impl Ingest {
                 self.drop_event("bad_signature");
                 tracing::warn!(did, seq, reason, kind = label, "commit signature does not verify; not applied");
             }
-            EventKind::Commit { did, rev, ops, records, blocks_missing, signature, .. } => {
+            EventKind::Commit { did, rev, ops, records, blocks_missing, signature, sig } => {
                 metrics::SIGNATURES.with_label_values(&[signature.label()]).inc();
                 self.count(counter::SIGNATURE, signature.label(), 1);
                 let a = self.account(did, seq)?;
@@ -238,15 +238,30 @@ impl Ingest {
                             continue;
                         }
                     }
-                    if [crate::cluster::declaration::DECLARATION, crate::cluster::declaration::MEMBERSHIP]
-                        .contains(&w.collection.as_str())
-                    {
+                    let project = [crate::cluster::declaration::DECLARATION, crate::cluster::declaration::MEMBERSHIP]
+                        .contains(&w.collection.as_str());
+                    if project {
                         self.batch.map_structure = true;
                     }
                     match (w.action, &w.record, &w.cid) {
                         (Action::Delete, _, _) => self.batch.records.delete_record(&w.collection, did, &w.rkey),
                         (_, Some(record), Some(cid)) => {
-                            let v = StoredRecord { cid: cid.clone(), record: record.clone(), seq, rev: rev.clone() };
+                            // a project record keeps its signature: it
+                            // counts only once that is known to be valid
+                            let sig = sig.as_ref().filter(|_| project).map(|s| store::RecordSig {
+                                status: signature.label().to_owned(),
+                                digest: s.digest.to_vec(),
+                                sig: s.sig.clone(),
+                                claimed_us: s.claimed_us,
+                            });
+                            if project && sig.as_ref().is_none_or(|s| !s.verified_on_arrival()) {
+                                // its key is not known yet: ask for it
+                                if let Some(q) = &self.resolve {
+                                    q.request(did, false);
+                                }
+                            }
+                            let v =
+                                StoredRecord { cid: cid.clone(), record: record.clone(), seq, rev: rev.clone(), sig };
                             self.batch.records.put_record(&w.collection, did, &w.rkey, v);
                         }
                         // Block missing: already counted; the old version

@@ -124,6 +124,38 @@ pub fn split_repo_path(path: &str) -> Option<(&str, &str)> {
     (is_nsid(c) && is_record_key(r)).then_some((c, r))
 }
 
+/// The registrable domain (eTLD+1) of a host name, by the Public Suffix
+/// List with its private section; `None` for names that are themselves a
+/// public suffix or have no known suffix.
+pub fn registrable_domain(name: &str) -> Option<String> {
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    let d = psl::domain(lower.as_bytes())?;
+    if !d.suffix().is_known() {
+        return None;
+    }
+    std::str::from_utf8(d.as_bytes()).ok().map(str::to_owned)
+}
+
+/// The domains a handle is under that could be a provider's user domain:
+/// its parent, its parent's parent, … down to its registrable domain
+/// (`alice.bsky.social` → `bsky.social`; `a.b.example.co.uk` →
+/// `b.example.co.uk`, `example.co.uk`); the handle itself when it is its
+/// registrable domain. None for what has no registrable domain.
+pub fn handle_domains(handle: &str) -> Vec<&str> {
+    let Some(rd) = registrable_domain(handle) else { return Vec::new() };
+    if handle.len() == rd.len() {
+        return vec![handle];
+    }
+    let mut out = Vec::new();
+    let mut rest = handle;
+    while rest.len() > rd.len() {
+        let Some((_, parent)) = rest.split_once('.') else { break };
+        out.push(parent);
+        rest = parent;
+    }
+    out
+}
+
 /// Normalises a service endpoint to the one key of its host,
 /// `scheme://host[:port]`, or says why it is not one host.
 ///

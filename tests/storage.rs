@@ -170,6 +170,7 @@ fn migrated(handle: &str) -> Assignment {
         timeline: vec![(DAY1, Some(HOST_A.into())), (DAY2, Some(HOST_B.into()))],
         handle: Some(handle.into()),
         handle_verified: true,
+        born: Some(HOST_A.into()),
     }
 }
 
@@ -251,6 +252,7 @@ fn record(n: u8) -> StoredRecord {
         record: vec![0xa1, 0x64, b't', b'e', b'x', b't', 0x61, b'a' + n],
         seq: 100 + i64::from(n),
         rev: format!("3lcjrev{n}"),
+        sig: None,
     }
 }
 
@@ -981,7 +983,7 @@ fn stores_agree_on_the_map_after_one_sequence_of_map_batches() {
     b.reassign(DID_B, Some(migrated("bob.example.com")), settled("bob.example.com"));
     let mut totals = CountTotals::default();
     for a in [migrated("alice.example.net"), settled("bob.example.com")] {
-        totals.add_assignment(&a);
+        totals.add_assignment(DID_A, &a);
     }
     b.replace_counts(totals);
     b.clear_marks();
@@ -1171,8 +1173,8 @@ fn a_recompute_assignment_leaves_the_counts_and_replaced_counts_are_all_there_is
     assert_eq!(store.registered_on(HOST_A).unwrap(), 0, "reassign leaves the counts to the recompute");
     assert_eq!(store.accounts_on_host(HOST_A, None, 10).unwrap(), vec![DID_B.to_owned()]);
     let mut totals = CountTotals::default();
-    totals.add_assignment(&settled("bob.example.com"));
-    totals.add_assignment(&settled("carol.example.com"));
+    totals.add_assignment(DID_B, &settled("bob.example.com"));
+    totals.add_assignment(DID_C, &settled("carol.example.com"));
     commit(store, |b| b.replace_counts(totals));
     assert_eq!(store.registered_on(HOST_A).unwrap(), 2);
     assert_eq!(store.registered_on(HOST_B).unwrap(), 0);

@@ -84,6 +84,7 @@ pub fn desired(plc: Option<&PlcRecord>, res: Option<&IdentityRecord>, acct: Opti
         .map(|h| h.to_ascii_lowercase())
         .filter(|h| crate::types::is_handle(h));
     a.timeline = timeline(plc, res, current.as_ref().ok().map(String::as_str));
+    a.born = plc.and_then(|p| p.genesis_pds.clone());
     a
 }
 

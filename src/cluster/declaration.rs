@@ -5,10 +5,11 @@
 //! Verifying the claims (does the operator control what it claims?) is the
 //! clustering's job and comes later.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::structure::under;
 use crate::types;
 
 /// NSID of the declaration record.
@@ -116,40 +117,47 @@ pub struct HostProof {
     pub did: Option<String>,
     /// `describeServer`'s contact email.
     pub contact_email: Option<String>,
-    /// `availableUserDomains`, as keys.
+    /// The user domains the host is proven to issue handles under (keys).
     pub user_domains: Vec<String>,
 }
 
-/// Whether `name` is `domain` or under it.
-fn under(name: &str, domain: &str) -> bool {
-    name == domain || name.strip_suffix(domain).is_some_and(|p| p.ends_with('.'))
-}
 
 /// Checks a declaration's claims against what the operator demonstrably
-/// controls.
+/// controls: a claim counts only with proof from the side claimed.
 ///
-/// A claimed **host** counts when
-/// 1. its `describeServer` `did` is the operator's DID, or
-/// 2. the operator's verified handle is a *custom-domain* handle (not under
-///    any user domain a host advertises, so it proves control of that name
-///    rather than an account on someone's PDS) and shares the host's
-///    registrable domain, or
-/// 3. its `describeServer` contact email is at the operator's custom-domain
-///    handle's domain (or under it, or its registrable domain).
+/// Nothing counts unless the declaration's signature is known to be valid
+/// (`signed`). Then a claimed **host** counts when
+/// 1. its `describeServer` `did` is the operator's DID (the host says so;
+///    this proves that one host and nothing else), or
+/// 2. the operator's verified handle *is* a registrable domain (an apex
+///    handle: its DNS or web root answers for the operator, which only the
+///    domain's owner can make it do) and that is the host's registrable
+///    domain, or
+/// 3. the host's `describeServer` contact email is at that apex domain or
+///    under it (the host names a contact at the domain the operator owns).
 ///
-/// A claimed **account domain** counts when a verified host of the same
-/// declaration advertises it, or the operator's custom-domain handle is
-/// the domain or under it.
+/// A handle under a domain (`alice.bsky.social`) proves nothing about the
+/// domain: its provider answers for every user's handle. A claimed
+/// **account domain** counts when it is the operator's apex domain or
+/// under it, or a verified host of the declaration is proven to issue
+/// handles under it (not merely advertising it).
 pub fn verify(
     operator: &str,
     decl: &Declaration,
     verified_handle: Option<&str>,
+    signed: bool,
     hosts: &HashMap<String, HostProof>,
-    provider_domains: &BTreeSet<String>,
 ) -> DeclarationStatus {
     let mut st = DeclarationStatus { operator: operator.to_owned(), name: decl.name.clone(), ..Default::default() };
-    let custom = verified_handle.filter(|h| !provider_domains.iter().any(|d| under(h, d)));
-    let handle_rd = custom.and_then(super::registrable_domain);
+    if !signed {
+        let why = "the declaration's signature is not known to be valid yet (no signing key known for the operator \
+                   when it arrived; it counts once the key is known and the signature verifies)";
+        for claim in decl.pds_hosts.iter().chain(&decl.account_domains) {
+            st.unverified.push((claim.clone(), why.into()));
+        }
+        return st;
+    }
+    let apex = verified_handle.filter(|h| super::registrable_domain(h).as_deref() == Some(*h));
     for claim in &decl.pds_hosts {
         let Ok(host) = crate::identity::did::normalize_endpoint(claim) else {
             st.unverified.push((claim.clone(), "not a host URL".into()));
@@ -166,12 +174,10 @@ pub fn verify(
             .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
         let how = if proof.and_then(|p| p.did.as_deref()) == Some(operator) {
             Some("the host's describeServer names the operator's DID")
-        } else if !alone && handle_rd.is_some() && super::registrable_domain(&name) == handle_rd {
-            Some("the operator's verified custom-domain handle shares the host's registrable domain")
-        } else if let (Some(h), Some(e)) = (custom, email_domain.as_deref()) {
-            let same_rd = handle_rd.is_some() && super::registrable_domain(e) == handle_rd;
-            (under(e, h) || same_rd)
-                .then_some("the host's describeServer contact is at the operator's verified custom domain")
+        } else if !alone && apex.is_some() && super::registrable_domain(&name).as_deref() == apex {
+            Some("the operator's verified handle is the host's registrable domain")
+        } else if let (Some(a), Some(e)) = (apex, email_domain.as_deref()) {
+            under(e, a).then_some("the host's describeServer contact is at the domain the operator's verified handle is")
         } else {
             None
         };
@@ -181,10 +187,10 @@ pub fn verify(
                 st.proofs.push((host, how.into()));
             }
             None => {
-                let why = match (proof, custom) {
-                    (None, _) => "host not crawled yet (no describeServer), and the operator has no verified custom-domain handle under its domain",
-                    (Some(_), None) => "the host's describeServer does not name the operator, and the operator has no verified custom-domain handle",
-                    (Some(_), Some(_)) => "the host's describeServer names neither the operator's DID nor a contact at its domain, and the operator's handle is not under the host's domain",
+                let why = match (proof, apex) {
+                    (None, _) => "host not crawled yet (no describeServer), and the operator's verified handle is not its registrable domain",
+                    (Some(_), None) => "the host's describeServer does not name the operator, and the operator has no verified handle that is a registrable domain",
+                    (Some(_), Some(_)) => "the host's describeServer names neither the operator's DID nor a contact at its domain, and the operator's handle is not the host's registrable domain",
                 };
                 st.unverified.push((host, why.into()));
             }
@@ -195,17 +201,19 @@ pub fn verify(
             st.unverified.push((claim.clone(), "not a domain".into()));
             continue;
         };
-        let advertised = st.verified_hosts.iter().any(|h| hosts.get(h).is_some_and(|p| p.user_domains.contains(&d)));
-        let owned = custom.is_some_and(|h| under(h, &d));
-        if advertised || owned {
+        let proven = st.verified_hosts.iter().any(|h| hosts.get(h).is_some_and(|p| p.user_domains.contains(&d)));
+        let owned = apex.is_some_and(|a| under(&d, a));
+        if proven || owned {
             st.verified_domains.push(d);
         } else {
             st.unverified.push((
                 claim.clone(),
-                "no verified host of the declaration advertises it, and the operator's verified custom-domain handle is not under it"
+                "no verified host of the declaration is proven to issue handles under it, and it is not under the \
+                 operator's verified apex-domain handle"
                     .into(),
             ));
         }
     }
     st
 }
+

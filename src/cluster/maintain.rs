@@ -17,6 +17,7 @@ use super::declaration::{DECLARATION, MEMBERSHIP};
 use super::overrides::Overrides;
 use super::recompute::{self, RecomputeError, RecomputeOptions, Summary};
 use crate::store::map::MapReader;
+use crate::store::records::Assignment;
 use crate::store::{self, Batch, Store, StoreReader, StoreWriter};
 
 /// The incremental maintainer: the single writer of the map's families.
@@ -31,6 +32,8 @@ pub struct Maintainer {
     last_structure: Option<std::time::Instant>,
     /// Set to stop a recompute the maintainer runs (shutdown).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The map's version was found current.
+    checked_version: bool,
 }
 
 /// What one [`Maintainer::step`] did.
@@ -53,7 +56,18 @@ impl Maintainer {
             structure_every: std::time::Duration::ZERO,
             last_structure: None,
             stop: None,
+            checked_version: false,
         }
+    }
+
+    /// Whether the map is outdated (checked once: after a recompute it is not).
+    fn outdated(&mut self) -> store::Result<bool> {
+        if self.checked_version {
+            return Ok(false);
+        }
+        let outdated = recompute::map_outdated(&self.store)?;
+        self.checked_version = !outdated;
+        Ok(outdated)
     }
 
     fn clustered(&mut self) -> store::Result<&mut BTreeSet<String>> {
@@ -67,14 +81,22 @@ impl Maintainer {
     /// needed) and applies them.
     pub fn step(&mut self, limit: usize) -> store::Result<Step> {
         let store = self.store.clone();
-        if let Some(at) = recompute::recompute_interrupted(&store)? {
-            // the counts disagree with the assignments: no delta may be
-            // applied to them before a full recompute
-            tracing::warn!(started_ms = at, "a recompute did not finish; recomputing the map before anything else");
+        let interrupted = recompute::recompute_interrupted(&store)?;
+        if interrupted.is_some() || self.outdated()? {
+            // the counts disagree with the assignments (or were made under
+            // older rules): no delta may be applied before a full recompute
+            match interrupted {
+                Some(at) => tracing::warn!(
+                    started_ms = at,
+                    "a recompute did not finish; recomputing the map before anything else"
+                ),
+                None => tracing::warn!("the map was computed under older rules; recomputing it before anything else"),
+            }
             let opts = RecomputeOptions { clear_marks: false, stop: self.stop.as_deref(), progress: None };
             return match recompute::recompute_with(&store, &self.overrides, &opts) {
                 Ok(s) => {
                     self.clustered = None;
+                    self.checked_version = true;
                     self.last_structure = Some(std::time::Instant::now());
                     Ok(Step { accounts: s.accounts as usize, changed: s.changed as usize, structure: true })
                 }
@@ -94,6 +116,9 @@ impl Maintainer {
             let view = store.account_view(did)?;
             let new = assign::desired(view.plc.as_ref(), view.identity.as_ref(), view.firehose.as_ref());
             let old = view.assignment;
+            // a declaration or membership waiting for its signer's key: the
+            // mark may be that key arriving
+            need_structure |= awaits_key(&store, did)?;
             if old.as_ref() != Some(&new) {
                 step.changed += 1;
                 if let Some(h) = &new.host {
@@ -111,6 +136,8 @@ impl Maintainer {
                     let operator = store.stored_record(DECLARATION, did, "self")?.is_some();
                     need_structure |= member || operator;
                 }
+                // an account that vouches for its host's user domain
+                need_structure |= vouching_changed(&store, did, old.as_ref(), &new)?;
                 if let Some(h) = old.as_ref().and_then(|o| o.host.as_ref()).filter(|h| new.host.as_ref() != Some(*h)) {
                     left.insert(h.clone());
                 }
@@ -158,6 +185,40 @@ impl Maintainer {
     }
 }
 
+/// Whether `did` has a declaration or membership whose signature did not
+/// verify when it arrived (no key known then).
+fn awaits_key(store: &Store, did: &str) -> store::Result<bool> {
+    for c in [DECLARATION, MEMBERSHIP] {
+        if store.stored_record(c, did, "self")?.is_some_and(|r| r.sig.as_ref().is_none_or(|s| !s.verified_on_arrival()))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the change from `old` to `new` changes what the account
+/// vouches for a host that advertises the domain (the proof of a user
+/// domain is a count of such accounts).
+fn vouching_changed(store: &Store, did: &str, old: Option<&Assignment>, new: &Assignment) -> store::Result<bool> {
+    let before = old.map(|o| (o.host.clone(), o.proves_domains(did))).unwrap_or_default();
+    let after = (new.host.clone(), new.proves_domains(did));
+    if before == after {
+        return Ok(false);
+    }
+    for (host, domains) in [before, after] {
+        let Some(host) = host else { continue };
+        if domains.is_empty() {
+            continue;
+        }
+        let advertised = store.host(&host)?.and_then(|h| h.describe).map(|d| d.available_user_domains).unwrap_or_default();
+        if advertised.iter().filter_map(|d| super::user_domain_key(d)).any(|d| domains.contains(&d.as_str())) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A one-shot command rebuilds the map in full rather than taking each mark
 /// when more than this many accounts are marked and they are more than a
 /// quarter of all accounts: the maintainer costs about four times as much
@@ -186,8 +247,10 @@ pub fn bring_current(
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Update, RecomputeError> {
     let f = super::map::freshness(store)?;
-    let (interrupted, marks) =
-        (f.recompute_interrupted_ms.is_some(), f.pending_accounts + u64::from(f.structure_pending));
+    let (interrupted, marks) = (
+        f.recompute_interrupted_ms.is_some() || f.outdated,
+        f.pending_accounts + u64::from(f.structure_pending),
+    );
     if interrupted || (marks > BULK_MARKS && marks.saturating_mul(4) > store.estimate_accounts()) {
         let opts = RecomputeOptions { clear_marks: true, stop, progress: None };
         return Ok(Update::Recomputed(recompute::recompute_with(store, overrides, &opts)?));

@@ -64,11 +64,15 @@ pub struct Freshness {
     /// A recompute started (at this time, ms) and did not finish: the
     /// counts are not to be trusted until the next one.
     pub recompute_interrupted_ms: Option<i64>,
+    /// The map was computed under older rules (an earlier version): the
+    /// next writer of the map rebuilds it.
+    #[serde(default)]
+    pub outdated: bool,
 }
 
 impl Freshness {
     pub fn is_current(&self) -> bool {
-        self.pending_accounts == 0 && !self.structure_pending && self.recompute_interrupted_ms.is_none()
+        self.pending_accounts == 0 && !self.structure_pending && self.recompute_interrupted_ms.is_none() && !self.outdated
     }
 
     /// One line for people; `None` when current.
@@ -79,6 +83,13 @@ impl Freshness {
                  `recluster` (or `run`) completes one",
                 crate::clock::rfc3339_ms(at).unwrap_or_default()
             ));
+        }
+        if self.outdated {
+            return Some(
+                "the map was computed under older rules: `recluster` (or `run`) rebuilds it; until then it may link \
+                 hosts on evidence these rules refuse"
+                    .into(),
+            );
         }
         if self.is_current() {
             return None;
@@ -95,7 +106,12 @@ impl Freshness {
 /// The map's freshness (a scan of the marks).
 pub fn freshness(store: &(impl StoreReader + MapReader)) -> store::Result<Freshness> {
     let (pending_accounts, structure_pending) = store.pending_marks()?;
-    Ok(Freshness { recompute_interrupted_ms: recompute_interrupted(store)?, pending_accounts, structure_pending })
+    Ok(Freshness {
+        recompute_interrupted_ms: recompute_interrupted(store)?,
+        pending_accounts,
+        structure_pending,
+        outdated: super::recompute::map_outdated(store)?,
+    })
 }
 
 // ---------------------------------------------------------------- readers

@@ -48,8 +48,18 @@ pub struct HostFacts {
     pub user_domains: Vec<String>,
     /// When the facts were last observed (ms since the epoch).
     pub observed_at_ms: i64,
-    /// A verified declaration claims this host: `(operator DID, name)`.
-    pub declared_by: Option<(String, String)>,
+    /// Verified declarations claiming this host: `(operator DID, name)`
+    /// (more than one is a conflict).
+    pub declared_by: Vec<(String, String)>,
+}
+
+/// The map before a refresh, so instances keep their ids: each host's
+/// instance id, and its registered members (the weight that decides which
+/// id a merge keeps).
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    pub ids: std::collections::HashMap<String, String>,
+    pub weight: std::collections::HashMap<String, i64>,
 }
 
 /// Why hosts are grouped.
@@ -86,6 +96,10 @@ pub struct Instance {
     pub user_domains: Vec<String>,
     pub registrable_domains: Vec<String>,
     pub evidence: Vec<Evidence>,
+    /// The operators whose verified declarations claim its hosts, with
+    /// their declared names: one is its operator; two or more are a
+    /// conflict (no operator, no declared name).
+    pub operators: Vec<(String, String)>,
 }
 
 /// The parts of a normalised endpoint (see
@@ -135,17 +149,7 @@ pub fn host_label(endpoint: &str) -> String {
     }
 }
 
-/// The registrable domain (eTLD+1) of a host name, by the Public Suffix
-/// List with its private section; `None` for names that are themselves a
-/// public suffix or have no known suffix.
-pub fn registrable_domain(name: &str) -> Option<String> {
-    let lower = name.trim_end_matches('.').to_ascii_lowercase();
-    let d = psl::domain(lower.as_bytes())?;
-    if !d.suffix().is_known() {
-        return None;
-    }
-    std::str::from_utf8(d.as_bytes()).ok().map(str::to_owned)
-}
+pub use crate::types::registrable_domain;
 
 /// A user-domain suffix as a key: lower-cased, without leading or trailing
 /// dots; `None` when it is not a plausible domain.
@@ -186,11 +190,18 @@ pub fn cluster(hosts: &[HostFacts]) -> Vec<Instance> {
     cluster_with(hosts, &overrides::Overrides::default())
 }
 
-/// Groups hosts into instances. Deterministic: the same facts in any order
-/// give the same instances, sorted by id. `overrides` pins hosts together
-/// (joining their groups, and naming the result) or splits a host from
-/// everything its evidence links it to; each shows as evidence.
+/// Groups hosts into instances, as a first map (no ids to keep).
 pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Vec<Instance> {
+    cluster_keeping(hosts, overrides, &Previous::default())
+}
+
+/// Groups hosts into instances. Deterministic: the same facts (and the
+/// same previous map) in any order give the same instances, sorted by id.
+/// `overrides` pins hosts together (joining their groups, and naming the
+/// result) or splits a host from everything its evidence links it to; each
+/// shows as evidence. Instances keep their ids from `previous` (see
+/// [`keep_ids`]).
+pub fn cluster_keeping(hosts: &[HostFacts], overrides: &overrides::Overrides, previous: &Previous) -> Vec<Instance> {
     let mut hosts: Vec<&HostFacts> = hosts.iter().collect();
     hosts.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
     hosts.dedup_by(|a, b| a.endpoint == b.endpoint);
@@ -224,7 +235,7 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
             evidence.push(ev);
             continue;
         }
-        if let Some((op, _)) = &h.declared_by {
+        for (op, _) in &h.declared_by {
             keys.entry(format!("decl:{op}")).or_default().push(i);
             ev.push(Evidence {
                 host: h.endpoint.clone(),
@@ -271,44 +282,31 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
         let root = dsu.find(i);
         groups.entry(root).or_default().push(i);
     }
+    let groups: Vec<Vec<usize>> = groups.into_values().collect();
+    let ids = keep_ids(&groups, &hosts, &evidence, overrides, previous);
     let named: Vec<(Instance, NameSource)> = groups
-        .into_values()
-        .map(|members| {
+        .into_iter()
+        .zip(ids)
+        .map(|(members, (id, anchor))| {
             let mut ud_count: BTreeMap<String, usize> = BTreeMap::new();
             let mut rd_count: BTreeMap<String, usize> = BTreeMap::new();
-            let mut anchors = BTreeSet::new();
             let mut ev = Vec::new();
-            let mut declared: Option<&(String, String)> = None;
+            let mut operators: BTreeSet<(String, String)> = BTreeSet::new();
             for &i in &members {
-                if let Some(d) = &hosts[i].declared_by {
-                    if declared.is_none_or(|cur| d.0 < cur.0) {
-                        declared = Some(d);
-                    }
-                }
+                operators.extend(hosts[i].declared_by.iter().cloned());
                 for e in &evidence[i] {
                     match &e.kind {
-                        EvidenceKind::UserDomain(d) => {
-                            *ud_count.entry(d.clone()).or_default() += 1;
-                            anchors.insert(format!("ud:{d}"));
-                        }
-                        EvidenceKind::RegistrableDomain(d) => {
-                            *rd_count.entry(d.clone()).or_default() += 1;
-                            anchors.insert(format!("rd:{d}"));
-                        }
-                        EvidenceKind::HostAlone => _ = anchors.insert(format!("host:{}", e.host)),
-                        EvidenceKind::Declaration(op) => _ = anchors.insert(format!("decl:{op}")),
-                        EvidenceKind::Override(_) => {
-                            let key = match overrides.pin_of(&e.host) {
-                                Some((n, _)) => format!("pin:{n:04}"),
-                                None => format!("host:{}", e.host),
-                            };
-                            anchors.insert(key);
-                        }
+                        EvidenceKind::UserDomain(d) => *ud_count.entry(d.clone()).or_default() += 1,
+                        EvidenceKind::RegistrableDomain(d) => *rd_count.entry(d.clone()).or_default() += 1,
+                        _ => {}
                     }
                     ev.push(e.clone());
                 }
             }
-            let anchor = anchors.into_iter().next().expect("every host has evidence");
+            // one operator names the instance; two or more are a conflict
+            let operators: Vec<(String, String)> = operators.into_iter().collect();
+            let distinct: BTreeSet<&str> = operators.iter().map(|(op, _)| op.as_str()).collect();
+            let declared = (distinct.len() == 1).then(|| &operators[0]);
             // most common advertised user domain, else registrable domain,
             // else the host; ties go to the smallest name
             let most = |m: &BTreeMap<String, usize>| {
@@ -329,13 +327,14 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
                 (host_label(first), NameSource::Host(scheme))
             };
             let inst = Instance {
-                id: instance_id(&anchor),
+                id,
                 anchor,
                 name,
                 hosts: members.iter().map(|&i| hosts[i].endpoint.clone()).collect(),
                 user_domains: ud_count.into_keys().collect(),
                 registrable_domains: rd_count.into_keys().collect(),
                 evidence: ev,
+                operators,
             };
             (inst, source)
         })
@@ -343,6 +342,96 @@ pub fn cluster_with(hosts: &[HostFacts], overrides: &overrides::Overrides) -> Ve
     let mut out = unique_names(named);
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+/// The anchor of a group: the smallest of its hosts' evidence keys
+/// (`host:`, `pin:`, `rd:`, `ud:`). A declaration is not an anchor: what
+/// its operator publishes does not decide an id.
+fn anchor_of(members: &[usize], evidence: &[Vec<Evidence>], overrides: &overrides::Overrides) -> String {
+    let mut anchors = BTreeSet::new();
+    for &i in members {
+        let mut named = false;
+        let mut host = None;
+        for e in &evidence[i] {
+            host = Some(&e.host);
+            named |= !matches!(e.kind, EvidenceKind::HostAlone | EvidenceKind::Declaration(_));
+            match &e.kind {
+                EvidenceKind::UserDomain(d) => _ = anchors.insert(format!("ud:{d}")),
+                EvidenceKind::RegistrableDomain(d) => _ = anchors.insert(format!("rd:{d}")),
+                EvidenceKind::HostAlone | EvidenceKind::Declaration(_) => {}
+                EvidenceKind::Override(_) => {
+                    let key = match overrides.pin_of(&e.host) {
+                        Some((n, _)) => format!("pin:{n:04}"),
+                        None => format!("host:{}", e.host),
+                    };
+                    anchors.insert(key);
+                }
+            }
+        }
+        // a host nothing but itself (or a declaration) names
+        if !named {
+            if let Some(h) = host {
+                anchors.insert(format!("host:{h}"));
+            }
+        }
+    }
+    anchors.into_iter().next().expect("every host has evidence")
+}
+
+/// Each group's id and anchor. A group with hosts that were in the map
+/// keeps an id they had: the one whose hosts bring the most registered
+/// members (so when instances merge, the one with more members keeps its
+/// id; when one splits, the part with more of its members keeps it),
+/// smallest id on a tie; an id goes to one group only, the one bringing it
+/// the most members (smallest anchor on a tie). Any other group's id
+/// derives from its anchor. So ids never move because of evidence that
+/// links a stranger's host: that host brings no members of the instance.
+fn keep_ids(
+    groups: &[Vec<usize>],
+    hosts: &[&HostFacts],
+    evidence: &[Vec<Evidence>],
+    overrides: &overrides::Overrides,
+    previous: &Previous,
+) -> Vec<(String, String)> {
+    let anchors: Vec<String> = groups.iter().map(|m| anchor_of(m, evidence, overrides)).collect();
+    // each group's best previous id, and its weight there
+    let mut claims: BTreeMap<&str, Vec<(i64, &str, usize)>> = BTreeMap::new();
+    for (g, members) in groups.iter().enumerate() {
+        let mut by_id: BTreeMap<&str, i64> = BTreeMap::new();
+        for &i in members {
+            let h = &hosts[i].endpoint;
+            if let Some(id) = previous.ids.get(h) {
+                // a host without members still counts a little
+                *by_id.entry(id.as_str()).or_default() += 1 + previous.weight.get(h).copied().unwrap_or(0).max(0);
+            }
+        }
+        if let Some((id, w)) = by_id.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))) {
+            claims.entry(id).or_default().push((w, anchors[g].as_str(), g));
+        }
+    }
+    let mut ids: Vec<Option<String>> = vec![None; groups.len()];
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for (id, mut cands) in claims {
+        cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        ids[cands[0].2] = Some(id.to_owned());
+        taken.insert(id.to_owned());
+    }
+    ids.into_iter()
+        .zip(anchors)
+        .map(|(id, anchor)| {
+            let id = id.unwrap_or_else(|| {
+                let mut id = instance_id(&anchor);
+                let mut n = 1;
+                while taken.contains(&id) {
+                    n += 1;
+                    id = instance_id(&format!("{anchor}#{n}"));
+                }
+                taken.insert(id.clone());
+                id
+            });
+            (id, anchor)
+        })
+        .collect()
 }
 
 /// Where an instance's name came from; the order is who keeps a name that
@@ -450,7 +539,7 @@ mod tests {
             endpoint: endpoint.into(),
             user_domains: ud.iter().map(|s| (*s).to_owned()).collect(),
             observed_at_ms: 1,
-            declared_by: None,
+            declared_by: Vec::new(),
         }
     }
 
@@ -503,13 +592,58 @@ mod tests {
     fn a_verified_declaration_joins_its_hosts_and_names_the_instance() {
         let mut a = h("https://pds.one.example", &[]);
         let mut b = h("https://pds.two.example", &[]);
-        a.declared_by = Some(("did:plc:oooooooooooooooooooooooo".into(), "Example Co-op".into()));
+        a.declared_by = vec![("did:plc:oooooooooooooooooooooooo".into(), "Example Co-op".into())];
         b.declared_by = a.declared_by.clone();
         let out = cluster(&[a, b, h("https://pds.three.example", &[])]);
         assert_eq!(out.len(), 2);
         let coop = out.iter().find(|i| i.name == "Example Co-op").unwrap();
         assert_eq!(coop.hosts.len(), 2);
-        assert_eq!(coop.anchor, "decl:did:plc:oooooooooooooooooooooooo");
+        // a declaration is not an anchor: what its operator publishes does not decide the id
+        assert_eq!(coop.anchor, "host:https://pds.one.example");
+        assert_eq!(coop.operators, vec![("did:plc:oooooooooooooooooooooooo".to_owned(), "Example Co-op".to_owned())]);
+    }
+
+    #[test]
+    fn two_operators_declaring_one_instance_are_a_conflict_with_no_declared_name() {
+        let mut a = h("https://pds.one.example", &[".shared.example"]);
+        let mut b = h("https://pds.two.example", &[".shared.example"]);
+        a.declared_by = vec![("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa".into(), "A's Instance".into())];
+        b.declared_by = vec![("did:plc:zzzzzzzzzzzzzzzzzzzzzzzz".into(), "Z's Instance".into())];
+        let out = cluster(&[a, b]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].operators.len(), 2, "both sides shown");
+        // no order of DIDs breaks the tie: neither name is taken
+        assert_eq!(out[0].name, "shared.example");
+    }
+
+    #[test]
+    fn a_merge_keeps_the_id_of_the_instance_with_more_members_and_a_split_the_larger_part() {
+        let big = "https://pds.big.example";
+        let small = "https://pds.small.example";
+        let previous = Previous {
+            ids: [(big.to_owned(), "inst_big".to_owned()), (small.to_owned(), "inst_small".to_owned())].into(),
+            weight: [(big.to_owned(), 1000), (small.to_owned(), 3)].into(),
+        };
+        // a user domain now links them: the merged instance keeps the larger's id
+        let linked = [h(big, &[".z.example"]), h(small, &[".z.example"])];
+        let out = cluster_keeping(&linked, &Default::default(), &previous);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].id, "inst_big");
+        // whichever host sorts first, and whatever the anchor says
+        let previous = Previous {
+            ids: [(big.to_owned(), "inst_m".to_owned()), (small.to_owned(), "inst_m".to_owned())].into(),
+            weight: [(big.to_owned(), 1000), (small.to_owned(), 3)].into(),
+        };
+        // the link goes: the part with more of its members keeps the id, the other gets a new one
+        let out = cluster_keeping(&[h(big, &[]), h(small, &[])], &Default::default(), &previous);
+        let id_of = |host: &str| out.iter().find(|i| i.hosts.contains(&host.to_owned())).unwrap().id.clone();
+        assert_eq!(id_of(big), "inst_m");
+        assert_ne!(id_of(small), "inst_m");
+        assert_eq!(id_of(small), instance_id("host:https://pds.small.example"));
+        // a stranger's host joining brings no members: the id stays
+        let previous = Previous { ids: [(big.to_owned(), "inst_big".to_owned())].into(), weight: [(big.to_owned(), 1000)].into() };
+        let out = cluster_keeping(&[h(big, &[".z.example"]), h("https://a.stranger.example", &[".z.example"])], &Default::default(), &previous);
+        assert_eq!(out[0].id, "inst_big");
     }
 
     #[test]
@@ -598,7 +732,7 @@ mod tests {
     #[test]
     fn instance_names_are_unique_when_declarations_or_domains_share_one() {
         let decl = |e: &str, op: &str, name: &str| HostFacts {
-            declared_by: Some((op.to_owned(), name.to_owned())),
+            declared_by: vec![(op.to_owned(), name.to_owned())],
             ..h(e, &[])
         };
         let hosts = vec![

@@ -40,6 +40,30 @@ const RECOMPUTE_BATCH: usize = 20_000;
 /// `run`'s maintainer before anything else) recomputes in full.
 pub const RECOMPUTE_MARKER: store::MetaKey = store::MetaKey::RecomputeStarted;
 
+/// The version of the map's rules: a map computed under older rules (or
+/// before versions were kept) is rebuilt in full by the next writer of the
+/// map, as after an unfinished recompute. 2: user domains link hosts only
+/// with proof (the `v` counts), declarations count only when signed.
+pub const MAP_VERSION: u32 = 2;
+
+/// Whether the stored map was computed under older rules than these (an
+/// empty map is not: there is nothing to rebuild).
+pub fn map_outdated(store: &(impl StoreReader + crate::store::map::MapReader)) -> store::Result<bool> {
+    let version = store.meta(store::MetaKey::MapVersion)?.and_then(|v| v.as_slice().try_into().ok()).map(u32::from_be_bytes);
+    Ok(match version {
+        Some(v) => v < MAP_VERSION,
+        None => {
+            let mut any = false;
+            store.each_assignment(&mut |_, _| {
+                any = true;
+                Err(store::StoreError::ScanStopped)
+            })
+            .or_else(|e| if matches!(e, store::StoreError::ScanStopped) { Ok(()) } else { Err(e) })?;
+            any
+        }
+    })
+}
+
 /// How a recompute runs.
 #[derive(Default)]
 pub struct RecomputeOptions<'a> {
@@ -127,7 +151,7 @@ pub fn recompute_with(
         if let Some(r) = &new.reason {
             *summary.unassigned.entry(r.clone()).or_default() += 1;
         }
-        totals.add_assignment(&new);
+        totals.add_assignment(did, &new);
         // stored bytes equal to the new assignment's encoding: unchanged,
         // without decoding them; otherwise compared decoded
         if old.as_ref().is_some_and(|o| *o == Encoded::of(&new)) {
@@ -154,8 +178,9 @@ pub fn recompute_with(
     if opts.clear_marks {
         batch.clear_marks();
     }
-    // the counts agree with the assignments again
+    // the counts agree with the assignments again, under these rules
     batch.delete_meta(RECOMPUTE_MARKER);
+    batch.put_meta(store::MetaKey::MapVersion, MAP_VERSION.to_be_bytes().to_vec());
     store.commit(batch)?;
     crate::metrics::MAP_UPDATES.with_label_values(&["recompute"]).inc();
     let st = super::structure::refresh(store, overrides)?;

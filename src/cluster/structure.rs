@@ -12,7 +12,7 @@ use super::declaration::{self, Declaration, HostProof, Membership, DECLARATION, 
 use super::overrides::Overrides;
 use super::{EvidenceKind, HostFacts};
 use crate::store::map::{MapReader, Structure};
-use crate::store::records::{DeclarationStatus, HostMove, InstanceRecord};
+use crate::store::records::{DeclarationStatus, DomainProof, HostMove, InstanceRecord};
 use crate::store::{self, Batch, Store, StoreReader, StoreWriter};
 
 /// What a structure refresh did.
@@ -26,13 +26,139 @@ pub struct StructureSummary {
     pub verified_memberships: usize,
 }
 
+/// Advertised user domains considered per host (the rest are refused as
+/// too many: a host cannot make the refresh prove thousands).
+pub const MAX_ADVERTISED: usize = 16;
+/// Accounts created on a host, with handles under a user domain that
+/// verify both ways, that prove the host may issue handles there.
+pub const PROOF_ACCOUNTS: i64 = 2;
+/// Accounts of a host looked at for examples of a proof.
+const EXAMPLE_SCAN: usize = 2_000;
+
+/// Whether `name` is `domain` or under it.
+pub fn under(name: &str, domain: &str) -> bool {
+    name == domain || name.strip_suffix(domain).is_some_and(|p| p.ends_with('.'))
+}
+
+/// What a host's advertised user domains came to: the proven ones (keys)
+/// with how, and the others with why not.
+#[derive(Debug, Default)]
+struct DomainProofs {
+    proven: Vec<DomainProof>,
+    unproven: Vec<(String, String)>,
+}
+
+/// Proves (or not) that `endpoint` may issue handles under each domain it
+/// advertises: the domain is under the host's own registrable domain, or
+/// at least [`PROOF_ACCOUNTS`] accounts created on the host hold handles
+/// under it that verify both ways (the domain's owner answers for them).
+fn prove_domains(
+    store: &Store,
+    endpoint: &str,
+    advertised: &[String],
+    at_ms: i64,
+) -> store::Result<DomainProofs> {
+    let (name, alone) = super::host_name(endpoint);
+    let rd = if alone { None } else { super::registrable_domain(&name) };
+    let mut keys: Vec<String> = advertised.iter().filter_map(|d| super::user_domain_key(d)).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = DomainProofs::default();
+    let mut need_examples = Vec::new();
+    for (n, d) in keys.into_iter().enumerate() {
+        if n >= MAX_ADVERTISED {
+            out.unproven.push((d, format!("more than {MAX_ADVERTISED} user domains advertised; the rest are not considered")));
+            continue;
+        }
+        if let Some(rd) = rd.as_deref().filter(|rd| under(&d, rd)) {
+            out.proven.push(DomainProof {
+                host: endpoint.to_owned(),
+                domain: d.clone(),
+                how: format!("under the host's own registrable domain {rd}"),
+                accounts: 0,
+                examples: Vec::new(),
+                at_ms,
+            });
+            continue;
+        }
+        let vouched = store.vouched(endpoint, &d)?;
+        if vouched >= PROOF_ACCOUNTS {
+            need_examples.push(out.proven.len());
+            out.proven.push(DomainProof {
+                host: endpoint.to_owned(),
+                domain: d.clone(),
+                how: format!(
+                    "{vouched} account(s) created on the host hold handles under it that verify both ways (the domain's \
+                     owner answers for them)"
+                ),
+                accounts: vouched,
+                examples: Vec::new(),
+                at_ms,
+            });
+        } else {
+            out.unproven.push((
+                d,
+                format!(
+                    "not proven: not under the host's registrable domain, and {vouched} account(s) created on the host \
+                     hold a handle under it that verifies both ways ({PROOF_ACCOUNTS} needed)"
+                ),
+            ));
+        }
+    }
+    if !need_examples.is_empty() {
+        // examples: the first accounts (in DID order) that prove each
+        let mut left: usize = need_examples.len() * 2;
+        for did in store.accounts_on_host(endpoint, None, EXAMPLE_SCAN)? {
+            if left == 0 {
+                break;
+            }
+            let Some(a) = store.assignment(&did)? else { continue };
+            let proves = a.proves_domains(&did).into_iter().map(str::to_owned).collect::<Vec<_>>();
+            for &i in &need_examples {
+                let p = &mut out.proven[i];
+                if p.examples.len() < 2 && proves.contains(&p.domain) {
+                    let checked = store
+                        .identity(&did)?
+                        .and_then(|r| r.handle_check)
+                        .and_then(|c| crate::clock::rfc3339_ms(c.checked_at_ms));
+                    let handle = a.handle.clone().unwrap_or_default();
+                    p.examples.push(match checked {
+                        Some(t) => format!("{did} ({handle}, verified {t})"),
+                        None => format!("{did} ({handle})"),
+                    });
+                    left -= 1;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a project record counts: its commit's signature is known to be
+/// valid (when it arrived, or now that the signer's key is known).
+pub fn signature_holds(store: &Store, did: &str, rec: &store::StoredRecord) -> store::Result<bool> {
+    match &rec.sig {
+        None => Ok(false),
+        Some(s) => crate::identity::verify::record_signature_holds(store, did, s),
+    }
+}
+
 /// Re-clusters the hosts and rewrites `instances`, `host_instance` and
 /// `declarations`; a host whose instance changed is a dated `host_moves` row.
+///
+/// Evidence is proven, never self-asserted: an advertised user domain
+/// links hosts only where the host is proven to issue handles there
+/// ([`prove_domains`]); a declaration claims a host or domain only with
+/// proof from that side ([`declaration::verify`]) and counts only once its
+/// signature is known to be valid; two operators' verified declarations
+/// in one instance are a conflict (no operator); instances keep their ids
+/// ([`super::keep_ids`]).
 pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureSummary> {
     let now = crate::clock::now_ms();
     let members = store.host_members()?;
     let mut facts: BTreeMap<String, HostFacts> = BTreeMap::new();
     let mut proofs: HashMap<String, HostProof> = HashMap::new();
+    let mut domain_proofs: HashMap<String, DomainProofs> = HashMap::new();
     let mut relay_reported: HashMap<String, i64> = HashMap::new();
     let mut host_states: BTreeMap<String, i64> = BTreeMap::new();
     for (endpoint, h) in store.hosts()? {
@@ -40,23 +166,22 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
         if let Some(n) = h.relay.as_ref().and_then(|r| r.account_count) {
             relay_reported.insert(endpoint.clone(), n);
         }
-        let user_domains = h.describe.as_ref().map(|d| d.available_user_domains.clone()).unwrap_or_default();
+        let observed_at_ms = h.last_ok_ms.unwrap_or(h.first_seen_ms);
+        let advertised = h.describe.as_ref().map(|d| d.available_user_domains.clone()).unwrap_or_default();
+        let dp = prove_domains(store, &endpoint, &advertised, observed_at_ms)?;
+        let proven: Vec<String> = dp.proven.iter().map(|p| p.domain.clone()).collect();
         proofs.insert(
             endpoint.clone(),
             HostProof {
                 did: h.describe.as_ref().and_then(|d| d.did.clone()),
                 contact_email: h.describe.as_ref().and_then(|d| d.contact_email.clone()),
-                user_domains: user_domains.iter().filter_map(|d| super::user_domain_key(d)).collect(),
+                user_domains: proven.clone(),
             },
         );
+        domain_proofs.insert(endpoint.clone(), dp);
         facts.insert(
             endpoint.clone(),
-            HostFacts {
-                endpoint,
-                user_domains,
-                observed_at_ms: h.last_ok_ms.unwrap_or(h.first_seen_ms),
-                declared_by: None,
-            },
+            HostFacts { endpoint, user_domains: proven, observed_at_ms, declared_by: Vec::new() },
         );
     }
     for st in ["pending", "online", "offline"] {
@@ -66,7 +191,6 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
     for h in members.keys() {
         facts.entry(h.clone()).or_insert_with(|| HostFacts { endpoint: h.clone(), ..HostFacts::default() });
     }
-    let provider_domains: BTreeSet<String> = proofs.values().flat_map(|p| p.user_domains.iter().cloned()).collect();
     // declarations: verify each claim, mark the hosts of verified ones
     let mut statuses = Vec::new();
     let mut governance: BTreeMap<String, Declaration> = BTreeMap::new();
@@ -74,9 +198,10 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
     for (operator, _rkey, rec) in store.stored_records(DECLARATION)? {
         let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
         let Ok(decl) = serde_json::from_value::<Declaration>(json) else { continue };
+        let signed = signature_holds(store, &operator, &rec)?;
         let handle =
             store.identity(&operator)?.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle.clone());
-        let status = declaration::verify(&operator, &decl, handle.as_deref(), &proofs, &provider_domains);
+        let status = declaration::verify(&operator, &decl, handle.as_deref(), signed, &proofs);
         if !status.verified_hosts.is_empty() {
             governance.insert(operator.clone(), decl.clone());
         }
@@ -85,14 +210,18 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
         }
         for h in &status.verified_hosts {
             let f = facts.entry(h.clone()).or_insert_with(|| HostFacts { endpoint: h.clone(), ..HostFacts::default() });
-            if f.declared_by.as_ref().is_none_or(|(op, _)| operator < *op) {
-                f.declared_by = Some((operator.clone(), decl.name.clone()));
-            }
+            f.declared_by.push((operator.clone(), decl.name.clone()));
         }
         statuses.push(status);
     }
     let facts: Vec<HostFacts> = facts.into_values().collect();
-    let instances = super::cluster_with(&facts, overrides);
+    let registered = |h: &str| members.get(h).and_then(|m| m.get(assign::bucket::REGISTERED)).copied().unwrap_or(0);
+    let mut previous = store.host_instances()?;
+    let keep = super::Previous {
+        weight: previous.keys().map(|h| (h.clone(), registered(h))).collect(),
+        ids: previous.clone(),
+    };
+    let instances = super::cluster_keeping(&facts, overrides, &keep);
     let mut host_index: HashMap<&str, usize> = HashMap::new();
     for (i, inst) in instances.iter().enumerate() {
         for h in &inst.hosts {
@@ -101,8 +230,9 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
     }
     let mut summary = StructureSummary { hosts: facts.len(), instances: instances.len(), ..Default::default() };
     // memberships count two-sided: the operator's declaration must have
-    // verified and cover the member's current host or its verified handle;
-    // counted in the instance of the operator's verified hosts
+    // verified and cover the member's current host or its verified handle,
+    // and the membership's own signature must hold; counted in the
+    // instance of the operator's verified hosts
     let mut declared: Vec<u64> = vec![0; instances.len()];
     let verified: HashMap<&str, &DeclarationStatus> =
         statuses.iter().filter(|s| !s.verified_hosts.is_empty()).map(|s| (s.operator.as_str(), s)).collect();
@@ -111,13 +241,14 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
         let Ok(m) = serde_json::from_value::<Membership>(json) else { continue };
         summary.memberships += 1;
         let Some(st) = verified.get(m.operator.as_str()) else { continue };
+        if !signature_holds(store, &member, &rec)? {
+            continue;
+        }
         let (plc, res) = (store.plc(&member)?, store.identity(&member)?);
         let pds = assign::current_pds(plc.as_ref(), res.as_ref()).ok();
         let handle = res.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle);
         let by_host = pds.as_ref().is_some_and(|p| st.verified_hosts.contains(p));
-        let by_handle = handle
-            .as_deref()
-            .is_some_and(|h| st.verified_domains.iter().any(|d| h == d || h.ends_with(&format!(".{d}"))));
+        let by_handle = handle.as_deref().is_some_and(|h| st.verified_domains.iter().any(|d| under(h, d)));
         if by_host || by_handle {
             summary.verified_memberships += 1;
             if let Some(&i) = st.verified_hosts.first().and_then(|h| host_index.get(h.as_str())) {
@@ -125,21 +256,16 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
             }
         }
     }
-    // the previous host → instance, for host moves
-    let mut previous = store.host_instances()?;
     let mut out = Structure::default();
-    let registered = |h: &str| members.get(h).and_then(|m| m.get(assign::bucket::REGISTERED)).copied().unwrap_or(0);
     for (i, inst) in instances.iter().enumerate() {
-        let operator = inst
-            .evidence
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EvidenceKind::Declaration(op) => Some(op.clone()),
-                _ => None,
-            })
-            .min();
+        let distinct: BTreeSet<&str> = inst.operators.iter().map(|(op, _)| op.as_str()).collect();
+        let (operator, conflict) = match distinct.len() {
+            0 => (None, Vec::new()),
+            1 => (distinct.iter().next().map(|s| (*s).to_owned()), Vec::new()),
+            _ => (None, distinct.iter().map(|s| (*s).to_owned()).collect()),
+        };
         let mut stored_members = BTreeMap::new();
-        if declared[i] > 0 {
+        if declared[i] > 0 && conflict.is_empty() {
             stored_members.insert("declared_members".to_owned(), declared[i]);
         }
         let relay: i64 = inst.hosts.iter().filter_map(|h| relay_reported.get(h)).sum();
@@ -147,9 +273,17 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
             stored_members.insert("relay_reported".to_owned(), relay as u64);
         }
         let claimed_by: BTreeSet<String> = inst.hosts.iter().filter_map(|h| claims.get(h)).flatten().cloned().collect();
+        let (mut proven, mut unproven) = (Vec::new(), Vec::new());
+        for h in &inst.hosts {
+            if let Some(dp) = domain_proofs.get(h) {
+                proven.extend(dp.proven.iter().cloned());
+                unproven.extend(dp.unproven.iter().map(|(d, why)| (h.clone(), d.clone(), why.clone())));
+            }
+        }
         let rec = InstanceRecord {
             governance: operator.as_ref().and_then(|op| governance.get(op).cloned()),
             operator,
+            conflict,
             claimed_by: claimed_by.into_iter().collect(),
             id: inst.id.clone(),
             anchor: inst.anchor.clone(),
@@ -158,6 +292,8 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
             user_domains: inst.user_domains.clone(),
             registrable_domains: inst.registrable_domains.clone(),
             evidence: inst.evidence.iter().map(evidence_row).collect(),
+            domain_proofs: proven,
+            unproven_domains: unproven,
             members: stored_members,
             computed_at_ms: now,
         };

@@ -145,7 +145,7 @@ pub struct Keys {
 }
 
 impl Keys {
-    fn parse(h: KeyHistory) -> Keys {
+    pub fn parse(h: KeyHistory) -> Keys {
         Keys {
             current: h.current.and_then(|mk| PublicKey::from_multikey(&mk).ok()),
             retired: h
@@ -184,6 +184,22 @@ impl Keys {
         }
         status
     }
+}
+
+/// Whether a record's kept commit signature holds: it verified when the
+/// record arrived, or it verifies now against the signer's keys (the one
+/// in force when it was signed; see [`Keys::check`]).
+pub fn record_signature_holds(source: &impl KeySource, did: &str, s: &store::RecordSig) -> store::Result<bool> {
+    if s.verified_on_arrival() {
+        return Ok(true);
+    }
+    let Ok(digest) = <[u8; 32]>::try_from(&s.digest[..]) else { return Ok(false) };
+    let keys = Keys::parse(source.key_history(did)?);
+    if keys.is_empty() {
+        return Ok(false);
+    }
+    let input = SigInput { digest, sig: s.sig.clone(), claimed_us: s.claimed_us };
+    Ok(matches!(keys.check(&input), SigStatus::Valid | SigStatus::ValidPriorKey))
 }
 
 /// How long a looked-up key (or its absence) is trusted before the source

@@ -62,6 +62,10 @@ mod key {
     pub const DAY: u8 = b'd';
     /// `f\0<YYYY-MM-DD>\0<from>\0<to>`: migrations that day.
     pub const FLOW: u8 = b'f';
+    /// `v\0<host>\0<domain>`: accounts created on the host whose handle
+    /// under the domain verifies both ways (see
+    /// `Assignment::proves_domains`).
+    pub const VOUCHED: u8 = b'v';
 
     pub fn prefix(kind: u8) -> [u8; 2] {
         [kind, 0]
@@ -92,6 +96,8 @@ pub enum CountKey<'a> {
     Day { day: time::Date, host: &'a str },
     /// Migrations that day.
     Flow { day: time::Date, from: &'a str, to: &'a str },
+    /// Accounts created on a host whose handle under the domain verifies.
+    Vouched { host: &'a str, domain: &'a str },
 }
 
 impl CountKey<'_> {
@@ -100,6 +106,7 @@ impl CountKey<'_> {
         match *self {
             CountKey::Host { host, bucket } => key::join_into(k, key::HOST, [host.as_bytes(), bucket.as_bytes()]),
             CountKey::State(reason) => key::join_into(k, key::STATE, [reason.as_bytes()]),
+            CountKey::Vouched { host, domain } => key::join_into(k, key::VOUCHED, [host.as_bytes(), domain.as_bytes()]),
             CountKey::Day { day, host } => {
                 k.clear();
                 k.extend_from_slice(&[key::DAY, 0]);
@@ -127,14 +134,18 @@ impl CountKey<'_> {
     }
 }
 
-/// Calls `f(key, n)` for every count an assignment contributes (a key may
-/// come more than once; the amounts add up): its host's buckets (or its
-/// state), and per dated change of host a leave, a join and a flow.
-pub fn for_each_count<'a>(a: &'a Assignment, mut f: impl FnMut(CountKey<'a>, i64)) {
+/// Calls `f(key, n)` for every count an assignment of `did` contributes (a
+/// key may come more than once; the amounts add up): its host's buckets
+/// (or its state), the domains it vouches for its host under, and per
+/// dated change of host a leave, a join and a flow.
+pub fn for_each_count<'a>(did: &str, a: &'a Assignment, mut f: impl FnMut(CountKey<'a>, i64)) {
     match (&a.host, &a.reason) {
         (Some(h), _) => {
             for b in &a.buckets {
                 f(CountKey::Host { host: h, bucket: b }, 1);
+            }
+            for domain in a.proves_domains(did) {
+                f(CountKey::Vouched { host: h, domain }, 1);
             }
         }
         (None, Some(r)) => f(CountKey::State(r), 1),
@@ -271,15 +282,16 @@ impl CountTotals {
         let k = match k {
             CountKey::Host { host, bucket } => (key::HOST, 0, self.id(host), self.id(bucket)),
             CountKey::State(reason) => (key::STATE, 0, self.id(reason), 0),
+            CountKey::Vouched { host, domain } => (key::VOUCHED, 0, self.id(host), self.id(domain)),
             CountKey::Day { day, host } => (key::DAY, day.to_julian_day(), self.id(host), 0),
             CountKey::Flow { day, from, to } => (key::FLOW, day.to_julian_day(), self.id(from), self.id(to)),
         };
         *self.counts.entry(k).or_default() += n;
     }
 
-    /// Adds every count of `a`.
-    pub fn add_assignment(&mut self, a: &Assignment) {
-        for_each_count(a, |k, n| self.add(k, n));
+    /// Adds every count of `did`'s assignment `a`.
+    pub fn add_assignment(&mut self, did: &str, a: &Assignment) {
+        for_each_count(did, a, |k, n| self.add(k, n));
     }
 
     /// The counts under their stored keys, in key order (amounts of equal
@@ -294,6 +306,7 @@ impl CountTotals {
                 let k = match kind {
                     key::HOST => CountKey::Host { host: name(a), bucket: name(b) },
                     key::STATE => CountKey::State(name(a)),
+                    key::VOUCHED => CountKey::Vouched { host: name(a), domain: name(b) },
                     key::DAY => CountKey::Day { day: date(jd), host: name(a) },
                     _ => CountKey::Flow { day: date(jd), from: name(a), to: name(b) },
                 };
@@ -377,7 +390,7 @@ pub(super) fn expand(op: MapOp, sink: &mut impl Sink) {
                 let mut c: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
                 let mut k = Vec::with_capacity(128);
                 let mut add = |a: &Assignment, sign: i64| {
-                    for_each_count(a, |ck, n| {
+                    for_each_count(&did, a, |ck, n| {
                         ck.write(&mut k);
                         match c.get_mut(&k) {
                             Some(v) => *v += n * sign,
@@ -497,6 +510,13 @@ pub trait MapReader: RawMap {
     /// A host's registered members.
     fn registered_on(&self, host: &str) -> Result<i64> {
         let k = CountKey::Host { host, bucket: bucket::REGISTERED }.bytes();
+        Ok(self.map_get(Fam::Counts, &k)?.map_or(0, |v| read_i64(&v)))
+    }
+
+    /// Accounts created on `host` whose handle under `domain` verifies
+    /// both ways.
+    fn vouched(&self, host: &str, domain: &str) -> Result<i64> {
+        let k = CountKey::Vouched { host, domain }.bytes();
         Ok(self.map_get(Fam::Counts, &k)?.map_or(0, |v| read_i64(&v)))
     }
 

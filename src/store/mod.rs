@@ -203,6 +203,33 @@ pub struct StoredRecord {
     pub record: Vec<u8>,
     pub seq: i64,
     pub rev: String,
+    /// For the project's own records (declarations, memberships), what
+    /// their commit's signature came to and what it covered, so a record
+    /// whose key was not known when it arrived is checked once it is (it
+    /// counts only then). `None` for other collections, and for project
+    /// records stored before signatures were kept (which do not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<RecordSig>,
+}
+
+/// A commit signature kept with a record: its check's label when it
+/// arrived (`valid`, `valid_prior_key`, `no_key`, `not_checked`), and the
+/// signed digest, the signature and the latest time the commit claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSig {
+    pub status: String,
+    #[serde(with = "serde_bytes_vec")]
+    pub digest: Vec<u8>,
+    #[serde(with = "serde_bytes_vec")]
+    pub sig: Vec<u8>,
+    pub claimed_us: Option<i64>,
+}
+
+impl RecordSig {
+    /// Whether the signature verified when the record arrived.
+    pub fn verified_on_arrival(&self) -> bool {
+        self.status == "valid" || self.status == "valid_prior_key"
+    }
 }
 
 /// Byte vectors as CBOR byte strings rather than arrays of integers.
@@ -259,6 +286,9 @@ pub enum MetaKey {
     Overrides,
     /// A recompute under way since (ms); see `cluster::map::RECOMPUTE_MARKER`.
     RecomputeStarted,
+    /// The version of the map's rules the stored map was computed under
+    /// (u32 big-endian); see `cluster::recompute::MAP_VERSION`.
+    MapVersion,
 }
 
 impl MetaKey {
@@ -268,6 +298,7 @@ impl MetaKey {
             MetaKey::PlcPosition => b"plc/position",
             MetaKey::Overrides => b"map/overrides",
             MetaKey::RecomputeStarted => b"map/recompute",
+            MetaKey::MapVersion => b"map/version",
         }
     }
 }

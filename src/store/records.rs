@@ -44,6 +44,12 @@ pub struct PlcRecord {
     /// records stored before it existed read as empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired_keys: Vec<RetiredKey>,
+    /// The PDS the genesis operation named, when the first operation
+    /// applied was the genesis (`prev` none): the host the account was
+    /// created on. `None` when the log was read from a later point, or for
+    /// records stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_pds: Option<String>,
 }
 
 /// A signing key that was in force from `from` until `until` (the
@@ -141,6 +147,9 @@ impl PlcRecord {
         }
         if self.ops == 0 {
             self.created_at = Some(op.created_at.clone());
+            if op.prev.is_none() {
+                self.genesis_pds = op.pds.clone();
+            }
         }
         let retire = match (&live_key, op.tombstone) {
             (Some(_), true) => live_key,
@@ -452,9 +461,27 @@ pub struct Assignment {
     /// Whether `handle` was verified both ways.
     #[serde(rename = "v", default)]
     pub handle_verified: bool,
+    /// The host the account was created on (its PLC genesis operation's
+    /// PDS), when known.
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    pub born: Option<String>,
 }
 
 impl Assignment {
+    /// The domains under which the account proves its host may issue
+    /// handles: it was created on its current host (a did:plc whose genesis
+    /// named it) and its handle verifies both ways (the domain's owner
+    /// answers for it), so the owner of these domains lets that host
+    /// create accounts under them. Empty otherwise.
+    pub fn proves_domains(&self, did: &str) -> Vec<&str> {
+        match (&self.host, &self.born, &self.handle) {
+            (Some(h), Some(b), Some(handle)) if h == b && self.handle_verified && did.starts_with("did:plc:") => {
+                crate::types::handle_domains(handle)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Its migrations: arrivals on a host straight from another host.
     pub fn move_count(&self) -> usize {
         let mut prev = false;
@@ -516,6 +543,34 @@ pub struct InstanceRecord {
     /// Operators whose declarations claim any of its hosts, verified or not.
     #[serde(default)]
     pub claimed_by: Vec<String>,
+    /// Two or more operators whose verified declarations meet in the
+    /// instance: a conflict, shown with both sides; the instance then has
+    /// no operator.
+    #[serde(default)]
+    pub conflict: Vec<String>,
+    /// How each user domain that links its hosts was proven.
+    #[serde(default)]
+    pub domain_proofs: Vec<DomainProof>,
+    /// User domains its hosts advertise that link nothing: `(host, domain,
+    /// why)`.
+    #[serde(default)]
+    pub unproven_domains: Vec<(String, String, String)>,
+}
+
+/// Proof that a host may issue handles under a user domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainProof {
+    pub host: String,
+    pub domain: String,
+    /// In words.
+    pub how: String,
+    /// Accounts created on the host whose handles under the domain verify
+    /// both ways (0 when the domain is under the host's own).
+    pub accounts: i64,
+    /// A few of them: `did (handle, verified <time>)`.
+    pub examples: Vec<String>,
+    /// When the host's facts were observed (ms).
+    pub at_ms: i64,
 }
 
 /// A host changing instance, as stored in `host_moves`.
