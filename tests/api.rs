@@ -20,8 +20,12 @@ const ALICE: &str = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
 const BOB: &str = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";
 const CAROL: &str = "did:plc:cccccccccccccccccccccccc";
 const GONE: &str = "did:plc:dddddddddddddddddddddddd";
+/// Created on the provider's host after the others (day 6).
+const DAVE: &str = "did:plc:eeeeeeeeeeeeeeeeeeeeeeee";
 
 fn op(seq: u64, did: &str, pds: Option<&str>, handle: &str, day: u32, tombstone: bool) -> ExportOp {
+    // the operator signs its declaration with its key
+    let signing_key = (did == OP).then(|| test_key(7).1);
     ExportOp {
         did: did.into(),
         cid: format!("bafy{seq}"),
@@ -32,7 +36,7 @@ fn op(seq: u64, did: &str, pds: Option<&str>, handle: &str, day: u32, tombstone:
         state: if tombstone {
             OpState::Tombstone
         } else {
-            OpState::Update { pds: pds.map(str::to_owned), handle: Some(handle.into()), signing_key: None }
+            OpState::Update { pds: pds.map(str::to_owned), handle: Some(handle.into()), signing_key }
         },
     }
 }
@@ -50,6 +54,7 @@ fn network(dir: &std::path::Path) -> Store {
         l.apply(op(5, CAROL, Some("https://a.host.bsky.network"), "carol.bsky.social", 3, false)).unwrap();
         l.apply(op(6, GONE, Some("https://b.host.bsky.network"), "gone.bsky.social", 3, false)).unwrap();
         l.apply(op(7, GONE, None, "", 4, true)).unwrap();
+        l.apply(op(8, DAVE, Some("https://b.host.bsky.network"), "dave.bsky.social", 6, false)).unwrap();
         l.flush().unwrap();
     }
     let describe = |did: Option<&str>, domains: &[&str], email: Option<&str>| Describe {
@@ -72,8 +77,12 @@ fn network(dir: &std::path::Path) -> Store {
         };
         hosts::put(&store, h, &rec).unwrap();
     }
-    // the operator's verified custom handle; carol's verified handle
-    for (did, handle) in [(OP, "op.coop.example"), (CAROL, "carol.example.net")] {
+    // the operator's verified custom handle; carol's verified handle; two
+    // accounts created on the provider's host whose handles under its user
+    // domain verify (which proves it may issue handles there)
+    for (did, handle) in
+        [(OP, "op.coop.example"), (CAROL, "carol.example.net"), (BOB, "bob.bsky.social"), (DAVE, "dave.bsky.social")]
+    {
         let ident = IdentityRecord {
             handle: Some(handle.into()),
             resolved_at_ms: Some(1),
@@ -101,7 +110,7 @@ fn network(dir: &std::path::Path) -> Store {
         ("jurisdiction", text("NZ")),
         ("createdAt", text("2026-11-26T00:00:00.000Z")),
     ]);
-    let f = commit_frame(
+    let f = signed_commit_frame(
         1,
         OP,
         "3mptbypluud2a",
@@ -111,6 +120,7 @@ fn network(dir: &std::path::Path) -> Store {
             record: Some(declaration),
             omit_block: false,
         }],
+        Some(&test_key(7).0),
     );
     let store = ingest_frames(store, "replay", &[f]);
     // and the reference PDS's recorded accounts
@@ -265,7 +275,7 @@ async fn instances_members_hosts_history_summary() {
     assert!(b["operator"].is_null());
     let unverified = &b["declarations"][0]["unverified"][0];
     assert_eq!(unverified[0], "https://b.host.bsky.network");
-    assert!(unverified[1].as_str().unwrap().contains("custom-domain"), "{unverified}");
+    assert!(unverified[1].as_str().unwrap().contains("registrable domain"), "{unverified}");
 
     let (s, hosts) = get(&api, &format!("/xrpc/dev.instancemap.listHosts?instance={coop_id}")).await;
     assert_eq!(s, 200);

@@ -10,6 +10,11 @@ use instancemap::plc::load::Loader;
 use instancemap::plc::{ExportOp, OpState};
 use instancemap::store::Store;
 
+/// Each DID's signing key (seeded by a letter of the DID).
+fn key_of(did: &str) -> (k256::ecdsa::SigningKey, String) {
+    test_key(did.as_bytes()[8])
+}
+
 fn plc_op(seq: u64, did: &str, pds: Option<&str>, tombstone: bool) -> ExportOp {
     ExportOp {
         did: did.into(),
@@ -21,7 +26,7 @@ fn plc_op(seq: u64, did: &str, pds: Option<&str>, tombstone: bool) -> ExportOp {
         state: if tombstone {
             OpState::Tombstone
         } else {
-            OpState::Update { pds: pds.map(str::to_owned), handle: None, signing_key: None }
+            OpState::Update { pds: pds.map(str::to_owned), handle: None, signing_key: Some(key_of(did).1) }
         },
     }
 }
@@ -73,13 +78,18 @@ fn recluster_assigns_every_account_an_instance_or_a_reason() {
     assert_eq!(s.unassigned.get("deleted"), Some(&1));
     assert_eq!(s.unassigned.get("no_pds"), Some(&1));
     let list = map::instances(&store).unwrap();
-    assert_eq!(list[0].name, "bsky.social");
+    // the two hosts share their registrable domain; the user domain they
+    // advertise links nothing until accounts created on them prove it
+    assert_eq!(list[0].name, "bsky.network");
     assert_eq!(list[0].hosts.len(), 2);
     assert_eq!(list[0].members.get("registered"), Some(&2));
     assert_eq!(list[0].members.get("active"), Some(&1));
     assert_eq!(list[1].name, "example.com");
     assert_eq!(list[1].members.get("registered"), Some(&1));
-    assert!(list[0].evidence.iter().any(|e| e.1 == "user_domain" && e.2 == "bsky.social"));
+    assert!(list[0].evidence.iter().any(|e| e.1 == "registrable_domain" && e.2 == "bsky.network"));
+    assert!(!list[0].evidence.iter().any(|e| e.1 == "user_domain"));
+    assert_eq!(list[0].unproven_domains.len(), 2, "{:?}", list[0].unproven_domains);
+    assert!(list[0].unproven_domains.iter().all(|(_, d, why)| d == "bsky.social" && why.contains("not proven")));
 
     let first = map::instance_of_account(&store, dids[0]).unwrap().unwrap();
     assert_eq!(first.id, list[0].id);
@@ -104,12 +114,13 @@ fn declarations_count_only_for_what_the_operator_controls() {
         l.apply(plc_op(1, "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", Some("https://pds.one-coop.org"), false)).unwrap();
         l.apply(plc_op(2, "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", Some("https://pds.two-coop.org"), false)).unwrap();
         l.apply(plc_op(3, "did:plc:cccccccccccccccccccccccc", Some("https://pds.stranger.org"), false)).unwrap();
+        l.apply(plc_op(4, op, Some("https://pds.one-coop.org"), false)).unwrap();
         l.flush().unwrap();
     }
     let describe = |did: Option<&str>| Describe { did: did.map(str::to_owned), ..Describe::default() };
     for (h, did) in [
         ("https://pds.one-coop.org", Some(op)), // names the operator
-        ("https://pds.two-coop.org", None),     // under the operator's handle's domain
+        ("https://pds.two-coop.org", None),     // under the operator's apex handle's domain
         ("https://pds.stranger.org", Some("did:web:stranger.org")),
     ] {
         let rec = HostRecord {
@@ -119,12 +130,13 @@ fn declarations_count_only_for_what_the_operator_controls() {
         };
         hosts::put(&store, h, &rec).unwrap();
     }
-    // the operator's verified handle
+    // the operator's verified handle: the domain itself (an apex handle
+    // proves control of the domain; a handle under it would not)
     let ident = IdentityRecord {
-        handle: Some("op.two-coop.org".into()),
+        handle: Some("two-coop.org".into()),
         resolved_at_ms: Some(1),
         handle_check: Some(HandleCheck {
-            handle: "op.two-coop.org".into(),
+            handle: "two-coop.org".into(),
             verified: true,
             method: Some("dns".into()),
             reason: None,
@@ -149,7 +161,7 @@ fn declarations_count_only_for_what_the_operator_controls() {
         ("accountDomains", Value::Array(vec![text(".two-coop.org"), text(".elsewhere.org")])),
         ("createdAt", text("2026-11-26T00:00:00.000Z")),
     ]);
-    let f = commit_frame(
+    let f = signed_commit_frame(
         9,
         op,
         "3mptbypluud2a",
@@ -159,11 +171,12 @@ fn declarations_count_only_for_what_the_operator_controls() {
             record: Some(declaration),
             omit_block: false,
         }],
+        Some(&key_of(op).0),
     );
     // memberships: one from an account on a verified host, one from an
     // account on the stranger's host (the declaration does not cover it)
     let member = |seq: i64, did: &str| {
-        commit_frame(
+        signed_commit_frame(
             seq,
             did,
             "3mptbypluud2a",
@@ -173,6 +186,7 @@ fn declarations_count_only_for_what_the_operator_controls() {
                 record: Some(map(vec![("operator", text(op)), ("createdAt", text("2026-11-26T00:00:00.000Z"))])),
                 omit_block: false,
             }],
+            Some(&key_of(did).0),
         )
     };
     let store = ingest_frames(

@@ -34,6 +34,8 @@ pub struct Maintainer {
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The map's version was found current.
     checked_version: bool,
+    /// The map's version was written (once per maintainer).
+    version_written: bool,
 }
 
 /// What one [`Maintainer::step`] did.
@@ -57,6 +59,7 @@ impl Maintainer {
             last_structure: None,
             stop: None,
             checked_version: false,
+            version_written: false,
         }
     }
 
@@ -109,6 +112,12 @@ impl Maintainer {
         let mut step = Step { accounts: marks.len(), ..Step::default() };
         let mut need_structure = structure.is_some();
         let mut batch = Batch::with_capacity(marks.len() * 2);
+        if !self.version_written {
+            // the map is current under these rules (checked above): say so,
+            // so a map the maintainer alone built is not taken as outdated
+            batch.put_meta(store::MetaKey::MapVersion, recompute::MAP_VERSION.to_be_bytes().to_vec());
+            self.version_written = true;
+        }
         let mut left: BTreeSet<String> = BTreeSet::new();
         let mut moves = 0usize;
         for (did, n) in &marks {
