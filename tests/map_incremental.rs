@@ -111,7 +111,11 @@ impl Net {
                     state: if *tombstone {
                         OpState::Tombstone
                     } else {
-                        OpState::Update { pds: host.map(|h| HOSTS[h].to_owned()), handle: None, signing_key: None }
+                        OpState::Update {
+                            pds: host.map(|h| HOSTS[h].to_owned()),
+                            handle: None,
+                            signing_key: Some(test_key(*did as u8 + 1).1),
+                        }
                     },
                 })
                 .unwrap();
@@ -185,7 +189,8 @@ impl Net {
                     ("pdsHosts", Value::Array(hosts.iter().map(|h| text(HOSTS[*h])).collect())),
                     ("createdAt", text("2026-11-26T00:00:00.000Z")),
                 ]);
-                let f = commit_frame(
+                // signed with the DID's key (known once a PLC op named it)
+                let f = signed_commit_frame(
                     self.fseq,
                     DIDS[*did],
                     "3mptbypluud2a",
@@ -195,6 +200,7 @@ impl Net {
                         record: Some(record),
                         omit_block: false,
                     }],
+                    Some(&test_key(*did as u8 + 1).0),
                 );
                 self.frames(f);
             }
@@ -205,7 +211,7 @@ impl Net {
                     ("operator", text(DIDS[*operator])),
                     ("createdAt", text("2026-11-26T00:00:00.000Z")),
                 ]);
-                let f = commit_frame(
+                let f = signed_commit_frame(
                     self.fseq,
                     DIDS[*did],
                     "3mptbypluud2a",
@@ -215,6 +221,7 @@ impl Net {
                         record: Some(record),
                         omit_block: false,
                     }],
+                    Some(&test_key(*did as u8 + 1).0),
                 );
                 self.frames(f);
             }
@@ -231,7 +238,11 @@ fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
         let mut rows = Vec::new();
         store
             .map_scan(fam, &[], &mut |k, v| {
-                rows.push(format!("{} = {:?}", String::from_utf8_lossy(k), v));
+                let v = match std::str::from_utf8(v) {
+                    Ok(t) => t.to_owned(),
+                    Err(_) => format!("{v:?}"),
+                };
+                rows.push(format!("{} = {v}", String::from_utf8_lossy(k)));
                 true
             })
             .unwrap();
@@ -266,18 +277,30 @@ fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
         })
         .unwrap();
     out.insert("map_counts", counts);
-    let instances = map::instances(store)
-        .unwrap()
+    // ids depend on the map's history (an instance keeps its id through
+    // merges and splits), so two stores that reached one map by different
+    // paths may name an instance differently: each id is replaced by the
+    // instance's first host
+    let list = map::instances(store).unwrap();
+    let canonical: BTreeMap<String, String> = list.iter().map(|i| (i.id.clone(), i.hosts[0].clone())).collect();
+    let canon = |text: String| canonical.iter().fold(text, |t, (id, host)| t.replace(id, &format!("<{host}>")));
+    let instances = list
         .into_iter()
         .map(|mut i| {
             i.computed_at_ms = 0;
             for e in &mut i.evidence {
                 e.3 = 0; // when the host was first seen: wall clock
             }
-            format!("{i:?}")
+            for p in &mut i.domain_proofs {
+                p.at_ms = 0;
+                p.examples.clear(); // illustrative: a sample of the proving accounts
+            }
+            canon(format!("{i:?}"))
         })
         .collect();
     out.insert("instances", instances);
+    let hi = out.get_mut("host_instance").unwrap();
+    *hi = std::mem::take(hi).into_iter().map(canon).collect();
     out
 }
 
@@ -389,4 +412,62 @@ fn ids_stay_when_unrelated_hosts_come_and_go() {
     m.run_until_idle().unwrap();
     assert_eq!(map::instance_id_of_host(net.store(), HOSTS[0]).unwrap().unwrap(), before);
     assert_eq!(map::instance_id_of_host(net.store(), HOSTS[1]).unwrap().unwrap(), before);
+}
+
+/// A user domain links two hosts once accounts created on each vouch for
+/// it, and a declaration that arrived before its signer's key counts once
+/// the key does: both taken in by the maintainer as they happen, equal to
+/// the recompute.
+#[test]
+fn proofs_and_keys_that_arrive_later_are_taken_in_incrementally() {
+    let (d2, d4) = (2usize, 4usize); // pds.example.com, localhost:2583
+    let changes = vec![
+        Change::Crawl { host: d2, domains: vec![1], names: None },
+        // the operator declares host 4 before any key of its is known
+        Change::Declare { did: 5, hosts: vec![d4] },
+        Change::Crawl { host: d4, domains: vec![1], names: Some(5) },
+        Change::Plc { did: 0, host: Some(d2), tombstone: false },
+        Change::Plc { did: 1, host: Some(d2), tombstone: false },
+        Change::Plc { did: 2, host: Some(d4), tombstone: false },
+        Change::Plc { did: 3, host: Some(d4), tombstone: false },
+        Change::Resolve { did: 0, host: d2, handle: Some(1) },
+        Change::Resolve { did: 1, host: d2, handle: Some(1) },
+        Change::Resolve { did: 2, host: d4, handle: Some(1) },
+        Change::Step,
+    ];
+    check(&changes);
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new(dir.path());
+    let mut m = Maintainer::new(net.store().clone(), Default::default());
+    let id = |net: &Net, h: usize| map::instance_id_of_host(net.store(), HOSTS[h]).unwrap().unwrap();
+    for c in &changes {
+        net.apply(c);
+    }
+    m.run_until_idle().unwrap();
+    // host 2 is proven (two accounts created there vouch), host 4 not yet (one)
+    assert_ne!(id(&net, d2), id(&net, d4));
+    let i4 = map::instance_of_host(net.store(), HOSTS[d4]).unwrap().unwrap();
+    assert_eq!(i4.operator, None, "the declaration's signer had no key yet");
+    // a second account vouches for host 4, and the operator's key arrives
+    for c in [
+        Change::Resolve { did: 3, host: d4, handle: Some(1) },
+        Change::Plc { did: 5, host: Some(d4), tombstone: false },
+    ] {
+        net.apply(&c);
+    }
+    m.run_until_idle().unwrap();
+    assert_eq!(id(&net, d2), id(&net, d4), "the proven user domain links them");
+    let inst = map::instance_of_host(net.store(), HOSTS[d4]).unwrap().unwrap();
+    assert_eq!(inst.operator.as_deref(), Some(DIDS[5]), "signed, and the host names the operator");
+    assert!(inst
+        .domain_proofs
+        .iter()
+        .any(|p| p.domain == "example.social" && p.accounts == 2 && p.examples.len() == 2));
+    let mut all = changes.clone();
+    all.extend([
+        Change::Resolve { did: 3, host: d4, handle: Some(1) },
+        Change::Plc { did: 5, host: Some(d4), tombstone: false },
+        Change::Step,
+    ]);
+    check(&all);
 }

@@ -121,7 +121,6 @@ pub struct HostProof {
     pub user_domains: Vec<String>,
 }
 
-
 /// Checks a declaration's claims against what the operator demonstrably
 /// controls: a claim counts only with proof from the side claimed.
 ///
@@ -177,7 +176,8 @@ pub fn verify(
         } else if !alone && apex.is_some() && super::registrable_domain(&name).as_deref() == apex {
             Some("the operator's verified handle is the host's registrable domain")
         } else if let (Some(a), Some(e)) = (apex, email_domain.as_deref()) {
-            under(e, a).then_some("the host's describeServer contact is at the domain the operator's verified handle is")
+            under(e, a)
+                .then_some("the host's describeServer contact is at the domain the operator's verified handle is")
         } else {
             None
         };
@@ -216,4 +216,3 @@ pub fn verify(
     }
     st
 }
-

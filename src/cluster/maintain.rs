@@ -220,7 +220,8 @@ fn vouching_changed(store: &Store, did: &str, old: Option<&Assignment>, new: &As
         if domains.is_empty() {
             continue;
         }
-        let advertised = store.host(&host)?.and_then(|h| h.describe).map(|d| d.available_user_domains).unwrap_or_default();
+        let advertised =
+            store.host(&host)?.and_then(|h| h.describe).map(|d| d.available_user_domains).unwrap_or_default();
         if advertised.iter().filter_map(|d| super::user_domain_key(d)).any(|d| domains.contains(&d.as_str())) {
             return Ok(true);
         }
@@ -256,10 +257,8 @@ pub fn bring_current(
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Update, RecomputeError> {
     let f = super::map::freshness(store)?;
-    let (interrupted, marks) = (
-        f.recompute_interrupted_ms.is_some() || f.outdated,
-        f.pending_accounts + u64::from(f.structure_pending),
-    );
+    let (interrupted, marks) =
+        (f.recompute_interrupted_ms.is_some() || f.outdated, f.pending_accounts + u64::from(f.structure_pending));
     if interrupted || (marks > BULK_MARKS && marks.saturating_mul(4) > store.estimate_accounts()) {
         let opts = RecomputeOptions { clear_marks: true, stop, progress: None };
         return Ok(Update::Recomputed(recompute::recompute_with(store, overrides, &opts)?));

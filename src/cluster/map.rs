@@ -72,7 +72,10 @@ pub struct Freshness {
 
 impl Freshness {
     pub fn is_current(&self) -> bool {
-        self.pending_accounts == 0 && !self.structure_pending && self.recompute_interrupted_ms.is_none() && !self.outdated
+        self.pending_accounts == 0
+            && !self.structure_pending
+            && self.recompute_interrupted_ms.is_none()
+            && !self.outdated
     }
 
     /// One line for people; `None` when current.

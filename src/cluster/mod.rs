@@ -641,8 +641,13 @@ mod tests {
         assert_ne!(id_of(small), "inst_m");
         assert_eq!(id_of(small), instance_id("host:https://pds.small.example"));
         // a stranger's host joining brings no members: the id stays
-        let previous = Previous { ids: [(big.to_owned(), "inst_big".to_owned())].into(), weight: [(big.to_owned(), 1000)].into() };
-        let out = cluster_keeping(&[h(big, &[".z.example"]), h("https://a.stranger.example", &[".z.example"])], &Default::default(), &previous);
+        let previous =
+            Previous { ids: [(big.to_owned(), "inst_big".to_owned())].into(), weight: [(big.to_owned(), 1000)].into() };
+        let out = cluster_keeping(
+            &[h(big, &[".z.example"]), h("https://a.stranger.example", &[".z.example"])],
+            &Default::default(),
+            &previous,
+        );
         assert_eq!(out[0].id, "inst_big");
     }
 

@@ -49,16 +49,18 @@ pub const MAP_VERSION: u32 = 2;
 /// Whether the stored map was computed under older rules than these (an
 /// empty map is not: there is nothing to rebuild).
 pub fn map_outdated(store: &(impl StoreReader + crate::store::map::MapReader)) -> store::Result<bool> {
-    let version = store.meta(store::MetaKey::MapVersion)?.and_then(|v| v.as_slice().try_into().ok()).map(u32::from_be_bytes);
+    let version =
+        store.meta(store::MetaKey::MapVersion)?.and_then(|v| v.as_slice().try_into().ok()).map(u32::from_be_bytes);
     Ok(match version {
         Some(v) => v < MAP_VERSION,
         None => {
             let mut any = false;
-            store.each_assignment(&mut |_, _| {
-                any = true;
-                Err(store::StoreError::ScanStopped)
-            })
-            .or_else(|e| if matches!(e, store::StoreError::ScanStopped) { Ok(()) } else { Err(e) })?;
+            store
+                .each_assignment(&mut |_, _| {
+                    any = true;
+                    Err(store::StoreError::ScanStopped)
+                })
+                .or_else(|e| if matches!(e, store::StoreError::ScanStopped) { Ok(()) } else { Err(e) })?;
             any
         }
     })

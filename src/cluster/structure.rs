@@ -52,12 +52,7 @@ struct DomainProofs {
 /// advertises: the domain is under the host's own registrable domain, or
 /// at least [`PROOF_ACCOUNTS`] accounts created on the host hold handles
 /// under it that verify both ways (the domain's owner answers for them).
-fn prove_domains(
-    store: &Store,
-    endpoint: &str,
-    advertised: &[String],
-    at_ms: i64,
-) -> store::Result<DomainProofs> {
+fn prove_domains(store: &Store, endpoint: &str, advertised: &[String], at_ms: i64) -> store::Result<DomainProofs> {
     let (name, alone) = super::host_name(endpoint);
     let rd = if alone { None } else { super::registrable_domain(&name) };
     let mut keys: Vec<String> = advertised.iter().filter_map(|d| super::user_domain_key(d)).collect();
@@ -67,7 +62,8 @@ fn prove_domains(
     let mut need_examples = Vec::new();
     for (n, d) in keys.into_iter().enumerate() {
         if n >= MAX_ADVERTISED {
-            out.unproven.push((d, format!("more than {MAX_ADVERTISED} user domains advertised; the rest are not considered")));
+            out.unproven
+                .push((d, format!("more than {MAX_ADVERTISED} user domains advertised; the rest are not considered")));
             continue;
         }
         if let Some(rd) = rd.as_deref().filter(|rd| under(&d, rd)) {
