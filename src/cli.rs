@@ -313,6 +313,36 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             eprintln!("checkpoint written to {}", a.out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cursor(a) => {
+            let store = Store::open(&a.db.db)
+                .with_context(|| format!("opening database {} (stop `run` first)", a.db.db.display()))?;
+            use crate::store::{StoreReader, StoreWriter};
+            if let Some(src) = &a.source {
+                let before = store.source_cursor(src)?;
+                let mut b = crate::store::Batch::default();
+                if let Some(n) = a.set {
+                    anyhow::ensure!(n >= 0, "a cursor is a seq, 0 or more");
+                    b.cursor(src, n);
+                } else if a.delete {
+                    b.delete_cursor(src);
+                }
+                if !b.is_empty() {
+                    store.commit(b)?;
+                    let after = store.source_cursor(src)?;
+                    tracing::info!(source = %src, ?before, ?after, "cursor changed by the operator");
+                    eprintln!("{src}: {} -> {}", show(before), show(after));
+                } else {
+                    out(&format!("{src}\t{}\n", show(before)))?;
+                }
+            } else {
+                let mut text = String::new();
+                for (src, seq) in store.all_cursors()? {
+                    text.push_str(&format!("{src}\t{seq}\n"));
+                }
+                out(&text)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(a) => {
             let store =
                 Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
@@ -325,6 +355,10 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn show(c: Option<i64>) -> String {
+    c.map_or_else(|| "none".to_owned(), |n| n.to_string())
 }
 
 /// Writes command output to stdout; a reader that went away (`| head`) is

@@ -62,6 +62,27 @@ pub enum Command {
     /// Copy a stopped database to a new directory (a RocksDB checkpoint; for a
     /// running `run`, POST dev.instancemap.admin.createCheckpoint instead).
     Checkpoint(CheckpointArgs),
+    /// Show, set or delete a source's cursor (the last seq applied from a
+    /// relay or a replayed file), e.g. after frames were refused as
+    /// implausible. Needs the database stopped.
+    Cursor(CursorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CursorArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The source (a relay URL, or `replay:<file name>`); without it, every
+    /// cursor is listed.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Set the cursor to this seq (the next run asks the relay for what
+    /// follows it).
+    #[arg(long, conflicts_with = "delete", requires = "source")]
+    pub set: Option<i64>,
+    /// Delete the cursor (the next run starts from the relay's live stream).
+    #[arg(long, requires = "source")]
+    pub delete: bool,
 }
 
 #[derive(Debug, Args)]

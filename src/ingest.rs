@@ -64,7 +64,20 @@ pub struct Ingest {
     resolve: Option<crate::identity::resolve::ResolveQueue>,
     /// What this writer did so far.
     totals: Totals,
+    /// The relay said the cursor asked for was older than it keeps: the
+    /// next seq may jump (to its oldest event) once.
+    outdated_cursor: bool,
 }
+
+/// A seq more than this above the last applied one is refused as
+/// implausible (a corrupted or hostile frame: one such frame would move the
+/// cursor past every later event), unless the relay has just said the
+/// cursor was outdated (`#info OutdatedCursor`), when it resumes from its
+/// oldest event. About an hour of the whole network's events.
+pub const MAX_SEQ_JUMP: i64 = 10_000_000;
+/// No relay numbers this far (today's are about 10^10): a seq above is
+/// refused whatever the cursor.
+pub const MAX_SEQ: i64 = 1 << 50;
 
 /// What one writer did: events applied, and events dropped because the
 /// source's cursor had already passed them.
@@ -93,6 +106,7 @@ impl Ingest {
             key: Vec::with_capacity(128),
             resolve: None,
             totals: Totals::default(),
+            outdated_cursor: false,
         })
     }
 
@@ -191,6 +205,21 @@ impl Ingest {
                 self.drop_event("duplicate");
                 return Ok(());
             }
+            let jump = self.cursor.is_some_and(|c| seq.saturating_sub(c) > MAX_SEQ_JUMP) && !self.outdated_cursor;
+            let implausible = !(0..=MAX_SEQ).contains(&seq);
+            if implausible || jump {
+                let reason = if implausible { "seq_implausible" } else { "seq_jump" };
+                metrics::SEQ_REFUSED.with_label_values(&[reason]).inc();
+                self.drop_event(reason);
+                tracing::warn!(
+                    seq,
+                    cursor = self.cursor,
+                    max_jump = MAX_SEQ_JUMP,
+                    reason,
+                    "frame refused: its seq is implausible over the cursor (not applied; the cursor stays)"
+                );
+                return Ok(());
+            }
         }
         self.totals.applied += 1;
         let label = ev.kind_label();
@@ -206,9 +235,13 @@ impl Ingest {
                 a.last_time_us = ev.time_us;
             }
         };
+        // only an event applied moves the cursor: a skipped, rejected or
+        // refused frame's seq is not taken
+        let mut applied = true;
         match &ev.kind {
             EventKind::Commit { signature: SigStatus::Invalid(reason), did, .. }
             | EventKind::Sync { signature: SigStatus::Invalid(reason), did, .. } => {
+                applied = false;
                 metrics::SIGNATURES.with_label_values(&[reason]).inc();
                 self.count(counter::SIGNATURE, reason, 1);
                 self.drop_event("bad_signature");
@@ -302,27 +335,35 @@ impl Ingest {
                 }
             }
             EventKind::Info { name, .. } => {
+                applied = false;
+                if name == "OutdatedCursor" {
+                    self.outdated_cursor = true;
+                }
                 let l = metrics::info_label(name);
                 metrics::INFO.with_label_values(&[l]).inc();
                 self.count(counter::INFO, l, 1);
                 self.drop_event("info");
             }
             EventKind::StreamError { error, .. } => {
+                applied = false;
                 let l = metrics::error_label(error);
                 metrics::ERROR_FRAMES.with_label_values(&[l]).inc();
                 self.count(counter::ERROR_FRAME, l, 1);
                 self.drop_event("error_frame");
             }
             EventKind::Skipped { deprecated } => {
+                applied = false;
                 self.drop_event(if *deprecated { "deprecated" } else { "unknown_type" });
             }
             EventKind::Rejected { reason } => {
+                applied = false;
                 self.count(counter::ERROR, reason, 1);
                 self.drop_event("rejected");
             }
         }
-        if let Some(s) = ev.seq {
+        if let Some(s) = ev.seq.filter(|_| applied) {
             self.cursor = Some(s);
+            self.outdated_cursor = false;
             metrics::CURSOR.set(s);
         }
         if let Some(t) = ev.time_us {

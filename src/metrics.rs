@@ -47,6 +47,18 @@ pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("instancemap_ingest_events_dropped_total", "Events not applied to the store, by reason.", &["reason"])
 });
 
+/// Frames refused for an implausible seq (`seq_jump`: more than
+/// `ingest::MAX_SEQ_JUMP` over the cursor; `seq_implausible`: negative or
+/// beyond any relay's numbering). Each is a corrupted or hostile frame the
+/// cursor did not follow.
+pub static SEQ_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "instancemap_ingest_seq_refused_total",
+        "Frames refused because their seq is implausible over the cursor, by reason.",
+        &["reason"],
+    )
+});
+
 /// Record operations applied, by action.
 pub static OPS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("instancemap_ingest_ops_total", "Record operations applied, by action.", &["action"]));
@@ -323,7 +335,7 @@ pub fn store_label(property: &str) -> String {
 
 /// Drop reasons, for pre-registering.
 pub const DROP_REASONS: &[&str] =
-    &["duplicate", "deprecated", "unknown_type", "rejected", "info", "error_frame", "bad_signature"];
+    &["duplicate", "deprecated", "unknown_type", "rejected", "info", "error_frame", "bad_signature", "seq_jump", "seq_implausible"];
 
 /// Signature check results, for pre-registering.
 pub const SIGNATURE_RESULTS: &[&str] =
@@ -353,6 +365,9 @@ pub fn init(labels: &Labels) {
     }
     for r in DROP_REASONS {
         DROPPED.with_label_values(&[r]);
+    }
+    for r in ["seq_jump", "seq_implausible"] {
+        SEQ_REFUSED.with_label_values(&[r]);
     }
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);

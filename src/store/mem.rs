@@ -142,6 +142,7 @@ impl StoreWriter for MemStore {
                 Op::DeleteRecord { collection, did, rkey } => _ = f.records.remove(&(collection, did, rkey)),
                 Op::Count(k, n) => *f.counters.entry(k).or_default() += n,
                 Op::Cursor(src, seq) => _ = f.cursors.insert(src, seq),
+                Op::DeleteCursor(src) => _ = f.cursors.remove(&src),
                 Op::PutMeta(k, v) => _ = f.meta.insert(k, v),
                 Op::DeleteMeta(k) => _ = f.meta.remove(&k),
                 Op::Plc(did, o) => f.plc.entry(did).or_default().apply(o),

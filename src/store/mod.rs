@@ -356,6 +356,7 @@ pub enum Op {
     /// Adds to the counter `group/label` (the whole key given).
     Count(Vec<u8>, i64),
     Cursor(String, i64),
+    DeleteCursor(String),
     PutMeta(MetaKey, Vec<u8>),
     DeleteMeta(MetaKey),
     /// One PLC operation, folded into the DID's record in batch order.
@@ -415,6 +416,10 @@ impl Batch {
     }
     pub fn cursor(&mut self, source: &str, seq: i64) {
         self.ops.push(Op::Cursor(source.to_owned(), seq));
+    }
+    /// Forgets a source's cursor (an operator's reset).
+    pub fn delete_cursor(&mut self, source: &str) {
+        self.ops.push(Op::DeleteCursor(source.to_owned()));
     }
     pub fn put_meta(&mut self, key: MetaKey, value: Vec<u8>) {
         self.ops.push(Op::PutMeta(key, value));
@@ -521,6 +526,7 @@ impl Store {
                 }
                 Op::Count(k, n) => wb.merge_cf(self.cf(CF_COUNTERS), k, n.to_le_bytes()),
                 Op::Cursor(src, seq) => wb.put_cf(self.cf(CF_META), Store::cursor_key(&src), seq.to_be_bytes()),
+                Op::DeleteCursor(src) => wb.delete_cf(self.cf(CF_META), Store::cursor_key(&src)),
                 Op::PutMeta(k, v) => wb.put_cf(self.cf(CF_META), k.bytes(), v),
                 Op::DeleteMeta(k) => wb.delete_cf(self.cf(CF_META), k.bytes()),
                 Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), to_cbor(&o)),

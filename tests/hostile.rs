@@ -1,0 +1,129 @@
+//! Hostile input cannot stop or starve ingest: one frame cannot poison the
+//! cursor (every later event dropped as a duplicate, and `run` asking the
+//! relay for that cursor after a restart), a skipped frame's seq is not
+//! taken, and an operator can reset a cursor.
+
+mod common;
+
+use ciborium::Value;
+use common::*;
+use instancemap::store::{Store, StoreReader};
+
+const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
+fn account(seq: i64) -> Vec<u8> {
+    frame(
+        1,
+        Some("#account"),
+        &map(vec![
+            ("seq", Value::Integer(seq.into())),
+            ("did", text(DID)),
+            ("time", text("2026-07-04T14:38:07.517Z")),
+            ("active", Value::Bool(true)),
+        ]),
+    )
+}
+
+fn info(name: &str) -> Vec<u8> {
+    frame(1, Some("#info"), &map(vec![("name", text(name))]))
+}
+
+fn run(frames: &[Vec<u8>]) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let store = ingest_frames(store, "wss://relay.example", frames);
+    (dir, store)
+}
+
+fn dropped(store: &Store, reason: &str) -> i64 {
+    store.all_counters().unwrap().get(&format!("dropped/{reason}")).copied().unwrap_or(0)
+}
+
+/// The bug: a frame with seq 2^63-1 moved the cursor there; every later
+/// event was dropped as a duplicate.
+#[test]
+fn one_frame_with_seq_i64_max_does_not_poison_the_cursor() {
+    let (_d, store) = run(&[account(1), account(2), account(i64::MAX), account(3), account(4)]);
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(4));
+    assert_eq!(dropped(&store, "seq_implausible"), 1, "{:?}", store.all_counters().unwrap());
+    assert_eq!(dropped(&store, "duplicate"), 0, "nothing after it was lost");
+}
+
+/// One bit flipped in a seq (a fuzzer found it by accident): refused as a
+/// jump, the stream goes on.
+#[test]
+fn one_bit_flipped_in_a_seq_is_refused_as_a_jump() {
+    let flipped = 2 | (1i64 << 40);
+    let (_d, store) = run(&[account(1), account(2), account(flipped), account(3), account(4)]);
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(4));
+    assert_eq!(dropped(&store, "seq_jump"), 1);
+    assert_eq!(dropped(&store, "duplicate"), 0);
+}
+
+/// A negative seq is no seq a relay gives (the decoder refuses it), nor
+/// one beyond any relay's numbering when there is no cursor yet.
+#[test]
+fn a_negative_or_huge_seq_is_refused_without_a_cursor_too() {
+    let (_d, store) = run(&[account(-1), account(5), account(6)]);
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(6));
+    assert_eq!(dropped(&store, "rejected"), 1);
+    let (_d, store) = run(&[account(1 << 60), account(5)]);
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(5));
+    assert_eq!(dropped(&store, "seq_implausible"), 1);
+}
+
+/// A skipped frame (a deprecated type here) does not move the cursor: its
+/// seq was never applied.
+#[test]
+fn a_skipped_frames_seq_is_not_taken() {
+    let handle = frame(
+        1,
+        Some("#handle"),
+        &map(vec![("seq", Value::Integer(9.into())), ("did", text(DID)), ("handle", text("a.example.com"))]),
+    );
+    let (_d, store) = run(&[account(1), handle]);
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(1));
+    assert_eq!(dropped(&store, "deprecated"), 1);
+}
+
+/// After `#info OutdatedCursor` the relay resumes from its oldest event: one
+/// jump is taken, and only then.
+#[test]
+fn an_outdated_cursor_lets_the_relay_jump_once() {
+    let far = 40_000_000;
+    let (_d, store) = run(&[account(10), info("OutdatedCursor"), account(far), account(far + 1)]);
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(far + 1));
+    assert_eq!(dropped(&store, "seq_jump"), 0);
+    let (_d, store) = run(&[account(10), info("OutdatedCursor"), account(11), account(far)]);
+    assert_eq!(store.source_cursor("wss://relay.example").unwrap(), Some(11), "the allowance is spent");
+    assert_eq!(dropped(&store, "seq_jump"), 1);
+}
+
+/// The documented reset: `instancemap cursor` lists, sets and deletes.
+#[test]
+fn an_operator_resets_a_cursor_with_the_cursor_command() {
+    let bin = env!("CARGO_BIN_EXE_instancemap");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    {
+        let store = Store::open(&db).unwrap();
+        let _ = ingest_frames(store, "wss://relay.example", &[account(7)]);
+    }
+    let cmd = |args: &[&str]| {
+        let out = std::process::Command::new(bin).arg("cursor").arg("--db").arg(&db).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cmd(&[]), "wss://relay.example\t7\n");
+    cmd(&["--source", "wss://relay.example", "--set", "3"]);
+    assert_eq!(cmd(&["--source", "wss://relay.example"]), "wss://relay.example\t3\n");
+    cmd(&["--source", "wss://relay.example", "--delete"]);
+    assert_eq!(cmd(&[]), "");
+    let out = std::process::Command::new(bin)
+        .args(["cursor", "--db"])
+        .arg(&db)
+        .args(["--source", "x", "--set", "-5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
