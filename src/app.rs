@@ -53,9 +53,19 @@ impl Checker {
     pub fn queue(&self, mut event: Event) -> Queued {
         let mut pending = None;
         if let Some(pool) = &self.pool {
+            // a commit writing the project's own records keeps what its
+            // signature covers: the record is stored with it, so it can be
+            // checked again once a key is known
+            let keep = match &event.kind {
+                EventKind::Commit { records, .. } => records.iter().any(|w| {
+                    [crate::cluster::declaration::DECLARATION, crate::cluster::declaration::MEMBERSHIP]
+                        .contains(&w.collection.as_str())
+                }),
+                _ => false,
+            };
             match &mut event.kind {
                 EventKind::Commit { did, sig, signature, .. } | EventKind::Sync { did, sig, signature, .. } => {
-                    match sig.take() {
+                    match if keep { sig.clone() } else { sig.take() } {
                         Some(input) => match pool.submit(did, input) {
                             Ok(p) => pending = Some(p),
                             Err(status) => *signature = status,

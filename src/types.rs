@@ -139,16 +139,21 @@ pub fn registrable_domain(name: &str) -> Option<String> {
 /// The domains a handle is under that could be a provider's user domain:
 /// its parent, its parent's parent, … down to its registrable domain
 /// (`alice.bsky.social` → `bsky.social`; `a.b.example.co.uk` →
-/// `b.example.co.uk`, `example.co.uk`); the handle itself when it is its
-/// registrable domain. None for what has no registrable domain.
+/// `b.example.co.uk`, `example.co.uk`), or down to its last two labels
+/// when its suffix is not on the Public Suffix List (`max.pds-b.test` →
+/// `pds-b.test`); the handle itself when it is its registrable domain.
 pub fn handle_domains(handle: &str) -> Vec<&str> {
-    let Some(rd) = registrable_domain(handle) else { return Vec::new() };
-    if handle.len() == rd.len() {
-        return vec![handle];
-    }
+    let floor = match registrable_domain(handle) {
+        Some(rd) if rd.len() == handle.len() => return vec![handle],
+        Some(rd) => rd.len(),
+        None => match handle.rsplitn(3, '.').collect::<Vec<_>>()[..] {
+            [tld, sld, _] => tld.len() + sld.len() + 1,
+            _ => return Vec::new(),
+        },
+    };
     let mut out = Vec::new();
     let mut rest = handle;
-    while rest.len() > rd.len() {
+    while rest.len() > floor {
         let Some((_, parent)) = rest.split_once('.') else { break };
         out.push(parent);
         rest = parent;
@@ -245,6 +250,16 @@ fn is_host_name(d: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handle_domains_run_down_to_the_registrable_domain_or_two_labels() {
+        assert_eq!(handle_domains("alice.bsky.social"), ["bsky.social"]);
+        assert_eq!(handle_domains("a.b.example.co.uk"), ["b.example.co.uk", "example.co.uk"]);
+        assert_eq!(handle_domains("max.pds-b.test"), ["pds-b.test"]);
+        assert_eq!(handle_domains("x.max.pds-b.test"), ["max.pds-b.test", "pds-b.test"]);
+        assert_eq!(handle_domains("example.com"), ["example.com"]);
+        assert!(handle_domains("pds-b.test").is_empty());
+    }
 
     #[test]
     fn examples() {

@@ -407,3 +407,68 @@ fn a_declaration_signed_by_another_key_does_not_count() {
     assert!(st.verified_hosts.is_empty());
     assert!(st.unverified[0].1.contains("signature"), "{:?}", st.unverified);
 }
+
+/// Through the verify pool, as `run` and `replay` check commits: a
+/// declaration whose signature verified on arrival counts; one that arrived
+/// before its operator's key was known (no_key) counts once the key is, and
+/// not before. (The pool used to consume what the signature covers, so the
+/// record was kept without it and never counted.)
+#[test]
+fn declarations_checked_by_the_verify_pool_count_once_their_key_is_known() {
+    use instancemap::app::{settle, Checker};
+    use instancemap::event;
+    use instancemap::ingest::Ingest;
+    let replay = |store: Store, f: &[u8]| {
+        let checker = Checker::new(true, &store);
+        let mut ingest = Ingest::new(store, "replay").unwrap();
+        ingest.apply(settle(checker.queue(event::from_frame_bytes(f)))).unwrap();
+        ingest.finish().unwrap()
+    };
+    let frame_of = |op: &str, h: &str| {
+        signed_commit_frame(
+            1,
+            op,
+            "3mptbypluud2a",
+            &[TestOp {
+                action: "create",
+                path: "dev.instancemap.declaration/self",
+                record: Some(declaration("Checked Co-op", &[h], &[])),
+                omit_block: false,
+            }],
+            Some(&key_of(op).0),
+        )
+    };
+    // known key: valid on arrival
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (op, h) = (did("checked"), "https://pds.checked-coop.org");
+    {
+        let mut l = Loader::new(&store).unwrap();
+        plc(&mut l, &mut 0, &op, h, &[]);
+        l.flush().unwrap();
+    }
+    host(&store, h, Describe { did: Some(op.clone()), ..Describe::default() });
+    let store = replay(store, &frame_of(&op, h));
+    map::recompute(&store, &Default::default()).unwrap();
+    assert_eq!(instance_of(&store, h).operator.as_deref(), Some(op.as_str()));
+
+    // unknown key on arrival: kept, not counted; counted once the key is known
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (op, h) = (did("latekey"), "https://pds.latekey-coop.org");
+    host(&store, h, Describe { did: Some(op.clone()), ..Describe::default() });
+    let store = replay(store, &frame_of(&op, h));
+    assert_eq!(stats(&store).signatures.get("no_key"), Some(&1));
+    map::recompute(&store, &Default::default()).unwrap();
+    let st = map::declaration_status(&store, &op).unwrap().unwrap();
+    assert!(st.verified_hosts.is_empty());
+    assert_eq!(st.unverified, vec![(h.to_owned(), st.unverified[0].1.clone())], "the claim, normalised, with why");
+    {
+        let mut l = Loader::new(&store).unwrap();
+        plc(&mut l, &mut 0, &op, h, &[]);
+        l.flush().unwrap();
+    }
+    let mut m = instancemap::cluster::map::Maintainer::new(store.clone(), Default::default());
+    m.run_until_idle().unwrap();
+    assert_eq!(instance_of(&store, h).operator.as_deref(), Some(op.as_str()), "the maintainer took the key in");
+}

@@ -151,7 +151,11 @@ pub fn verify(
     if !signed {
         let why = "the declaration's signature is not known to be valid yet (no signing key known for the operator \
                    when it arrived; it counts once the key is known and the signature verifies)";
-        for claim in decl.pds_hosts.iter().chain(&decl.account_domains) {
+        for claim in &decl.pds_hosts {
+            let host = crate::identity::did::normalize_endpoint(claim).unwrap_or_else(|_| claim.clone());
+            st.unverified.push((host, why.into()));
+        }
+        for claim in &decl.account_domains {
             st.unverified.push((claim.clone(), why.into()));
         }
         return st;

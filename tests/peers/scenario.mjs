@@ -325,11 +325,13 @@ const summary = {
   },
   memberships,
   invalid_records: invalidRecords,
-  // The instance of each PDS. A: anchored by opal's verified declaration
-  // (`decl:` sorts before `ud:`) and named by it; B: by the user domain it
-  // advertises. otto's claims join nothing, name nothing, move no account.
+  // The instance of each PDS, anchored by the user domain it is proven to
+  // issue handles under (accounts created on it whose handles verify both
+  // ways; a declaration is not an anchor); A named by opal's verified
+  // declaration, B by its user domain. otto's claims join nothing, name
+  // nothing, move no account.
   instances: {
-    [A]: { anchor: `decl:${opal.did}`, name: declared.opal.name, hosts: [A], operator: opal.did,
+    [A]: { anchor: 'ud:pds-a.test', name: declared.opal.name, hosts: [A], operator: opal.did,
       declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === opal.did).length },
     [B]: { anchor: 'ud:pds-b.test', name: 'pds-b.test', hosts: [B], operator: null, declared_members: 0 },
   },
