@@ -372,7 +372,7 @@ pub fn init(labels: &Labels) {
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);
     }
-    for r in ["applied", "already_applied", "nullified_skipped", "bad_json", "invalid_op"] {
+    for r in ["applied", "already_applied", "nullified_skipped", "bad_json", "invalid_op", "bad_position"] {
         PLC_OPS.with_label_values(&[r]);
     }
     LazyLock::force(&PLC_POSITION);

@@ -149,7 +149,7 @@ fn malformed_lines_are_counted_and_the_rest_applied() {
     let good = std::fs::read_to_string(common::fixture("plc/export_seq_after0_count2.jsonl")).unwrap();
     let mut g = good.lines();
     let text = format!(
-        "{}\nnot json\n{{\"did\":\"did:web:x.com\",\"cid\":\"b\",\"createdAt\":\"x\",\"operation\":{{\"type\":\"plc_operation\"}}}}\n{{\"did\":\"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa\",\"cid\":\"b\",\"createdAt\":\"x\",\"seq\":9,\"operation\":{{\"type\":\"mystery\"}}}}\n{}",
+        "{}\nnot json\n{{\"did\":\"did:web:x.com\",\"cid\":\"b\",\"createdAt\":\"x\",\"operation\":{{\"type\":\"plc_operation\"}}}}\n{{\"did\":\"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa\",\"cid\":\"b\",\"createdAt\":\"2022-11-17T00:35:16.391Z\",\"seq\":9,\"operation\":{{\"type\":\"mystery\"}}}}\n{}",
         g.next().unwrap(),
         g.next().unwrap()
     );
@@ -163,6 +163,47 @@ fn malformed_lines_are_counted_and_the_rest_applied() {
     let c = store.counters().unwrap();
     assert_eq!(c["plc_error/invalid_op"], 2);
     assert_eq!(c["plc/ops"], 2);
+}
+
+/// The bug: one line with `seq = u64::MAX` (sequence form) or `createdAt:
+/// "zzzz"` (legacy form) moved the position there, so every later line was
+/// "already applied" (and `run`'s follower stayed "caught up" for good).
+/// Such a line is now a counted reject, and the lines after it apply.
+#[test]
+fn one_line_with_an_untrusted_position_does_not_make_every_later_line_already_applied() {
+    let good = std::fs::read_to_string(common::fixture("plc/export_seq_after0_count2.jsonl")).unwrap();
+    let lines: Vec<Value> = good.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let did = |v: &Value| v["did"].as_str().unwrap().to_owned();
+    let mut poisoned_seq = lines[0].clone();
+    poisoned_seq["seq"] = Value::from(u64::MAX);
+    poisoned_seq["did"] = Value::from("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa");
+    let mut jumped = lines[0].clone();
+    jumped["seq"] = Value::from(1u64 << 40);
+    jumped["did"] = Value::from("did:plc:bbbbbbbbbbbbbbbbbbbbbbbb");
+    let mut legacy = lines.clone();
+    for l in &mut legacy {
+        l.as_object_mut().unwrap().remove("seq");
+    }
+    let mut poisoned_time = legacy[0].clone();
+    poisoned_time["createdAt"] = Value::from("zzzz");
+    poisoned_time["did"] = Value::from("did:plc:cccccccccccccccccccccccc");
+    let mut future = legacy[0].clone();
+    future["createdAt"] = Value::from("2999-01-01T00:00:00.000Z");
+    future["did"] = Value::from("did:plc:dddddddddddddddddddddddd");
+    for (name, file) in [
+        ("sequence", vec![lines[0].clone(), poisoned_seq, jumped, lines[1].clone()]),
+        ("legacy", vec![legacy[0].clone(), poisoned_time, future, legacy[1].clone()]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("export.jsonl");
+        write_lines(&f, &file);
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let s = source::load_file(&store, &f).unwrap();
+        assert_eq!((s.applied, s.already_applied), (2, 0), "{name}: {s:?}");
+        assert_eq!(s.rejected.get("bad_position"), Some(&2), "{name}: {s:?}");
+        assert!(record(&store, &did(&lines[1])).is_some(), "{name}: the line after the poisoned ones applied");
+        assert_eq!(store.counters().unwrap()["plc_error/bad_position"], 2, "{name}");
+    }
 }
 
 /// A fake directory: `/export` in the legacy form (as the reference server

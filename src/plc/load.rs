@@ -119,6 +119,12 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
 
     /// Applies one operation (if not already applied).
     pub fn apply(&mut self, op: ExportOp) -> store::Result<()> {
+        if let (Some(s), Some(p)) = (op.seq, self.position.seq) {
+            if s > p.saturating_add(super::MAX_SEQ_JUMP) {
+                self.reject(&PlcError::Position("seq jumps implausibly far over the position"));
+                return Ok(());
+            }
+        }
         self.stats.lines += 1;
         if self.position.covers(&op) {
             crate::metrics::PLC_OPS.with_label_values(&["already_applied"]).inc();

@@ -31,16 +31,29 @@ pub enum PlcError {
     Json(String),
     #[error("export line: {0}")]
     Invalid(&'static str),
+    /// A position (`seq`, `createdAt`) that cannot be the directory's: one
+    /// such line taken would make every later line look already applied.
+    #[error("export line position: {0}")]
+    Position(&'static str),
 }
+
+/// No PLC directory numbers this far (today's seqs are about 10^9).
+pub const MAX_SEQ: u64 = 1 << 50;
+/// A seq more than this above the position is refused (a corrupted or
+/// hostile line), like a jump of the firehose's cursor.
+pub const MAX_SEQ_JUMP: u64 = 100_000_000;
+/// A `createdAt` more than this ahead of the clock is refused.
+pub const MAX_CLOCK_AHEAD_US: i64 = 86_400_000_000;
 
 impl PlcError {
     pub fn reason(&self) -> &'static str {
         match self {
             PlcError::Json(_) => "bad_json",
             PlcError::Invalid(_) => "invalid_op",
+            PlcError::Position(_) => "bad_position",
         }
     }
-    pub const REASONS: &'static [&'static str] = &["bad_json", "invalid_op"];
+    pub const REASONS: &'static [&'static str] = &["bad_json", "invalid_op", "bad_position"];
 }
 
 #[derive(Deserialize)]
@@ -131,6 +144,16 @@ pub fn parse_line(line: &[u8]) -> Result<ExportOp, PlcError> {
     let raw: RawLine<'_> = serde_json::from_slice(line).map_err(|e| PlcError::Json(e.to_string()))?;
     if !raw.did.starts_with("did:plc:") || !types::is_did(&raw.did) {
         return Err(PlcError::Invalid("did is not a did:plc"));
+    }
+    if raw.seq.is_some_and(|s| s > MAX_SEQ) {
+        return Err(PlcError::Position("seq beyond any directory's numbering"));
+    }
+    match crate::clock::parse_time_us(&raw.created_at) {
+        None => return Err(PlcError::Position("createdAt is not an RFC 3339 time")),
+        Some(t) if t > crate::clock::now_ms().saturating_mul(1000).saturating_add(MAX_CLOCK_AHEAD_US) => {
+            return Err(PlcError::Position("createdAt is in the future"))
+        }
+        Some(_) => {}
     }
     let op = raw.operation;
     let state = match op.kind.as_ref() {
