@@ -127,3 +127,52 @@ fn an_operator_resets_a_cursor_with_the_cursor_command() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+fn post_ops(n: usize) -> Vec<(String, Value)> {
+    (0..n)
+        .map(|i| {
+            let rec = map(vec![
+                ("$type", text("app.bsky.feed.post")),
+                ("text", text(&format!("post {i}"))),
+                ("createdAt", text("2026-07-04T14:38:07.517Z")),
+            ]);
+            (format!("app.bsky.feed.post/3mptbypl{i:05}"), rec)
+        })
+        .collect()
+}
+
+/// The lexicon allows 200 ops per commit; a frame with more is refused
+/// before any op is looked up (38,541 ops over 65,534 sections cost 12.5 s
+/// of CPU, each op scanning every section). A commit of many blocks finds
+/// each op's block through the slice's index.
+#[test]
+fn a_commit_with_more_ops_than_the_lexicon_allows_is_refused_and_large_slices_are_indexed() {
+    use instancemap::firehose::frame::{self, Frame, Verify};
+    let ops = post_ops(201);
+    let test_ops: Vec<TestOp<'_>> = ops
+        .iter()
+        .map(|(p, r)| TestOp { action: "create", path: p, record: Some(r.clone()), omit_block: false })
+        .collect();
+    let big = commit_frame(1, DID, "3mptbypluud2a", &test_ops);
+    let err = frame::decode(&big, Verify::All).unwrap_err();
+    assert!(err.to_string().contains("200"), "{err}");
+    let ok = commit_frame(2, DID, "3mptbypluud2a", &test_ops[..200]);
+    match frame::decode(&ok, Verify::All).unwrap() {
+        Frame::Commit(c) => {
+            assert_eq!(c.ops.len(), 200);
+            assert!(c.ops.iter().all(|o| o.block.is_some()), "every op's block found through the index");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A key of 250,000 base58 characters (from a did:web document) is refused
+/// by its length, before the quadratic decoding.
+#[test]
+fn an_overlong_multibase_key_is_refused_by_its_length() {
+    use instancemap::identity::crypto::PublicKey;
+    let long = format!("z{}", "2".repeat(250_000));
+    assert!(PublicKey::from_multikey(&long).is_err());
+    let (_, good) = test_key(3);
+    assert!(PublicKey::from_multikey(&good).is_ok());
+}

@@ -400,7 +400,10 @@ fn commit<'a>(r: &mut Reader<'a>, verify: Verify<'_>) -> Result<Commit<'a>, Fram
     let object = commit_object(&blocks, commit_cid, repo, Some(rev))?;
 
     let count = b.field(&mut ops_r, "ops", Reader::array)?;
-    let mut ops = Vec::with_capacity(count.min(256));
+    if count > MAX_OPS {
+        return Err(b.bad("ops", "more than 200 ops (the lexicon's maximum)"));
+    }
+    let mut ops = Vec::with_capacity(count);
     for _ in 0..count {
         ops.push(op(&b, &mut ops_r, &blocks, verify)?);
     }
@@ -459,6 +462,11 @@ fn op<'a>(b: &Body, r: &mut Reader<'a>, blocks: &CarSlice<'a>, verify: Verify<'_
     }
     Ok(Op { action, collection, rkey, cid: cid_, prev, block, verified })
 }
+
+/// Most ops a `#commit` may carry (`com.atproto.sync.subscribeRepos#commit`:
+/// `ops` maxLength 200); a frame with more is refused, so the work per
+/// frame is bounded.
+pub const MAX_OPS: usize = 200;
 
 /// Finds, hashes and reads the commit block; checks it against the frame.
 fn commit_object<'a>(

@@ -70,8 +70,17 @@ pub enum PublicKey {
     P256(p256::ecdsa::VerifyingKey),
 }
 
+/// Longest base58 body of a key: an uncompressed P-256/secp256k1 point
+/// with its multicodec prefix is 67 bytes, about 92 characters. Checked
+/// before decoding, which is quadratic in the length (a 250,000-character
+/// key in a did:web document froze the runtime for ~30 s).
+pub const MAX_KEY_CHARS: usize = 128;
+
 fn base58(s: &str) -> Result<Vec<u8>, KeyError> {
     let body = s.strip_prefix('z').ok_or(KeyError::Multibase)?;
+    if body.len() > MAX_KEY_CHARS {
+        return Err(KeyError::Base58);
+    }
     bs58::decode(body).into_vec().map_err(|_| KeyError::Base58)
 }
 

@@ -29,7 +29,14 @@ pub struct CarSlice<'a> {
     pub roots: usize,
     /// `(binary CID, block bytes)` in file order; duplicates are kept.
     pub blocks: Vec<(&'a [u8], &'a [u8])>,
+    /// For a slice of many sections: block index by CID (the first of
+    /// duplicates), so a lookup per op is not a scan of every section (a
+    /// crafted frame of 38,541 ops over 65,534 sections cost 12.5 s of CPU).
+    by_cid: Option<std::collections::HashMap<&'a [u8], usize>>,
 }
+
+/// Slices of more sections than this are indexed by CID.
+const INDEX_FROM: usize = 32;
 
 /// Most sections a slice may have: the `blocks` field is at most 2,000,000
 /// bytes (10,000 for `#sync`) and a section is at least 38 bytes, so 64 Ki is
@@ -82,13 +89,23 @@ pub fn index(car: &[u8]) -> Result<CarSlice<'_>, CarError> {
         blocks.push((c.bytes, &section[c.bytes.len()..]));
         pos = end;
     }
-    Ok(CarSlice { root, roots, blocks })
+    let by_cid = (blocks.len() > INDEX_FROM).then(|| {
+        let mut m = std::collections::HashMap::with_capacity(blocks.len());
+        for (i, (c, _)) in blocks.iter().enumerate() {
+            m.entry(*c).or_insert(i);
+        }
+        m
+    });
+    Ok(CarSlice { root, roots, blocks, by_cid })
 }
 
 impl<'a> CarSlice<'a> {
     /// The block with this CID, if the slice has it.
     #[inline]
     pub fn get(&self, cid: &[u8]) -> Option<&'a [u8]> {
-        self.blocks.iter().find(|(c, _)| *c == cid).map(|(_, b)| *b)
+        match &self.by_cid {
+            Some(m) => m.get(cid).map(|&i| self.blocks[i].1),
+            None => self.blocks.iter().find(|(c, _)| *c == cid).map(|(_, b)| *b),
+        }
     }
 }
