@@ -334,8 +334,17 @@ pub fn store_label(property: &str) -> String {
 }
 
 /// Drop reasons, for pre-registering.
-pub const DROP_REASONS: &[&str] =
-    &["duplicate", "deprecated", "unknown_type", "rejected", "info", "error_frame", "bad_signature", "seq_jump", "seq_implausible"];
+pub const DROP_REASONS: &[&str] = &[
+    "duplicate",
+    "deprecated",
+    "unknown_type",
+    "rejected",
+    "info",
+    "error_frame",
+    "bad_signature",
+    "seq_jump",
+    "seq_implausible",
+];
 
 /// Signature check results, for pre-registering.
 pub const SIGNATURE_RESULTS: &[&str] =

@@ -47,6 +47,9 @@ impl FetchError {
     }
 }
 
+/// The DNS guard's error when a name resolves only to refused addresses.
+const NO_ADDRESS: &str = "no address that may be contacted";
+
 /// Whether an address may be contacted.
 pub fn ip_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
     match ip {
@@ -58,7 +61,25 @@ pub fn ip_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
             if v6.is_loopback() {
                 return allow_loopback;
             }
-            let seg0 = v6.segments()[0];
+            let seg = v6.segments();
+            let seg0 = seg[0];
+            // forms that carry an IPv4 address to be reached through it:
+            // IPv4-compatible (::a.b.c.d, deprecated), 6to4 (2002:a.b.c.d::/16)
+            // and Teredo (2001:0::/32, the client address inverted)
+            let embedded = if seg[..6] == [0; 6] {
+                Some(Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8))
+            } else if seg0 == 0x2002 {
+                Some(Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8))
+            } else if seg0 == 0x2001 && seg[1] == 0 {
+                let (a, b) = (!seg[6], !seg[7]);
+                Some(Ipv4Addr::new((a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8))
+            } else {
+                None
+            };
+            if let Some(v4) = embedded {
+                // an embedded loopback is never allowed: it is not how a test reaches loopback
+                return !v4.is_loopback() && v4_allowed(v4, false);
+            }
             !(v6.is_unspecified()
                 || v6.is_multicast()
                 || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
@@ -110,7 +131,7 @@ impl reqwest::dns::Resolve for GuardedDns {
             };
             let ok: Vec<SocketAddr> = addrs.into_iter().filter(|a| ip_allowed(a.ip(), allow)).collect();
             if ok.is_empty() {
-                return Err(format!("{host}: no address that may be contacted").into());
+                return Err(format!("{host}: {NO_ADDRESS}").into());
             }
             Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
         })
@@ -172,6 +193,9 @@ impl Fetcher {
             }
         });
         let client = reqwest::Client::builder()
+            // never an environment proxy: a proxy resolves the name itself,
+            // so the address guard would never see where a request goes
+            .no_proxy()
             .user_agent(concat!("instancemap/", env!("CARGO_PKG_VERSION")))
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
@@ -186,7 +210,17 @@ impl Fetcher {
     pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::Refused("not a URL"))?;
         url_allowed(&parsed, self.allow_loopback)?;
-        let mut resp = self.client.get(parsed).send().await.map_err(|e| FetchError::Transport(e.to_string()))?;
+        let mut resp = self.client.get(parsed).send().await.map_err(|e| {
+            // the DNS guard's refusal, through reqwest: a refused address
+            let mut cause: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(c) = cause {
+                if c.to_string().contains(NO_ADDRESS) {
+                    return FetchError::Refused("the name resolves only to refused addresses");
+                }
+                cause = c.source();
+            }
+            FetchError::Transport(e.to_string())
+        })?;
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
@@ -224,6 +258,13 @@ mod tests {
             "fe80::1",
             "::ffff:10.0.0.1",
             "198.18.0.1",
+            // IPv4-compatible, 6to4 and Teredo forms of private and loopback addresses
+            "::10.0.0.1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe", // Teredo client 10.0.0.1
         ] {
             assert!(!ip_allowed(ip.parse().unwrap(), true), "{ip}");
         }
@@ -231,7 +272,7 @@ mod tests {
             assert!(!ip_allowed(ip.parse().unwrap(), false), "{ip}");
             assert!(ip_allowed(ip.parse().unwrap(), true), "{ip}");
         }
-        for ip in ["1.1.1.1", "2606:4700::1111", "8.8.8.8"] {
+        for ip in ["1.1.1.1", "2606:4700::1111", "8.8.8.8", "2002:0808:0808::1"] {
             assert!(ip_allowed(ip.parse().unwrap(), false), "{ip}");
         }
     }
