@@ -59,6 +59,16 @@ pub static SEQ_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// API connections closed at once because a limit was reached (`total`:
+/// open connections; `per_client`: open connections from one address).
+pub static API_CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "instancemap_api_connections_refused_total",
+        "API connections closed at once because a connection limit was reached, by limit.",
+        &["limit"],
+    )
+});
+
 /// Record operations applied, by action.
 pub static OPS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("instancemap_ingest_ops_total", "Record operations applied, by action.", &["action"]));
@@ -377,6 +387,9 @@ pub fn init(labels: &Labels) {
     }
     for r in ["seq_jump", "seq_implausible"] {
         SEQ_REFUSED.with_label_values(&[r]);
+    }
+    for l in ["total", "per_client"] {
+        API_CONNECTIONS_REFUSED.with_label_values(&[l]);
     }
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);

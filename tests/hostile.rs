@@ -176,3 +176,52 @@ fn an_overlong_multibase_key_is_refused_by_its_length() {
     let (_, good) = test_key(3);
     assert!(PublicKey::from_multikey(&good).is_ok());
 }
+
+/// Slow clients: connections whose headers never finish are dropped after
+/// the header timeout, one address cannot hold more than its share of
+/// connections, and `/healthz` answers other clients meanwhile. (260 such
+/// connections used to keep `/healthz` unreachable for as long as they
+/// stayed open.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_cannot_hold_the_api() {
+    use instancemap::api::{self, ApiState, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let limits = Limits {
+        header_timeout: std::time::Duration::from_millis(500),
+        max_connections_per_client: 20,
+        ..Limits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(api::serve(listener, ApiState::new(store, true, None, limits), cancel.clone()));
+    // 30 connections from 127.0.0.1 that send half a request line and stall
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow.push(s);
+    }
+    // another client (127.0.0.2) is answered at once
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = sock.connect(addr).await.unwrap();
+    other.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // every slow connection is closed by the server: the 10 over the
+    // per-client share at once, the others at the header timeout
+    let mut closed = 0;
+    for mut s in slow {
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, 30, "every stalled connection was closed");
+    cancel.cancel();
+}

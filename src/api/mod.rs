@@ -37,11 +37,25 @@ pub struct Limits {
     pub rate_per_client: u32,
     /// Store reads in flight at once.
     pub concurrency: usize,
+    /// Longest a client may take to send a request's headers (and the
+    /// longest a kept-alive connection waits for its next request).
+    pub header_timeout: Duration,
+    /// Open connections at once, in all.
+    pub max_connections: usize,
+    /// Open connections at once from one client address.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { timeout: Duration::from_secs(10), rate_per_client: 100, concurrency: 64 }
+        Limits {
+            timeout: Duration::from_secs(10),
+            rate_per_client: 100,
+            concurrency: 64,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_client: 64,
+        }
     }
 }
 
@@ -95,11 +109,17 @@ impl ApiState {
         &self,
         f: impl FnOnce(&ApiState) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self.reads.clone().acquire_owned().await.map_err(|_| ApiError::unavailable("shutting down"))?;
+        let permit = self.reads.clone().acquire_owned().await.map_err(|_| ApiError::unavailable("shutting down"))?;
         let state = self.clone();
-        tokio::task::spawn_blocking(move || f(&state))
-            .await
-            .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
+        // the permit goes with the work: a request that times out stops
+        // waiting, but its read still runs and still counts against the
+        // limit until it ends
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&state)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
     }
 
     /// Takes one token from the client's bucket.
@@ -299,11 +319,76 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     }))
 }
 
-/// Serves until `cancel`.
+/// Serves until `cancel`: HTTP/1.1 with a header-read timeout (a client
+/// that never finishes its headers is dropped, and so is a kept-alive
+/// connection idle that long), at most `max_connections` open connections
+/// and `max_connections_per_client` from one address (more are closed at
+/// once, counted), so slow clients cannot hold the listener.
 pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationToken) {
-    let shutdown = async move { cancel.cancelled().await };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "HTTP server failed");
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let limits = state.limits.clone();
+    let app = router(state);
+    let all = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_client: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // out of file descriptors and the like: wait, go on
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let Ok(permit) = all.clone().try_acquire_owned() else {
+            metrics::API_CONNECTIONS_REFUSED.with_label_values(&["total"]).inc();
+            continue;
+        };
+        let ip = addr.ip();
+        {
+            let mut m = per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(ip).or_default();
+            if *n >= limits.max_connections_per_client {
+                metrics::API_CONNECTIONS_REFUSED.with_label_values(&["per_client"]).inc();
+                continue;
+            }
+            *n += 1;
+        }
+        let app = app.clone();
+        let per_client = per_client.clone();
+        let header_timeout = limits.header_timeout;
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(addr));
+                tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+            let mut m = per_client.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        });
     }
+    // let open connections finish their requests (bounded)
+    let _ = tokio::time::timeout(Duration::from_secs(6), async { while tasks.join_next().await.is_some() {} }).await;
 }
