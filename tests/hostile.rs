@@ -225,3 +225,29 @@ async fn slow_clients_cannot_hold_the_api() {
     assert_eq!(closed, 30, "every stalled connection was closed");
     cancel.cancel();
 }
+
+/// Browser clients can read the public routes (CORS), not the admin ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_routes_answer_cors_and_the_admin_routes_do_not() {
+    use instancemap::api::{self, ApiState, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = ApiState::new(store, false, Some("s3cret".into()), Limits::default());
+    tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    let ask = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.to_ascii_lowercase()
+    };
+    let get = ask("GET /xrpc/dev.instancemap.getSummary HTTP/1.1\r\nHost: x\r\nOrigin: https://tool.example\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(get.contains("access-control-allow-origin: *"), "{get}");
+    let pre = ask("OPTIONS /xrpc/dev.instancemap.lookup HTTP/1.1\r\nHost: x\r\nOrigin: https://tool.example\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(pre.starts_with("http/1.1 200") && pre.contains("access-control-allow-methods"), "{pre}");
+    let admin = ask("POST /xrpc/dev.instancemap.admin.createCheckpoint HTTP/1.1\r\nHost: x\r\nOrigin: https://tool.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(!admin.contains("access-control-allow-origin"), "{admin}");
+}

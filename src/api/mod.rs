@@ -222,7 +222,15 @@ pub fn router(state: ApiState) -> Router {
         .route(&x("getFlows"), get(query::get_flows))
         .route(&x("getGrowth"), get(query::get_growth))
         .route(&x("getSummary"), get(query::get_summary))
-        .route(&x("getAccountHistory"), get(query::get_account_history));
+        .route(&x("getAccountHistory"), get(query::get_account_history))
+        // the read-only routes are public data: any web page may read them
+        // (no credentials; the admin routes below get no CORS headers)
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+                .max_age(Duration::from_secs(86_400)),
+        );
     // admin routes answer 404 (AdminDisabled) unless a token is configured
     let r = r
         .route(&x("admin.refreshAccount"), post(query::admin_refresh_account))
