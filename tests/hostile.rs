@@ -251,3 +251,58 @@ async fn the_read_routes_answer_cors_and_the_admin_routes_do_not() {
     let admin = ask("POST /xrpc/dev.instancemap.admin.createCheckpoint HTTP/1.1\r\nHost: x\r\nOrigin: https://tool.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()).await;
     assert!(!admin.contains("access-control-allow-origin"), "{admin}");
 }
+
+/// A hostile host cannot bloat its record (a key per made-up status, texts
+/// of megabytes; one crawl stored 21 MB) nor hold a crawl (drip-feeding its
+/// pages held a cycle for ~50 min): statuses are the lexicon's labels,
+/// texts are bounded, and a crawl stops at its deadline with what it
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_host_cannot_bloat_its_record_or_hold_a_crawl() {
+    use axum::extract::Query;
+    use instancemap::hosts;
+    use instancemap::net::Fetcher;
+    use serde_json::json;
+    use std::collections::HashMap;
+    async fn repos(Query(q): Query<HashMap<String, String>>) -> axum::Json<serde_json::Value> {
+        if q.contains_key("cursor") {
+            // the second page drips: never in time
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
+        let list: Vec<_> = (0..1000)
+            .map(|i| {
+                json!({"did": format!("did:plc:{i:0>24}"), "head": "bafy", "rev": "3mvan7ylpmc2w",
+                "active": false, "status": format!("made-up-status-{i}")})
+            })
+            .collect();
+        axum::Json(json!({"cursor": "next", "repos": list}))
+    }
+    let huge = "x".repeat(200_000);
+    let describe = json!({"did": format!("did:web:{huge}"), "availableUserDomains": [".ok.example", format!(".{huge}")],
+        "links": {"privacyPolicy": format!("https://a.example/{huge}")}, "contact": {"email": huge}});
+    let app = axum::Router::new()
+        .route(
+            "/xrpc/com.atproto.server.describeServer",
+            axum::routing::get(move || {
+                let d = describe.clone();
+                async move { axum::Json(d) }
+            }),
+        )
+        .route("/xrpc/_health", axum::routing::get(|| async { axum::Json(json!({"version": "9".repeat(100_000)})) }))
+        .route("/xrpc/com.atproto.sync.listRepos", axum::routing::get(repos));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let host = format!("http://localhost:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rec = hosts::crawl_within(&store, &Fetcher::new(true), &host, std::time::Duration::from_secs(2)).await.unwrap();
+    let repos = rec.repos.as_ref().expect("the first page counted");
+    assert_eq!((repos.total, repos.complete), (1000, false), "stopped at the deadline with what it counted");
+    assert_eq!(repos.inactive.keys().collect::<Vec<_>>(), ["other"], "made-up statuses are one label");
+    let d = rec.describe.as_ref().unwrap();
+    assert_eq!((d.did.as_ref(), d.privacy_policy.as_ref(), d.contact_email.as_ref()), (None, None, None));
+    assert_eq!(d.available_user_domains, [".ok.example"]);
+    assert_eq!(rec.version, None);
+    assert!(serde_json::to_vec(&rec).unwrap().len() < 4096, "the record stays small");
+}

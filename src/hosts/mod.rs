@@ -24,6 +24,18 @@ pub use crate::store::records::{
 pub const CONCURRENCY: usize = 16;
 /// `listRepos` pages read per host per crawl (1,000 repos each).
 pub const MAX_REPO_PAGES: usize = 200;
+/// Longest one crawl of a host may take, all its requests together (a host
+/// that drip-feeds its pages cannot hold a crawl cycle); listRepos stops
+/// there, counted as incomplete.
+pub const CRAWL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Longest text kept from a host's describeServer or _health (a URL, an
+/// email, a version): a host cannot bloat its record.
+pub const MAX_TEXT: usize = 2048;
+
+/// `s` if it is at most [`MAX_TEXT`] bytes and has no control character.
+fn bounded(s: Option<String>) -> Option<String> {
+    s.filter(|s| s.len() <= MAX_TEXT && !s.chars().any(char::is_control))
+}
 
 pub fn get(store: &impl StoreReader, host: &str) -> store::Result<Option<HostRecord>> {
     store.host(host)
@@ -100,29 +112,49 @@ fn json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, FetchError> {
 /// Crawls one host now and stores the outcome (one [`HostOp::Crawled`]
 /// operand: nothing read before the network is written back).
 pub async fn crawl(store: &impl StoreWriter, fetcher: &Fetcher, host: &str) -> store::Result<HostRecord> {
+    crawl_within(store, fetcher, host, CRAWL_DEADLINE).await
+}
+
+/// [`crawl`] with its deadline.
+pub async fn crawl_within(
+    store: &impl StoreWriter,
+    fetcher: &Fetcher,
+    host: &str,
+    within: std::time::Duration,
+) -> store::Result<HostRecord> {
     let now = now_ms();
-    let describe = fetcher
-        .get(&format!("{host}/xrpc/com.atproto.server.describeServer"))
-        .await
-        .and_then(|b| json::<RawDescribe>(&b));
+    let deadline = tokio::time::Instant::now() + within;
+    let late = || FetchError::Transport("the crawl's deadline passed".into());
+    let describe =
+        tokio::time::timeout_at(deadline, fetcher.get(&format!("{host}/xrpc/com.atproto.server.describeServer")))
+            .await
+            .unwrap_or_else(|_| Err(late()))
+            .and_then(|b| json::<RawDescribe>(&b));
     let outcome = match describe {
         Ok(d) => {
             let (links, contact) = (d.links, d.contact);
+            // every field bounded: a DID that is a DID, at most 64 user
+            // domains of handle syntax, texts of at most MAX_TEXT bytes
             let describe = Describe {
-                did: d.did,
-                available_user_domains: d.available_user_domains.into_iter().take(64).collect(),
+                did: d.did.filter(|x| x.len() <= MAX_TEXT && crate::types::is_did(x)),
+                available_user_domains: d
+                    .available_user_domains
+                    .into_iter()
+                    .filter(|u| u.len() <= 256 && crate::types::is_handle(u.trim_matches('.')))
+                    .take(64)
+                    .collect(),
                 invite_code_required: d.invite_code_required,
-                privacy_policy: links.as_ref().and_then(|l| l.privacy_policy.clone()),
-                terms_of_service: links.and_then(|l| l.terms_of_service),
-                contact_email: contact.and_then(|c| c.email),
+                privacy_policy: bounded(links.as_ref().and_then(|l| l.privacy_policy.clone())),
+                terms_of_service: bounded(links.and_then(|l| l.terms_of_service)),
+                contact_email: bounded(contact.and_then(|c| c.email)),
             };
-            let version = fetcher
-                .get(&format!("{host}/xrpc/_health"))
+            let version = tokio::time::timeout_at(deadline, fetcher.get(&format!("{host}/xrpc/_health")))
                 .await
                 .ok()
+                .and_then(Result::ok)
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["version"].as_str().map(str::to_owned));
-            let repos = list_repos(fetcher, host).await.ok();
+                .and_then(|v| v["version"].as_str().filter(|v| v.len() <= 64).map(str::to_owned));
+            let repos = list_repos(fetcher, host, deadline).await.ok();
             metrics::HOST_CRAWLS.with_label_values(&["online"]).inc();
             CrawlOutcome::Reached { describe, version, repos }
         }
@@ -135,22 +167,37 @@ pub async fn crawl(store: &impl StoreWriter, fetcher: &Fetcher, host: &str) -> s
     Ok(get(store, host)?.unwrap_or_default())
 }
 
-async fn list_repos(fetcher: &Fetcher, host: &str) -> Result<Repos, FetchError> {
+async fn list_repos(fetcher: &Fetcher, host: &str, deadline: tokio::time::Instant) -> Result<Repos, FetchError> {
     let mut repos = Repos::default();
     let mut cursor: Option<String> = None;
-    for _ in 0..MAX_REPO_PAGES {
+    for page_no in 0..MAX_REPO_PAGES {
         let mut url = format!("{host}/xrpc/com.atproto.sync.listRepos?limit=1000");
         if let Some(c) = &cursor {
             url.push_str("&cursor=");
             url.push_str(&url_escape(c));
         }
-        let page: RawRepos = json(&fetcher.get(&url).await?)?;
+        let body = match tokio::time::timeout_at(deadline, fetcher.get(&url)).await {
+            Ok(b) => b?,
+            // out of time: what was counted stands, incomplete
+            Err(_) if page_no > 0 => {
+                tracing::warn!(host, pages = page_no, "listRepos stopped at the crawl's deadline");
+                return Ok(repos);
+            }
+            Err(_) => return Err(FetchError::Transport("the crawl's deadline passed".into())),
+        };
+        let page: RawRepos = json(&body)?;
         for r in &page.repos {
             repos.total += 1;
             if r.active {
                 repos.active += 1;
             } else {
-                *repos.inactive.entry(r.status.clone().unwrap_or_else(|| "none".into())).or_default() += 1;
+                // statuses as the bounded labels of the lexicon's known
+                // values: a host cannot add a key per string it makes up
+                let label = match r.status.as_deref() {
+                    None => "none",
+                    s => crate::store::status_label(Some(false), s),
+                };
+                *repos.inactive.entry(label.to_owned()).or_default() += 1;
             }
         }
         match page.cursor {
