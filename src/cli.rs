@@ -74,12 +74,11 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             app::cancel_on_signal(cancel.clone());
             let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
             let stats = match &a.file {
-                Some(f) => tokio::task::block_in_place(|| crate::plc::source::load_file(&store, f))?,
+                Some(f) => tokio::task::block_in_place(|| crate::plc::source::load_file_until(&store, f, &cancel))?,
                 None => crate::plc::source::load_http(&store, &a.plc, true, &cancel).await?,
             };
             store.flush()?;
-            let map = app::bring_map_current(&store, &cancel).await?;
-            eprintln!(
+            let summary = format!(
                 "PLC export: {} lines, {} operations applied ({} tombstones), {} already applied, {} nullified skipped, {} rejected",
                 stats.lines,
                 stats.applied,
@@ -88,6 +87,18 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 stats.nullified_skipped,
                 stats.rejected.values().sum::<u64>()
             );
+            if stats.stopped || cancel.is_cancelled() {
+                // the map keeps its marks: the next command that writes
+                // (or `run`) takes them
+                eprintln!("{summary}");
+                eprintln!(
+                    "stopped by a signal: the next backfill-plc resumes where this one stopped (the map is brought \
+                     current then)"
+                );
+                return Ok(ExitCode::from(130));
+            }
+            let map = app::bring_map_current(&store, &cancel).await?;
+            eprintln!("{summary}");
             eprintln!("{map}");
             Ok(ExitCode::SUCCESS)
         }

@@ -67,7 +67,13 @@ pub struct Ingest {
     /// The relay said the cursor asked for was older than it keeps: the
     /// next seq may jump (to its oldest event) once.
     outdated_cursor: bool,
+    /// Collections with a counter of their own.
+    collections: std::collections::HashSet<String>,
 }
+
+/// Collections counted one by one (`coll/<nsid>/<action>`); the ops of
+/// others are counted under `coll/other/<action>`.
+pub const MAX_COLLECTIONS: usize = 1_000;
 
 /// A seq more than this above the last applied one is refused as
 /// implausible (a corrupted or hostile frame: one such frame would move the
@@ -92,6 +98,12 @@ impl Ingest {
     /// resumes from that source's stored cursor.
     pub fn new(store: Store, source: &str) -> store::Result<Ingest> {
         let cursor = store.cursor(source)?;
+        let collections = store
+            .counters()?
+            .keys()
+            .filter_map(|k| k.strip_prefix("coll/")?.rsplit_once('/').map(|(c, _)| c.to_owned()))
+            .filter(|c| c != "other")
+            .collect();
         if let Some(c) = cursor {
             metrics::CURSOR.set(c);
             metrics::CURSOR_COMMITTED.set(c);
@@ -107,6 +119,7 @@ impl Ingest {
             resolve: None,
             totals: Totals::default(),
             outdated_cursor: false,
+            collections,
         })
     }
 
@@ -257,7 +270,19 @@ impl Ingest {
                 for (action, collection) in ops {
                     metrics::OPS.with_label_values(&[action.as_str()]).inc();
                     self.count(counter::OP, action.as_str(), 1);
-                    self.count_parts(counter::COLLECTION, &[collection, "/", action.as_str()], 1);
+                    // one counter per collection, up to MAX_COLLECTIONS of
+                    // them; later ones are counted together (anyone can
+                    // write records of any NSID)
+                    let known = self.collections.contains(collection.as_str());
+                    let c = if known || self.collections.len() < MAX_COLLECTIONS {
+                        if !known {
+                            self.collections.insert(collection.clone());
+                        }
+                        collection.as_str()
+                    } else {
+                        "other"
+                    };
+                    self.count_parts(counter::COLLECTION, &[c, "/", action.as_str()], 1);
                 }
                 if *blocks_missing > 0 {
                     metrics::BLOCKS_MISSING.inc_by(u64::from(*blocks_missing));

@@ -306,3 +306,37 @@ async fn a_hostile_host_cannot_bloat_its_record_or_hold_a_crawl() {
     assert_eq!(rec.version, None);
     assert!(serde_json::to_vec(&rec).unwrap().len() < 4096, "the record stays small");
 }
+
+/// A `rev` is a TID: a 10,000-character one (a 2 MB one was accepted and
+/// stored in the account's state) is refused with the frame.
+#[test]
+fn a_rev_that_is_not_a_tid_is_refused() {
+    let long = "3".repeat(10_000);
+    let f = commit_frame(1, DID, &long, &[]);
+    let (_d, store) = run(&[f, account(2)]);
+    assert_eq!(dropped(&store, "rejected"), 1);
+    assert_eq!(store.account_state(DID).unwrap().unwrap().rev, None);
+}
+
+/// Anyone can write records of any NSID: the per-collection counters stop
+/// at `MAX_COLLECTIONS`, and later collections count together.
+#[test]
+fn collection_counters_are_bounded() {
+    use instancemap::ingest::MAX_COLLECTIONS;
+    let frames: Vec<Vec<u8>> = (0..MAX_COLLECTIONS + 50)
+        .map(|i| {
+            let path = format!("com.example.c{i}.record/3mptbypluud2a");
+            commit_frame(
+                i as i64 + 1,
+                DID,
+                "3mptbypluud2a",
+                &[TestOp { action: "delete", path: &path, record: None, omit_block: false }],
+            )
+        })
+        .collect();
+    let (_d, store) = run(&frames);
+    let counters = store.all_counters().unwrap();
+    let per: Vec<&String> = counters.keys().filter(|k| k.starts_with("coll/")).collect();
+    assert_eq!(per.len(), MAX_COLLECTIONS + 1, "{} collection counters", per.len());
+    assert_eq!(counters.get("coll/other/delete"), Some(&50));
+}

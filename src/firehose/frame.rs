@@ -394,6 +394,9 @@ fn commit<'a>(r: &mut Reader<'a>, verify: Verify<'_>) -> Result<Commit<'a>, Fram
     let repo = b.need(repo, "repo")?;
     let commit_cid = b.need(cid_, "commit")?;
     let rev = b.need(rev, "rev")?;
+    if !types::is_tid(rev) {
+        return Err(b.bad("rev", "not a TID"));
+    }
     let time = b.need(time, "time")?;
     let blocks = car::index(b.need(blocks, "blocks")?).map_err(FrameError::Car)?;
     let mut ops_r = b.need(ops_at, "ops")?;
@@ -526,6 +529,9 @@ fn sync<'a>(r: &mut Reader<'a>) -> Result<Sync<'a>, FrameError> {
         }
     }
     let (seq, did, rev, time) = (b.need(seq, "seq")?, b.need(did, "did")?, b.need(rev, "rev")?, b.need(time, "time")?);
+    if !types::is_tid(rev) {
+        return Err(b.bad("rev", "not a TID"));
+    }
     let slice = car::index(b.need(blocks, "blocks")?).map_err(FrameError::Car)?;
     let root = slice.root.ok_or(FrameError::Car(CarError::Header("no root")))?;
     // The rev is not compared here: the reference PDS emits `#sync` frames

@@ -71,6 +71,8 @@ pub struct LoadStats {
     pub nullified_skipped: u64,
     pub tombstones: u64,
     pub rejected: HashMap<&'static str, u64>,
+    /// A signal stopped the load before the end (the position is kept).
+    pub stopped: bool,
 }
 
 /// The loader.

@@ -116,6 +116,17 @@ struct RawChunk {
 /// Loads a local export file into the store; resumes after the stored
 /// position (lines at or before it are skipped).
 pub fn load_file(store: &impl StoreWriter, path: &Path) -> Result<LoadStats, SourceError> {
+    load_file_until(store, path, &tokio_util::sync::CancellationToken::new())
+}
+
+/// [`load_file`], stopping at `cancel` (SIGINT/SIGTERM) between chunks: what
+/// was applied is committed with its position, so the next run resumes
+/// there; the stats say `stopped`.
+pub fn load_file_until(
+    store: &impl StoreWriter,
+    path: &Path,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<LoadStats, SourceError> {
     let io_err = |source| SourceError::Io { path: path.display().to_string(), source };
     let file = File::open(path).map_err(io_err)?;
     let total = file.metadata().map(|m| m.len()).ok();
@@ -183,6 +194,12 @@ pub fn load_file(store: &impl StoreWriter, path: &Path) -> Result<LoadStats, Sou
     let mut next = 0u64;
     let mut waiting = std::collections::BTreeMap::new();
     for (n, chunk) in parsed_rx {
+        if cancel.is_cancelled() {
+            // the reader and parsers end when their channels close
+            loader.stats.stopped = true;
+            tracing::warn!("PLC file load stopped by a signal; the position is kept for the next run");
+            break;
+        }
         waiting.insert(n, chunk);
         while let Some(chunk) = waiting.remove(&next) {
             for item in chunk {
@@ -197,6 +214,10 @@ pub fn load_file(store: &impl StoreWriter, path: &Path) -> Result<LoadStats, Sou
     }
     loader.flush()?;
     progress.finish();
+    if loader.stats.stopped {
+        // let the threads see their channels closed
+        return Ok(loader.stats);
+    }
     for p in parsers {
         p.join().map_err(|_| SourceError::Http("parser thread panicked".into()))?;
     }
