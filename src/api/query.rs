@@ -30,7 +30,14 @@ pub struct Cache {
     records: Mutex<HashMap<String, Decoded>>,
     /// The map's freshness (a scan of the marks), a second old at most.
     freshness: Mutex<Option<(Instant, Value)>>,
+    /// The network summary (a scan of every host record and count).
+    summary: Mutex<Option<(Instant, Value)>>,
+    /// Each host's crawl state (for filtering lists by it).
+    host_states: Mutex<Option<(Instant, HostStates)>>,
 }
+
+/// Each host's crawl state, by endpoint.
+type HostStates = std::sync::Arc<HashMap<String, String>>;
 
 /// How old the cached freshness may be.
 const FRESHNESS_FOR: Duration = Duration::from_secs(1);
@@ -51,6 +58,32 @@ impl Cache {
             }
         }
         let v = std::sync::Arc::new(map::instances(store)?);
+        *c = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    fn summary(&self, store: &Store) -> Result<Value, ApiError> {
+        let mut c = self.summary.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = &*c {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(v.clone());
+            }
+        }
+        let v = summary(store)?;
+        *c = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    fn host_states(&self, store: &Store) -> Result<HostStates, ApiError> {
+        let mut c = self.host_states.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = &*c {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(v.clone());
+            }
+        }
+        let v: HashMap<String, String> =
+            crate::store::StoreReader::hosts(store)?.into_iter().map(|(h, r)| (h, r.state)).collect();
+        let v = std::sync::Arc::new(v);
         *c = Some((Instant::now(), v.clone()));
         Ok(v)
     }
@@ -583,26 +616,30 @@ pub async fn list_hosts(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Re
                 .into_iter()
                 .collect(),
         };
-        let members = map::host_members(&st.store)?;
+        // filter by the cached states, page, then read only the page's records
+        let states = st.cache.host_states(&st.store)?;
+        let state_of = |h: &str| states.get(h).cloned().unwrap_or_else(|| "unknown".to_owned());
+        let hosts: Vec<&String> = hosts.iter().filter(|h| status.as_ref().is_none_or(|s| *s == state_of(h))).collect();
+        let total = hosts.len();
+        let (page_hosts, cursor) = page(&hosts, offset, limit);
         let mut rows = Vec::new();
-        for h in &hosts {
+        for h in page_hosts {
+            let h: &str = h;
             let rec = crate::hosts::get(&st.store, h)?;
             let state = rec.as_ref().map_or("unknown".to_owned(), |r| r.state.clone());
-            if status.as_ref().is_some_and(|s| *s != state) {
-                continue;
-            }
+            let members = st.store.members_of_host(h)?;
+            let members = (!members.is_empty()).then_some(members);
             rows.push(json!({
                 "host": h,
                 "instance": map::instance_id_of_host(&st.store, h)?,
                 "state": state,
-                "members": members.get(h),
+                "members": members,
                 "userDomains": rec.as_ref().and_then(|r| r.describe.as_ref()).map(|d| d.available_user_domains.clone()),
                 "version": rec.as_ref().and_then(|r| r.version.clone()),
                 "lastChecked": ms_str(rec.as_ref().and_then(|r| r.last_checked_ms)),
             }));
         }
-        let (items, cursor) = page(&rows, offset, limit);
-        Ok(Json(json!({"hosts": items, "cursor": cursor, "total": rows.len()})))
+        Ok(Json(json!({"hosts": rows, "cursor": cursor, "total": total})))
     })
     .await
 }
@@ -626,9 +663,23 @@ pub async fn get_map_as_of(State(st): State<ApiState>, RawQuery(q): RawQuery) ->
     .await
 }
 
+/// Instances in a flow matrix unless `top` says otherwise, and at most.
+pub const DEFAULT_MATRIX_TOP: usize = 50;
+pub const MAX_MATRIX_TOP: usize = 200;
+/// The matrix's row and column for every instance past `top`.
+pub const OTHER: &str = "(other)";
+
 /// `dev.instancemap.getFlows`: migrations between instances over days.
 pub async fn get_flows(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
-    let p = Params::parse(q, &["from", "to", "format", "limit", "cursor"])?;
+    let p = Params::parse(q, &["from", "to", "format", "limit", "cursor", "top"])?;
+    let top = match p.get("top") {
+        None => DEFAULT_MATRIX_TOP,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_MATRIX_TOP).contains(n))
+            .ok_or_else(|| ApiError::bad(format!("top must be 1 to {MAX_MATRIX_TOP}")))?,
+    };
     let from = p.day("from")?.ok_or_else(|| ApiError::bad("parameter \"from\" is required"))?;
     let to = p.day("to")?.unwrap_or_else(crate::clock::today);
     if from > to {
@@ -647,6 +698,26 @@ pub async fn get_flows(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Rep
             for f in &flows {
                 *m.entry(f.from.clone()).or_default().entry(f.to.clone()).or_default() += f.accounts;
             }
+            // the `top` instances by accounts moved in or out, the rest
+            // summed as OTHER: the matrix is at most (top + 1)² however
+            // many instances the map has
+            let mut volume: HashMap<&str, i64> = HashMap::new();
+            for f in &flows {
+                *volume.entry(f.from.as_str()).or_default() += f.accounts.abs();
+                *volume.entry(f.to.as_str()).or_default() += f.accounts.abs();
+            }
+            let mut ranked: Vec<(&str, i64)> = volume.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let kept: std::collections::BTreeSet<String> =
+                ranked.iter().take(top).map(|(n, _)| (*n).to_owned()).collect();
+            let fold = |n: &String| if kept.contains(n) { n.clone() } else { OTHER.to_owned() };
+            let mut folded: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+            for (a, row) in &m {
+                for (b, n) in row {
+                    *folded.entry(fold(a)).or_default().entry(fold(b)).or_default() += n;
+                }
+            }
+            let m = folded;
             let names: std::collections::BTreeSet<String> =
                 m.keys().cloned().chain(m.values().flat_map(|r| r.keys().cloned())).collect();
             let names: Vec<String> = names.into_iter().collect();
@@ -744,7 +815,7 @@ pub fn summary(store: &Store) -> Result<Value, ApiError> {
 pub async fn get_summary(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
     Params::parse(q, &[])?;
     st.read(|st| {
-        let mut v = summary(&st.store)?;
+        let mut v = st.cache.summary(&st.store)?;
         v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })

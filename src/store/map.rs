@@ -648,14 +648,18 @@ pub trait MapReader: RawMap {
         Ok(out)
     }
 
-    /// The DIDs a handle points at: verified ones first.
+    /// The DIDs a handle points at: verified ones first. At most
+    /// [`MAX_CLAIMANTS`] are looked at (anyone can claim any handle in their
+    /// DID document; only one can verify), and the scan ends at the first
+    /// verified one.
     fn dids_of_handle(&self, handle: &str) -> Result<Vec<(String, bool)>> {
         let prefix = [handle.as_bytes(), &[0]].concat();
         let mut out = Vec::new();
         self.map_scan(Fam::Handles, &prefix, &mut |k, v| {
             let Some(did) = k.strip_prefix(&prefix[..]) else { return false };
-            out.push((String::from_utf8_lossy(did).into_owned(), v.first() == Some(&1)));
-            true
+            let verified = v.first() == Some(&1);
+            out.push((String::from_utf8_lossy(did).into_owned(), verified));
+            !verified && out.len() < MAX_CLAIMANTS
         })?;
         out.sort_by_key(|(_, verified)| !verified);
         Ok(out)
@@ -680,6 +684,9 @@ pub trait MapReader: RawMap {
 }
 
 impl<T: RawMap + ?Sized> MapReader for T {}
+
+/// Claimants of a handle looked at, at most (see `dids_of_handle`).
+pub const MAX_CLAIMANTS: usize = 1_000;
 
 /// A fallible scan callback: `Ok(false)` ends the scan.
 type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
