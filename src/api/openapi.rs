@@ -103,6 +103,12 @@ pub const METHODS: &[Method] = &[
             ("from", Ty::Str, true, DAY),
             ("to", Ty::Str, false, "Last day (default today). Date or RFC 3339 time."),
             ("format", Ty::Enum(&["edges", "matrix"]), false, "edges (default) or matrix."),
+            (
+                "top",
+                Ty::Int(1, super::query::MAX_MATRIX_TOP as i64),
+                false,
+                "matrix: the instances kept by accounts moved in or out (default 50); the rest are summed as (other).",
+            ),
             LIMIT,
             CURSOR,
         ],
