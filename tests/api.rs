@@ -374,6 +374,17 @@ async fn errors_limits_and_documents() {
     let path = format!("/xrpc/dev.instancemap.admin.createCheckpoint?dir={}", target.display());
     assert_eq!(post(path.clone(), Some("s3cret")).await, 200);
     assert_eq!(post(path, Some("s3cret")).await, 400, "the directory exists now");
+    // not inside the live database, not through `..`, not on another
+    // filesystem (a RAM-backed tmpfs would not hold the hard links)
+    let checkpoint =
+        |d: std::path::PathBuf| format!("/xrpc/dev.instancemap.admin.createCheckpoint?dir={}", d.display());
+    assert_eq!(post(checkpoint(api._dir.path().join("inside")), Some("s3cret")).await, 400, "inside the database");
+    assert_eq!(post(checkpoint(cp.path().join("a/../b")), Some("s3cret")).await, 400, "a path with ..");
+    if std::path::Path::new("/dev/shm").is_dir() {
+        let shm = std::path::PathBuf::from(format!("/dev/shm/instancemap-cp-{}", std::process::id()));
+        assert_eq!(post(checkpoint(shm.clone()), Some("s3cret")).await, 400, "another filesystem (tmpfs)");
+        assert!(!shm.exists());
+    }
     let copy = Store::open_read_only(&target).unwrap();
     assert!(map::assignment(&copy, ALICE).unwrap().is_some(), "the checkpoint holds the map");
     let no_admin = start(Limits::default(), None).await;

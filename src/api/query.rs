@@ -878,6 +878,34 @@ pub async fn admin_refresh_account(State(st): State<ApiState>, headers: HeaderMa
 
 /// `dev.instancemap.admin.createCheckpoint` (POST, bearer token): a
 /// consistent copy of the live database (backups, read replicas).
+/// Where a checkpoint may be written: a plain absolute path (no `.` or
+/// `..`), under an existing directory, outside the live database, and on
+/// the database's own filesystem (the checkpoint hard-links its files; a
+/// RAM-backed tmpfs or another disk would copy them, or vanish at reboot).
+pub fn checkpoint_target_allowed(store: &Store, dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
+    if dir.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        return Err("dir must not contain `.` or `..`".into());
+    }
+    let parent = dir.parent().ok_or("dir has no parent directory")?;
+    let parent = parent.canonicalize().map_err(|e| format!("dir's parent {}: {e}", parent.display()))?;
+    let db = store.path().canonicalize().map_err(|e| format!("the database's directory: {e}"))?;
+    if parent.starts_with(&db) {
+        return Err("dir is inside the live database".into());
+    }
+    let (pd, dd) = (
+        std::fs::metadata(&parent).map_err(|e| e.to_string())?.dev(),
+        std::fs::metadata(&db).map_err(|e| e.to_string())?.dev(),
+    );
+    if pd != dd {
+        return Err("dir must be on the database's filesystem (the checkpoint hard-links its files; another \
+                    filesystem, such as a RAM-backed tmpfs, would not hold them)"
+            .into());
+    }
+    Ok(())
+}
+
 pub async fn admin_create_checkpoint(State(st): State<ApiState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Reply {
     admin(&st, &headers)?;
     let p = Params::parse(q, &["dir"])?;
@@ -885,6 +913,7 @@ pub async fn admin_create_checkpoint(State(st): State<ApiState>, headers: Header
     if !dir.is_absolute() || dir.exists() {
         return Err(ApiError::bad("dir must be an absolute path that does not exist yet"));
     }
+    checkpoint_target_allowed(&st.store, &dir).map_err(ApiError::bad)?;
     st.read(move |st| {
         let started = Instant::now();
         st.store.checkpoint(&dir).map_err(|e| ApiError::internal(format!("checkpoint failed: {e}")))?;

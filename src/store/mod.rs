@@ -997,6 +997,11 @@ impl Store {
         Ok(())
     }
 
+    /// The database's directory.
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+
     /// A point-in-time view for consistent multi-family reads.
     fn snapshot(&self) -> rocksdb::Snapshot<'_> {
         self.db.snapshot()

@@ -253,7 +253,8 @@ await declare(opal, {
   jurisdiction: 'NL',
   createdAt: now(),
 })
-// otto is a user of PDS B and runs neither PDS: every claim is false.
+// otto takes over PDS B below and tries to take PDS A's instance too: he
+// claims both hosts and A's user domain (only B's claim can be proven).
 await declare(otto, {
   name: 'Totally PDS A',
   pdsHosts: [A, B],
@@ -269,7 +270,7 @@ async function join(member, operator, counted, why) {
 }
 await join(mia, opal, true, "on PDS A, which opal's verified declaration covers")
 await join(max, opal, false, "on PDS B and a .pds-b.test handle: opal's declaration covers neither")
-await join(mel, otto, false, "otto's declaration did not verify")
+await join(mel, otto, true, "on PDS B, which otto's declaration proves once B's describeServer names him")
 // Malformed: not stored, counted under invalid_records.
 const invalidRecords = {}
 await put(alice, DECLARATION, { pdsHosts: [A], createdAt: now() }) // no name
@@ -277,6 +278,14 @@ invalidRecords[`${DECLARATION}/shape`] = 1
 await put(dave, MEMBERSHIP, { operator: opal.handle, createdAt: now() }) // a handle, not a DID
 invalidRecords[`${MEMBERSHIP}/operator`] = 1
 say('alice and dave published malformed records')
+
+// The takeover attempt, on a real PDS: PDS B restarts with otto's DID as its
+// service DID and advertises PDS A's user domain beside its own. Evidence is
+// proven: no account created on B holds a .pds-a.test handle, so the suffix
+// links nothing; otto's declaration proves B (its describeServer names him)
+// and nothing of A. Opal's instance keeps its hosts, name, operator and id.
+await restartPds('pds_b', [`PDS_SERVICE_DID=${otto.did}`, 'PDS_SERVICE_HANDLE_DOMAINS=.pds-b.test,.pds-a.test'])
+say(`PDS B restarted as ${otto.did}, advertising .pds-a.test too`)
 
 // --- check the expected end state against the peers ----------------------------
 const problems = []
@@ -321,19 +330,20 @@ const summary = {
   declarations: {
     [opal.did]: { name: 'opal', record: declared.opal, verified_hosts: [A], verified_domains: ['pds-a.test'], unverified: [] },
     // claims as instancemap reports them: hosts normalised, domains as written
-    [otto.did]: { name: 'otto', record: declared.otto, verified_hosts: [], verified_domains: [], unverified: [A, B, '.pds-a.test'] },
+    [otto.did]: { name: 'otto', record: declared.otto, verified_hosts: [B], verified_domains: [], unverified: [A, '.pds-a.test'] },
   },
   memberships,
   invalid_records: invalidRecords,
   // The instance of each PDS, anchored by the user domain it is proven to
   // issue handles under (accounts created on it whose handles verify both
-  // ways; a declaration is not an anchor); A named by opal's verified
-  // declaration, B by its user domain. otto's claims join nothing, name
-  // nothing, move no account.
+  // ways; a declaration is not an anchor), named by its operator's verified
+  // declaration. otto's claim on A and A's user domain, advertised by B,
+  // join nothing, rename nothing, move no account.
   instances: {
     [A]: { anchor: 'ud:pds-a.test', name: declared.opal.name, hosts: [A], operator: opal.did,
       declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === opal.did).length },
-    [B]: { anchor: 'ud:pds-b.test', name: 'pds-b.test', hosts: [B], operator: null, declared_members: 0 },
+    [B]: { anchor: 'ud:pds-b.test', name: declared.otto.name, hosts: [B], operator: otto.did,
+      declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === otto.did).length },
   },
 }
 console.log(JSON.stringify(summary, null, 2))
