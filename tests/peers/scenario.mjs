@@ -326,6 +326,8 @@ const summary = {
   ),
   migrations,
   service_dids: { [A]: opal.did, [B]: peers.pds_b_did },
+  // B advertises A's user domain beside its own since its restart
+  user_domains: { [A]: ['.pds-a.test'], [B]: ['.pds-b.test', '.pds-a.test'] },
   restarts,
   declarations: {
     [opal.did]: { name: 'opal', record: declared.opal, verified_hosts: [A], verified_domains: ['pds-a.test'], unverified: [] },
@@ -340,9 +342,9 @@ const summary = {
   // declaration. otto's claim on A and A's user domain, advertised by B,
   // join nothing, rename nothing, move no account.
   instances: {
-    [A]: { anchor: 'ud:pds-a.test', name: declared.opal.name, hosts: [A], operator: opal.did,
+    [A]: { anchor: 'ud:pds-a.test', name: declared.opal.name, hosts: [A], operator: opal.did, unproven: [],
       declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === opal.did).length },
-    [B]: { anchor: 'ud:pds-b.test', name: declared.otto.name, hosts: [B], operator: otto.did,
+    [B]: { anchor: 'ud:pds-b.test', name: declared.otto.name, hosts: [B], operator: otto.did, unproven: ['pds-a.test'],
       declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === otto.did).length },
   },
 }

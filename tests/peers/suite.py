@@ -426,7 +426,7 @@ def check(a):
         # PDS A's service DID is its operator's (opal's) DID since its restart
         res.eq(f"host {k}: describeServer (did, domains, invites, contact)",
                (d.get("did"), d.get("available_user_domains"), d.get("invite_code_required"), d.get("contact_email")),
-               (summary["service_dids"][u], [dom], False, f"admin@{dom[1:]}"))
+               (summary["service_dids"][u], summary.get("user_domains", {}).get(u, [dom]), False, f"admin@{dom[1:]}"))
         try:
             version = http_json(f"{u}/xrpc/_health").get("version")
         except Exception as e:  # noqa: BLE001
@@ -490,6 +490,9 @@ def check_instances(res, summary, binary, db, url_of):
         inst, status = v.get("instance") or {}, v.get("declaration")
         res.eq(f"instance {k}: id, anchor, name, hosts", (inst.get("id"), inst.get("anchor"), inst.get("name"),
                inst.get("hosts")), (id_of.get(u), w["anchor"], w["name"], w["hosts"]))
+        if "unproven" in w:
+            res.eq(f"instance {k}: advertised user domains that link nothing (no account created on it proves them)",
+                   sorted(d for _, d, _ in inst.get("unproven_domains") or []), w["unproven"])
         op = w["operator"]
         res.eq(f"instance {k}: operator ({name_of.get(op, 'none')})", inst.get("operator"), op)
         res.eq(f"instance {k}: governance = the operator's declaration as published", inst.get("governance"),
