@@ -105,6 +105,10 @@ pub struct ApiArgs {
     /// Bearer token enabling the admin routes (none: no admin routes).
     #[arg(long, env = "INSTANCEMAP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Addresses of reverse proxies whose X-Forwarded-For names the client
+    /// (comma-separated); without, the header is ignored.
+    #[arg(long, env = "INSTANCEMAP_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
 }
 
 impl ApiArgs {
@@ -112,6 +116,7 @@ impl ApiArgs {
         crate::api::Limits {
             timeout: std::time::Duration::from_secs(self.request_timeout.max(1)),
             rate_per_client: self.rate_limit,
+            trusted_proxies: self.trusted_proxy.clone(),
             ..crate::api::Limits::default()
         }
     }

@@ -340,3 +340,28 @@ fn collection_counters_are_bounded() {
     assert_eq!(per.len(), MAX_COLLECTIONS + 1, "{} collection counters", per.len());
     assert_eq!(counters.get("coll/other/delete"), Some(&50));
 }
+
+/// Behind a reverse proxy every client came from the proxy's address, so
+/// the rate limit keyed them as one. With the proxy trusted, each client is
+/// keyed by the nearest X-Forwarded-For hop; from anyone else the header is
+/// ignored (a client cannot choose its key).
+#[test]
+fn the_rate_limit_keys_clients_behind_a_trusted_proxy_and_ignores_forged_headers() {
+    use instancemap::api::client_address;
+    let h = |xff: &str| {
+        let mut m = axum::http::HeaderMap::new();
+        m.insert("x-forwarded-for", xff.parse().unwrap());
+        m
+    };
+    let proxy: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+    let client: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let trusted = [proxy];
+    assert_eq!(client_address(proxy, &h("203.0.113.7"), &trusted), client);
+    // what the client wrote to the left is not believed; the proxy's own hop is skipped
+    assert_eq!(client_address(proxy, &h("1.2.3.4, 203.0.113.7, 10.0.0.2"), &trusted), client);
+    // from an untrusted peer the header is ignored
+    assert_eq!(client_address(client, &h("1.2.3.4"), &trusted), client);
+    assert_eq!(client_address(proxy, &h("1.2.3.4"), &[]), proxy);
+    // garbage stops the walk at the proxy
+    assert_eq!(client_address(proxy, &h("not-an-ip"), &trusted), proxy);
+}

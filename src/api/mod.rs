@@ -44,6 +44,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections at once from one client address.
     pub max_connections_per_client: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client: a request
+    /// from one of them is keyed (rate limit) by the nearest address in
+    /// that header that is not itself a trusted proxy. From any other
+    /// address the header is ignored (a client cannot choose its key).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for Limits {
@@ -55,6 +60,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_client: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -254,13 +260,40 @@ async fn not_found() -> ApiError {
     ApiError::not_found("NotFound", "no such route; see /openapi.json")
 }
 
+/// The address a request is keyed by: the peer's, or, when the peer is a
+/// trusted proxy, the nearest `X-Forwarded-For` hop that is not one (the
+/// rightmost: a client can write anything to the left of what its proxy
+/// appends).
+pub fn client_address(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(a) if trusted.contains(&a) => continue,
+            Ok(a) => return a,
+            // not an address: the chain cannot be read further
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
 /// Limits: URI length, the client's rate, the timeout.
 async fn guard(State(state): State<ApiState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     if req.uri().to_string().len() > MAX_URI {
         return ApiError { status: StatusCode::URI_TOO_LONG, error: "InvalidRequest", message: "URI too long".into() }
             .into_response();
     }
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ip = peer.map(|p| client_address(p, req.headers(), &state.limits.trusted_proxies));
     if let Some(ip) = ip {
         if !state.admit(ip) {
             let mut resp = ApiError {

@@ -481,15 +481,11 @@ pub async fn list_instances(State(st): State<ApiState>, RawQuery(q): RawQuery) -
     }
     st.read(move |st| {
         let all = st.cache.instances(&st.store)?;
-        let host_state: HashMap<String, String> = match &host_status {
-            Some(_) => {
-                let mut m = HashMap::new();
-                for (k, h) in crate::store::StoreReader::hosts(&st.store)? {
-                    m.insert(k, h.state);
-                }
-                m
-            }
-            None => HashMap::new(),
+        // the cached states (a few seconds old at most), not every host
+        // record decoded per request
+        let host_state: HostStates = match &host_status {
+            Some(_) => st.cache.host_states(&st.store)?,
+            None => Default::default(),
         };
         let n = |i: &map::InstanceRecord| i.members.get("registered").copied().unwrap_or(0);
         let mut list: Vec<&map::InstanceRecord> = all
