@@ -528,7 +528,10 @@ pub async fn replay_frames(
     for path in files {
         let src = source.map_or_else(|| file_source(path), str::to_owned);
         let checker = Checker::new(verify, &store);
+        // a file replayed under its own cursor is read from its start every
+        // time: count its frames with the cursor, so a rerun skips them
         let ingest = Ingest::new(store.clone(), &src)?;
+        let ingest = if source.is_none() { ingest.counting_frames()? } else { ingest };
         // a replay is its own only source: no other batches
         let (_, no_sources) = mpsc::channel(1);
         let (tx, writer) = spawn_writer(ingest, no_sources);

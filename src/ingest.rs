@@ -69,6 +69,10 @@ pub struct Ingest {
     outdated_cursor: bool,
     /// Collections with a counter of their own.
     collections: std::collections::HashSet<String>,
+    /// For a replayed file: frames consumed so far, and how many a
+    /// previous run of the file had consumed (those are skipped whole, so
+    /// a rerun after a kill counts no frame twice, with a seq or without).
+    frames: Option<(i64, i64)>,
 }
 
 /// Collections counted one by one (`coll/<nsid>/<action>`); the ops of
@@ -120,7 +124,16 @@ impl Ingest {
             totals: Totals::default(),
             outdated_cursor: false,
             collections,
+            frames: None,
         })
+    }
+
+    /// Keeps the count of frames consumed with the cursor (for a file
+    /// replayed from its start): a rerun skips what a previous run took.
+    pub fn counting_frames(mut self) -> store::Result<Ingest> {
+        let done = self.store.frame_position(&self.source)?.unwrap_or(0);
+        self.frames = Some((0, done));
+        Ok(self)
     }
 
     /// Asks `queue` to resolve each account the first time this process
@@ -208,6 +221,14 @@ impl Ingest {
 
     /// Applies one event to the pending batch (commit with [`flush`](Self::flush)).
     pub fn apply(&mut self, ev: Event) -> store::Result<()> {
+        if let Some((n, done)) = &mut self.frames {
+            *n += 1;
+            if *n <= *done {
+                // consumed by a previous run of this file
+                self.totals.duplicates += 1;
+                return Ok(());
+            }
+        }
         if self.batch.started.is_none() {
             self.batch.started = Some(Instant::now());
         }
@@ -423,6 +444,9 @@ impl Ingest {
             if let Some(c) = self.cursor {
                 wb.cursor(&self.source, c);
             }
+        }
+        if let Some((n, _)) = self.frames {
+            wb.frame_position(&self.source, n);
         }
         self.store.commit(wb)?;
         if self.cache.len() > ACCOUNT_CACHE {

@@ -356,3 +356,37 @@ fn backfill_plc_from_a_file_stops_on_sigterm_and_resumes() {
     assert!(first > 0 && first < n, "the first run stopped part way: {err}");
     assert_eq!(first + second, n, "{err}\n{err2}");
 }
+
+/// The bug: frames without a seq (`#info`, error frames, frames that do not
+/// decode) were counted again when a replay was run again (after a kill, or
+/// twice). A replayed file's frames consumed are kept with its cursor, and
+/// a rerun skips them whole: every counter stays as it was.
+#[test]
+fn a_replay_run_again_counts_no_frame_twice_with_a_seq_or_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.frames");
+    let mut w = instancemap::firehose::framelog::FrameWriter::create(&file).unwrap();
+    for i in 0..30i64 {
+        w.write(&commit_frame(i + 1, "did:plc:cccccccccccccccccccccccc", "3mptbypluud2a", &[])).unwrap();
+        if i % 10 == 0 {
+            w.write(&frame(1, Some("#info"), &map(vec![("name", text("OutdatedCursor"))]))).unwrap();
+            w.write(b"\x00not a frame").unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let db = dir.path().join("db");
+    let counters = || {
+        let store = Store::open_read_only(&db).unwrap();
+        instancemap::store::StoreReader::all_counters(&store).unwrap()
+    };
+    let replay = || {
+        let out = Command::new(BIN).args(["replay", "--db"]).arg(&db).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    replay();
+    let once = counters();
+    assert_eq!(once.get("info/OutdatedCursor"), Some(&3), "{once:?}");
+    assert_eq!(once.get("dropped/rejected"), Some(&3), "{once:?}");
+    replay();
+    assert_eq!(counters(), once, "nothing counted twice");
+}

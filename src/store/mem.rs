@@ -17,6 +17,7 @@ struct Families {
     records: BTreeMap<(String, String, String), StoredRecord>,
     counters: BTreeMap<Vec<u8>, i64>,
     cursors: BTreeMap<String, i64>,
+    frame_positions: BTreeMap<String, i64>,
     meta: BTreeMap<MetaKey, Vec<u8>>,
     plc: BTreeMap<String, PlcRecord>,
     identity: BTreeMap<String, IdentityRecord>,
@@ -142,7 +143,11 @@ impl StoreWriter for MemStore {
                 Op::DeleteRecord { collection, did, rkey } => _ = f.records.remove(&(collection, did, rkey)),
                 Op::Count(k, n) => *f.counters.entry(k).or_default() += n,
                 Op::Cursor(src, seq) => _ = f.cursors.insert(src, seq),
-                Op::DeleteCursor(src) => _ = f.cursors.remove(&src),
+                Op::DeleteCursor(src) => {
+                    f.cursors.remove(&src);
+                    f.frame_positions.remove(&src);
+                }
+                Op::FramePosition(src, n) => _ = f.frame_positions.insert(src, n),
                 Op::PutMeta(k, v) => _ = f.meta.insert(k, v),
                 Op::DeleteMeta(k) => _ = f.meta.remove(&k),
                 Op::Plc(did, o) => f.plc.entry(did).or_default().apply(o),

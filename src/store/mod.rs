@@ -357,6 +357,9 @@ pub enum Op {
     Count(Vec<u8>, i64),
     Cursor(String, i64),
     DeleteCursor(String),
+    /// How many frames of a replayed file were consumed (applied or
+    /// dropped), so a rerun after a kill skips them all, seq or not.
+    FramePosition(String, i64),
     PutMeta(MetaKey, Vec<u8>),
     DeleteMeta(MetaKey),
     /// One PLC operation, folded into the DID's record in batch order.
@@ -416,6 +419,9 @@ impl Batch {
     }
     pub fn cursor(&mut self, source: &str, seq: i64) {
         self.ops.push(Op::Cursor(source.to_owned(), seq));
+    }
+    pub fn frame_position(&mut self, source: &str, frames: i64) {
+        self.ops.push(Op::FramePosition(source.to_owned(), frames));
     }
     /// Forgets a source's cursor (an operator's reset).
     pub fn delete_cursor(&mut self, source: &str) {
@@ -526,7 +532,11 @@ impl Store {
                 }
                 Op::Count(k, n) => wb.merge_cf(self.cf(CF_COUNTERS), k, n.to_le_bytes()),
                 Op::Cursor(src, seq) => wb.put_cf(self.cf(CF_META), Store::cursor_key(&src), seq.to_be_bytes()),
-                Op::DeleteCursor(src) => wb.delete_cf(self.cf(CF_META), Store::cursor_key(&src)),
+                Op::DeleteCursor(src) => {
+                    wb.delete_cf(self.cf(CF_META), Store::cursor_key(&src));
+                    wb.delete_cf(self.cf(CF_META), Store::frames_key(&src));
+                }
+                Op::FramePosition(src, n) => wb.put_cf(self.cf(CF_META), Store::frames_key(&src), n.to_be_bytes()),
                 Op::PutMeta(k, v) => wb.put_cf(self.cf(CF_META), k.bytes(), v),
                 Op::DeleteMeta(k) => wb.delete_cf(self.cf(CF_META), k.bytes()),
                 Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), to_cbor(&o)),
@@ -1010,6 +1020,20 @@ impl Store {
     /// The cursor key of a source.
     pub fn cursor_key(source: &str) -> Vec<u8> {
         counter::key("cursor", source)
+    }
+
+    fn frames_key(source: &str) -> Vec<u8> {
+        counter::key("frames", source)
+    }
+
+    /// How many frames of a replayed file were consumed (see
+    /// [`Op::FramePosition`]).
+    pub fn frame_position(&self, source: &str) -> Result<Option<i64>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), Self::frames_key(source))?
+            .and_then(|v| v.as_slice().try_into().ok())
+            .map(i64::from_be_bytes))
     }
 
     /// The last seq applied from `source`.
