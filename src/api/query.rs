@@ -49,43 +49,37 @@ const CACHE_FOR: Duration = Duration::from_secs(5);
 /// Instance records kept decoded at most (the cache starts over past it).
 const MAX_RECORDS: usize = 200_000;
 
+/// The value in `slot` if younger than `max_age`, else `make`'s, kept.
+fn cached<T: Clone>(
+    slot: &Mutex<Option<(Instant, T)>>,
+    max_age: Duration,
+    make: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut c = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, v)) = &*c {
+        if at.elapsed() < max_age {
+            return Ok(v.clone());
+        }
+    }
+    let v = make()?;
+    *c = Some((Instant::now(), v.clone()));
+    Ok(v)
+}
+
 impl Cache {
     fn instances(&self, store: &Store) -> Result<std::sync::Arc<Vec<map::InstanceRecord>>, ApiError> {
-        let mut c = self.instances.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, v)) = &*c {
-            if at.elapsed() < CACHE_FOR {
-                return Ok(v.clone());
-            }
-        }
-        let v = std::sync::Arc::new(map::instances(store)?);
-        *c = Some((Instant::now(), v.clone()));
-        Ok(v)
+        cached(&self.instances, CACHE_FOR, || Ok(std::sync::Arc::new(map::instances(store)?)))
     }
 
     fn summary(&self, store: &Store) -> Result<Value, ApiError> {
-        let mut c = self.summary.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, v)) = &*c {
-            if at.elapsed() < CACHE_FOR {
-                return Ok(v.clone());
-            }
-        }
-        let v = summary(store)?;
-        *c = Some((Instant::now(), v.clone()));
-        Ok(v)
+        cached(&self.summary, CACHE_FOR, || summary(store))
     }
 
     fn host_states(&self, store: &Store) -> Result<HostStates, ApiError> {
-        let mut c = self.host_states.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, v)) = &*c {
-            if at.elapsed() < CACHE_FOR {
-                return Ok(v.clone());
-            }
-        }
-        let v: HashMap<String, String> =
-            crate::store::StoreReader::hosts(store)?.into_iter().map(|(h, r)| (h, r.state)).collect();
-        let v = std::sync::Arc::new(v);
-        *c = Some((Instant::now(), v.clone()));
-        Ok(v)
+        cached(&self.host_states, CACHE_FOR, || {
+            let states = crate::store::StoreReader::hosts(store)?.into_iter().map(|(h, r)| (h, r.state)).collect();
+            Ok(std::sync::Arc::new(states))
+        })
     }
 
     /// Whether the map has taken in everything the database holds, as the
@@ -93,23 +87,18 @@ impl Cache {
     /// `structurePending`, and a `note` in words when it is not current (an
     /// answer from a map with pending work says so).
     fn freshness(&self, store: &Store) -> Result<Value, ApiError> {
-        let mut c = self.freshness.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, v)) = &*c {
-            if at.elapsed() < FRESHNESS_FOR {
-                return Ok(v.clone());
-            }
-        }
-        let f = map::freshness(store)?;
-        let mut v = json!({"current": f.is_current(), "pendingAccounts": f.pending_accounts,
+        cached(&self.freshness, FRESHNESS_FOR, || {
+            let f = map::freshness(store)?;
+            let mut v = json!({"current": f.is_current(), "pendingAccounts": f.pending_accounts,
             "structurePending": f.structure_pending});
-        if let Some(n) = f.note() {
-            v["note"] = json!(n);
-        }
-        if let Some(at) = f.recompute_interrupted_ms {
-            v["recomputeInterruptedAt"] = ms_str(Some(at));
-        }
-        *c = Some((Instant::now(), v.clone()));
-        Ok(v)
+            if let Some(n) = f.note() {
+                v["note"] = json!(n);
+            }
+            if let Some(at) = f.recompute_interrupted_ms {
+                v["recomputeInterruptedAt"] = ms_str(Some(at));
+            }
+            Ok(v)
+        })
     }
 
     /// A host's instance record, without summed members (see `records`).

@@ -53,16 +53,7 @@ pub fn map_outdated(store: &(impl StoreReader + crate::store::map::MapReader)) -
         store.meta(store::MetaKey::MapVersion)?.and_then(|v| v.as_slice().try_into().ok()).map(u32::from_be_bytes);
     Ok(match version {
         Some(v) => v < MAP_VERSION,
-        None => {
-            let mut any = false;
-            store
-                .each_assignment(&mut |_, _| {
-                    any = true;
-                    Err(store::StoreError::ScanStopped)
-                })
-                .or_else(|e| if matches!(e, store::StoreError::ScanStopped) { Ok(()) } else { Err(e) })?;
-            any
-        }
+        None => store.has_assignments()?,
     })
 }
 

@@ -240,9 +240,10 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
         if !signature_holds(store, &member, &rec)? {
             continue;
         }
-        let (plc, res) = (store.plc(&member)?, store.identity(&member)?);
-        let pds = assign::current_pds(plc.as_ref(), res.as_ref()).ok();
-        let handle = res.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle);
+        // everything about the member in one read
+        let view = store.account_view(&member)?;
+        let pds = assign::current_pds(view.plc.as_ref(), view.identity.as_ref()).ok();
+        let handle = view.identity.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle);
         let by_host = pds.as_ref().is_some_and(|p| st.verified_hosts.contains(p));
         let by_handle = handle.as_deref().is_some_and(|h| st.verified_domains.iter().any(|d| under(h, d)));
         if by_host || by_handle {

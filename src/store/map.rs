@@ -473,6 +473,16 @@ pub trait MapReader: RawMap {
         self.map_get(Fam::Assign, did.as_bytes())?.map(|b| from_cbor(super::CF_ASSIGN, &b)).transpose()
     }
 
+    /// Whether any account has an assignment.
+    fn has_assignments(&self) -> Result<bool> {
+        let mut any = false;
+        self.map_scan(Fam::Assign, &[], &mut |_, _| {
+            any = true;
+            false
+        })?;
+        Ok(any)
+    }
+
     /// Every assignment, in DID order.
     fn each_assignment(&self, f: &mut dyn FnMut(&str, Assignment) -> Result<()>) -> Result<()> {
         scan_all(self, Fam::Assign, &[], &mut |k, v| {

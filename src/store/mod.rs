@@ -1029,20 +1029,17 @@ impl Store {
     /// How many frames of a replayed file were consumed (see
     /// [`Op::FramePosition`]).
     pub fn frame_position(&self, source: &str) -> Result<Option<i64>> {
-        Ok(self
-            .db
-            .get_cf(self.cf(CF_META), Self::frames_key(source))?
-            .and_then(|v| v.as_slice().try_into().ok())
-            .map(i64::from_be_bytes))
+        self.meta_i64(&Self::frames_key(source))
     }
 
     /// The last seq applied from `source`.
     pub fn cursor(&self, source: &str) -> Result<Option<i64>> {
-        Ok(self
-            .db
-            .get_cf(self.cf(CF_META), Self::cursor_key(source))?
-            .and_then(|v| v.as_slice().try_into().ok())
-            .map(i64::from_be_bytes))
+        self.meta_i64(&Self::cursor_key(source))
+    }
+
+    /// An i64 (big-endian) `meta` value.
+    fn meta_i64(&self, key: &[u8]) -> Result<Option<i64>> {
+        Ok(self.db.get_cf(self.cf(CF_META), key)?.and_then(|v| v.as_slice().try_into().ok()).map(i64::from_be_bytes))
     }
 
     /// Every source's cursor.
