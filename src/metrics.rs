@@ -69,6 +69,15 @@ pub static API_CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// API reads stopped mid-scan because their request's deadline passed
+/// (the client had its 503 already; the scan stops rather than runs on).
+pub static API_READS_STOPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "instancemap_api_reads_stopped_total",
+        "API store reads stopped mid-scan because the request's deadline passed.",
+    )
+});
+
 /// Record operations applied, by action.
 pub static OPS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("instancemap_ingest_ops_total", "Record operations applied, by action.", &["action"]));

@@ -365,3 +365,44 @@ fn the_rate_limit_keys_clients_behind_a_trusted_proxy_and_ignores_forged_headers
     // garbage stops the walk at the proxy
     assert_eq!(client_address(proxy, &h("not-an-ip"), &trusted), proxy);
 }
+
+/// A store with `n` hosts, each listed by the relay.
+fn store_with_hosts(n: usize) -> (tempfile::TempDir, Store) {
+    use instancemap::store::records::{HostOp, RelayView};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = instancemap::store::Batch::default();
+    for i in 0..n {
+        let view = RelayView { status: Some("active".into()), account_count: Some(1), seq: Some(1), seen_at_ms: 1 };
+        b.host(&format!("https://pds{i}.example{i}.net"), HostOp::Relay(view));
+    }
+    instancemap::store::StoreWriter::commit(&store, b).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_scan_past_its_deadline_stops_instead_of_running_to_the_end() {
+    use instancemap::store::{deadline, StoreError};
+    use std::time::{Duration, Instant};
+    let (_dir, store) = store_with_hosts(3 * deadline::EVERY as usize);
+    assert_eq!(store.hosts().unwrap().len(), 3 * deadline::EVERY as usize, "no deadline: the whole scan");
+    let past = Instant::now() - Duration::from_secs(1);
+    let r = deadline::within(past, || store.hosts());
+    assert!(matches!(r, Err(StoreError::DeadlinePassed)), "{:?}", r.map(|v| v.len()));
+    // a snapshot's scans (the exports read one) stop too
+    let snap = store.map_snapshot();
+    let r = deadline::within(past, || snap.hosts());
+    assert!(matches!(r, Err(StoreError::DeadlinePassed)), "{:?}", r.map(|v| v.len()));
+    drop(snap);
+    // and the deadline is the thread's only while it runs
+    assert_eq!(store.hosts().unwrap().len(), 3 * deadline::EVERY as usize);
+    // an API read past its time limit answers Timeout and counts the stop
+    let limits = instancemap::api::Limits { timeout: Duration::ZERO, ..Default::default() };
+    let state = instancemap::api::ApiState::new(store, true, None, limits);
+    let before = instancemap::metrics::API_READS_STOPPED.get();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let r = rt.block_on(state.read(|st| Ok(st.store.hosts()?.len())));
+    let e = r.expect_err("the read ran to the end past its deadline");
+    assert_eq!(e.error, "Timeout");
+    assert!(instancemap::metrics::API_READS_STOPPED.get() > before);
+}

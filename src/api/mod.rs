@@ -115,14 +115,15 @@ impl ApiState {
         &self,
         f: impl FnOnce(&ApiState) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        let until = Instant::now() + self.limits.timeout;
         let permit = self.reads.clone().acquire_owned().await.map_err(|_| ApiError::unavailable("shutting down"))?;
         let state = self.clone();
         // the permit goes with the work: a request that times out stops
-        // waiting, but its read still runs and still counts against the
-        // limit until it ends
+        // waiting, and its read counts against the limit until it ends,
+        // which is soon: every scan checks the request's deadline
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&state)
+            crate::store::deadline::within(until, || f(&state))
         })
         .await
         .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
@@ -174,6 +175,14 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error: "InternalServerError", message: message.into() }
     }
+    /// The request ran past the time limit (`--request-timeout`).
+    pub fn timeout() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "Timeout",
+            message: "the request took longer than the API's time limit (--request-timeout)".into(),
+        }
+    }
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::SERVICE_UNAVAILABLE, error: "Unavailable", message: message.into() }
     }
@@ -181,6 +190,10 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
+        if matches!(e, crate::store::StoreError::DeadlinePassed) {
+            crate::metrics::API_READS_STOPPED.inc();
+            return ApiError::timeout();
+        }
         tracing::error!(error = %e, "store read failed");
         ApiError::internal("the store could not be read")
     }
@@ -308,12 +321,7 @@ async fn guard(State(state): State<ApiState>, req: axum::extract::Request, next:
     }
     match tokio::time::timeout(state.limits.timeout, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error: "Timeout",
-            message: format!("the request took longer than {:?}", state.limits.timeout),
-        }
-        .into_response(),
+        Err(_) => ApiError::timeout().into_response(),
     }
 }
 

@@ -853,8 +853,9 @@ impl RawMap for MapSnapshot<'_> {
     fn map_scan(&self, fam: Fam, start: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         let it = self
             .snap
-            .iterator_cf(self.store.cf(fam.cf()), rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward));
-        for item in it {
+            .iterator_cf(self.store.cf(fam.cf()), rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward))
+            .map(|r| r.map_err(super::StoreError::from));
+        for item in super::deadline::Bounded::new(it) {
             let (k, v) = item?;
             if !f(&k, &v) {
                 break;

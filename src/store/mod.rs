@@ -33,6 +33,7 @@
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
 //! a NUL byte and keys sort by collection, then account.
 
+pub mod deadline;
 pub mod map;
 pub mod mem;
 pub mod records;
@@ -101,6 +102,9 @@ pub enum StoreError {
     /// A scan's callback stopped it (its own error is the caller's to keep).
     #[error("the reader stopped the scan")]
     ScanStopped,
+    /// The thread's read deadline passed mid-scan (see [`deadline`]).
+    #[error("the read's deadline passed")]
+    DeadlinePassed,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -934,11 +938,11 @@ impl Store {
     /// The entries of a family from `start` on, in key order.
     fn iter_from(&self, cf: &str, start: &[u8]) -> Box<dyn Iterator<Item = Result<KeyValue>> + '_> {
         match self.db.cf_handle(cf) {
-            Some(h) => Box::new(
+            Some(h) => Box::new(deadline::Bounded::new(
                 self.db
                     .iterator_cf(h, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward))
                     .map(|r| r.map_err(StoreError::from)),
-            ),
+            )),
             None => Box::new(std::iter::empty()),
         }
     }
@@ -993,7 +997,9 @@ impl Store {
         cf: &str,
     ) -> Box<dyn Iterator<Item = Result<KeyValue>> + 'a> {
         match self.db.cf_handle(cf) {
-            Some(h) => Box::new(snap.iterator_cf(h, rocksdb::IteratorMode::Start).map(|r| r.map_err(StoreError::from))),
+            Some(h) => Box::new(deadline::Bounded::new(
+                snap.iterator_cf(h, rocksdb::IteratorMode::Start).map(|r| r.map_err(StoreError::from)),
+            )),
             None => Box::new(std::iter::empty()),
         }
     }
@@ -1064,7 +1070,7 @@ impl Store {
 
     /// Every account, in DID order.
     pub fn accounts(&self) -> impl Iterator<Item = Result<(String, AccountState)>> + '_ {
-        self.db.iterator_cf(self.cf(CF_ACCOUNTS), rocksdb::IteratorMode::Start).map(|item| {
+        self.iter_cf(CF_ACCOUNTS).map(|item| {
             let (k, v) = item?;
             Ok((String::from_utf8_lossy(&k).into_owned(), from_cbor(CF_ACCOUNTS, &v)?))
         })
@@ -1092,7 +1098,7 @@ impl Store {
         let mut prefix = collection.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_RECORDS), &prefix) {
+        for item in self.iter_from(CF_RECORDS, &prefix) {
             let (k, v) = item?;
             let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
             let mut parts = rest.splitn(2, |b| *b == 0);
