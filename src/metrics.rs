@@ -78,6 +78,17 @@ pub static API_READS_STOPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// New hosts named by DID documents and not yet admitted to the host
+/// table, by the limit that refused them (`domain`: too many new hosts under
+/// one registrable domain; `network`: too many at all).
+pub static HOSTS_DEFERRED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "instancemap_hosts_deferred_total",
+        "New hosts named by DID documents not yet admitted to the host table, by the limit that refused them.",
+        &["limit"],
+    )
+});
+
 /// Record operations applied, by action.
 pub static OPS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("instancemap_ingest_ops_total", "Record operations applied, by action.", &["action"]));
@@ -399,6 +410,9 @@ pub fn init(labels: &Labels) {
     }
     for l in ["total", "per_client"] {
         API_CONNECTIONS_REFUSED.with_label_values(&[l]);
+    }
+    for l in ["network", "domain"] {
+        HOSTS_DEFERRED.with_label_values(&[l]);
     }
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);

@@ -406,3 +406,67 @@ fn a_scan_past_its_deadline_stops_instead_of_running_to_the_end() {
     assert_eq!(e.error, "Timeout");
     assert!(instancemap::metrics::API_READS_STOPPED.get() > before);
 }
+
+/// The `i`th of a run of valid did:plc identifiers.
+fn plc_did(i: usize) -> String {
+    const B32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut s = String::from("did:plc:");
+    for k in (0..24).rev() {
+        s.push(B32[(i >> (5 * k.min(12))) & 31] as char);
+    }
+    s
+}
+
+/// A sequence-form PLC export line creating `did` on `pds`.
+fn plc_genesis(seq: u64, did: &str, pds: &str) -> String {
+    let (_, key) = test_key(7);
+    let line = serde_json::json!({
+        "did": did, "cid": format!("bafyreid{seq:052}"), "seq": seq, "createdAt": "2026-01-01T00:00:00.000Z",
+        "type": "sequenced_op",
+        "operation": {
+            "type": "plc_operation", "prev": null, "sig": "c2lnbmF0dXJl",
+            "rotationKeys": [format!("did:key:{key}")],
+            "verificationMethods": {"atproto": format!("did:key:{key}")},
+            "alsoKnownAs": [format!("at://u{seq}.example.org")],
+            "services": {"atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": pds}},
+        },
+    });
+    format!("{line}\n")
+}
+
+#[test]
+fn a_flood_of_new_hosts_under_one_domain_joins_the_host_table_at_its_rate() {
+    use instancemap::store::admission;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let flood = admission::Limits::default().domain_burst as usize + 40;
+    let mut text = String::new();
+    for i in 0..flood {
+        text += &plc_genesis(i as u64 + 1, &plc_did(i), &format!("https://x{i}.evil.example.com"));
+    }
+    text += &plc_genesis(flood as u64 + 1, &plc_did(flood), "https://pds.good.example.org");
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let before = instancemap::metrics::HOSTS_DEFERRED.with_label_values(&["domain"]).get();
+    instancemap::plc::source::load_file(&store, &file).unwrap();
+    let hosts = store.hosts().unwrap();
+    let evil = hosts.iter().filter(|(h, _)| h.ends_with(".evil.example.com")).count();
+    assert_eq!(evil, admission::Limits::default().domain_burst as usize, "one domain's flood is bounded");
+    assert!(hosts.iter().any(|(h, _)| h == "https://pds.good.example.org"), "another domain's host still joins");
+    let deferred = instancemap::metrics::HOSTS_DEFERRED.with_label_values(&["domain"]).get() - before;
+    assert!(deferred >= 40, "each refusal counted: {deferred}");
+    // nothing is lost: every account keeps the host its document names
+    let last = plc_did(flood - 1);
+    let rec = store.plc(&last).unwrap().expect("the account is kept");
+    assert_eq!(rec.pds.as_deref(), Some(format!("https://x{}.evil.example.com", flood - 1).as_str()));
+    // and a refused host joins when a later document names it again, once
+    // its bucket has room (here: buckets started over)
+    store.set_host_admission(admission::Limits::default());
+    let again = dir.path().join("later.jsonl");
+    let mut text =
+        plc_genesis(flood as u64 + 2, &plc_did(flood + 1), &format!("https://x{}.evil.example.com", flood - 1));
+    text = text.replace("bafyreid", "bafyreie");
+    std::fs::write(&again, text).unwrap();
+    instancemap::plc::source::load_file(&store, &again).unwrap();
+    assert!(store.host(&format!("https://x{}.evil.example.com", flood - 1)).unwrap().is_some());
+}

@@ -49,11 +49,14 @@ pub fn write(store: &impl StoreWriter, host: &str, op: &HostOp) -> store::Result
     store.commit(b)
 }
 
-/// Records that `host` (a normalised endpoint) was named by `source`.
-pub fn note(store: &impl StoreWriter, host: &str, source: &str) -> store::Result<()> {
+/// Records that `host` (a normalised endpoint) was named by `source`;
+/// `false` when a host new to the table was not admitted (see
+/// [`store::admission`]).
+pub fn note(store: &impl StoreWriter, host: &str, source: &str) -> store::Result<bool> {
     let mut b = Batch::default();
-    b.note_host(store, host, source)?;
-    store.commit(b)
+    let admitted = b.note_host(store, host, source)?;
+    store.commit(b)?;
+    Ok(admitted)
 }
 
 /// Replaces a host's whole record.

@@ -204,8 +204,9 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
         self.flushed = self.stats.clone();
         let mut wb = Batch::with_capacity(self.pending.len() * 2 + self.hosts.len() * 2 + self.counters.len() + 1);
         for h in std::mem::take(&mut self.hosts) {
-            wb.note_host(self.store, &h, "did_document")?;
-            self.known_hosts.insert(h);
+            if wb.note_host(self.store, &h, "did_document")? {
+                self.known_hosts.insert(h);
+            }
         }
         // In key order (stable, so one DID's operations keep their order):
         // the memtable inserts a sorted run far faster than random keys.

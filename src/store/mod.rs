@@ -33,6 +33,7 @@
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
 //! a NUL byte and keys sort by collection, then account.
 
+pub mod admission;
 pub mod deadline;
 pub mod map;
 pub mod mem;
@@ -324,6 +325,11 @@ pub trait StoreReader: Send + Sync {
     /// Every kept record of a collection, `(did, rkey, record)` in key order.
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>>;
     fn source_cursor(&self, source: &str) -> Result<Option<i64>>;
+    /// Takes a new host's place in the host table's admission (see
+    /// [`admission`]); a store without one admits every host.
+    fn admit_host(&self, _host: &str) -> std::result::Result<(), admission::Refused> {
+        Ok(())
+    }
     fn all_cursors(&self) -> Result<BTreeMap<String, i64>>;
     fn all_counters(&self) -> Result<BTreeMap<String, i64>>;
     /// A stage's `meta` value.
@@ -458,14 +464,23 @@ impl Batch {
     }
     /// Notes that `host` was named by `source`, unless `reader` shows it
     /// already was (no write, no structure refresh; a stale read costs one
-    /// redundant operand).
-    pub fn note_host(&mut self, reader: &impl StoreReader, host: &str, source: &str) -> Result<()> {
-        if reader.host(host)?.is_some_and(|r| r.sources.iter().any(|s| s == source)) {
-            return Ok(());
+    /// redundant operand). A host no source named before is admitted at
+    /// the rate [`admission`] allows; `false` when it was not (counted and
+    /// left for the next document that names it).
+    pub fn note_host(&mut self, reader: &impl StoreReader, host: &str, source: &str) -> Result<bool> {
+        match reader.host(host)? {
+            Some(r) if r.sources.iter().any(|s| s == source) => return Ok(true),
+            Some(_) => {}
+            None => {
+                if let Err(refused) = reader.admit_host(host) {
+                    crate::metrics::HOSTS_DEFERRED.with_label_values(&[refused.label()]).inc();
+                    return Ok(false);
+                }
+            }
         }
         let at_ms = crate::clock::now_ms();
         self.host(host, records::HostOp::Noted { source: source.to_owned(), at_ms });
-        Ok(())
+        Ok(true)
     }
 
     /// Marks a DID for the map maintainer (every writer that changes what
@@ -601,6 +616,17 @@ impl StoreReader for Store {
     }
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
         self.records(collection)
+    }
+    fn admit_host(&self, host: &str) -> std::result::Result<(), admission::Refused> {
+        let domain = admission::domain_of(host);
+        let mut a = self.admission.lock().unwrap_or_else(|p| p.into_inner());
+        a.admit(&domain, std::time::Instant::now()).map_err(|(refused, first)| {
+            if first {
+                tracing::warn!(host, limit = refused.label(), domain = %domain,
+                    "new hosts arrive faster than the host table admits them; this and later ones wait for the next document naming them");
+            }
+            refused
+        })
     }
     fn source_cursor(&self, source: &str) -> Result<Option<i64>> {
         self.cursor(source)
@@ -745,6 +771,9 @@ impl StoreReader for Writer {
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
         self.store.stored_records(collection)
     }
+    fn admit_host(&self, host: &str) -> std::result::Result<(), admission::Refused> {
+        self.store.admit_host(host)
+    }
     fn source_cursor(&self, source: &str) -> Result<Option<i64>> {
         self.store.source_cursor(source)
     }
@@ -804,6 +833,8 @@ pub struct Store {
     db: std::sync::Arc<DB>,
     /// Once set, the only threads (by name) whose writes are taken.
     writers: std::sync::Arc<std::sync::OnceLock<&'static [&'static str]>>,
+    /// New hosts' admission to the host table (shared by every handle).
+    admission: std::sync::Arc<std::sync::Mutex<admission::HostAdmission>>,
 }
 
 impl Store {
@@ -859,7 +890,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let (opts, cfs) = Self::options();
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let store = Store { db: std::sync::Arc::new(db), writers: Default::default() };
+        let store = Store { db: std::sync::Arc::new(db), writers: Default::default(), admission: Default::default() };
         match store.db.get_cf(store.cf(CF_META), b"schema")? {
             None => store.db.put_cf(store.cf(CF_META), b"schema", SCHEMA_VERSION.to_be_bytes())?,
             Some(v) => store.check_schema(&v)?,
@@ -875,7 +906,7 @@ impl Store {
         let existing = DB::list_cf(&opts, path)?;
         let cfs: Vec<_> = cfs.into_iter().filter(|d| existing.iter().any(|e| e == d.name())).collect();
         let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)?;
-        let store = Store { db: std::sync::Arc::new(db), writers: Default::default() };
+        let store = Store { db: std::sync::Arc::new(db), writers: Default::default(), admission: Default::default() };
         if let Some(v) = store.db.get_cf(store.cf(CF_META), b"schema")? {
             store.check_schema(&v)?;
         }
@@ -982,7 +1013,7 @@ impl Store {
         let existing = DB::list_cf(&opts, path)?;
         let cfs: Vec<_> = cfs.into_iter().filter(|d| existing.iter().any(|e| e == d.name())).collect();
         let db = DB::open_cf_descriptors_as_secondary(&opts, path, own, cfs)?;
-        Ok(Store { db: std::sync::Arc::new(db), writers: Default::default() })
+        Ok(Store { db: std::sync::Arc::new(db), writers: Default::default(), admission: Default::default() })
     }
 
     /// A secondary instance catches up with the primary's writes.
@@ -1011,6 +1042,11 @@ impl Store {
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
         cp.create_checkpoint(path)?;
         Ok(())
+    }
+
+    /// Sets the limits of new hosts' admission (see [`admission`]).
+    pub fn set_host_admission(&self, limits: admission::Limits) {
+        *self.admission.lock().unwrap_or_else(|p| p.into_inner()) = admission::HostAdmission::new(limits);
     }
 
     /// The database's directory.
