@@ -233,6 +233,13 @@ async fn a_pds_advertising_a_victims_domain_cannot_take_over_its_instance() {
     assert_eq!(st.verified_hosts, vec![evil.clone()]);
     assert!(st.verified_domains.is_empty(), "{:?}", st.verified_domains);
     assert_eq!(st.unverified.len(), 5, "{:?}", st.unverified);
+    // and its instance is not called "Victim Social (official)": a declared
+    // name reading as another instance's domain is refused, with why
+    assert_eq!(own.operator.as_deref(), Some(ATTACKER));
+    assert_ne!(own.name, "Victim Social (official)");
+    let (name, why) = own.name_refused.clone().expect("the imitating name is refused");
+    assert_eq!(name, "Victim Social (official)");
+    assert!(why.contains("victim.social"), "{why}");
     // every victim account's lookup names the victim's hosting, never the attacker
     let state = instancemap::api::ApiState::new(store.clone(), true, None, Default::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -246,6 +253,15 @@ async fn a_pds_advertising_a_victims_domain_cannot_take_over_its_instance() {
         assert_eq!(v["instance"]["id"], victim.id.as_str());
         assert!(!body.contains(ATTACKER) && !body.contains("attacker.example"), "{d}: {body}");
     }
+    // the attacker's own account: its operator is named, the refused name
+    // is not repeated as the operator's
+    let (s, body) = http_get(addr, &format!("/xrpc/dev.instancemap.lookup?subject={ATTACKER}")).await.unwrap();
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(v["instance"]["name"], "Victim Social (official)");
+    let op = v["entities"].as_array().unwrap().iter().find(|e| e["roles"][0] == "operator").expect("operator");
+    assert_eq!((op["did"].as_str(), op["name"].is_null()), (Some(ATTACKER), true), "{op}");
+    assert_eq!(op["declaredNameRefused"]["name"], "Victim Social (official)");
 }
 
 fn host(store: &Store, endpoint: &str, describe: Describe) {
@@ -330,6 +346,23 @@ fn a_strangers_pds_advertising_bsky_social_does_not_join_or_rename_bluesky() {
     assert_eq!(after.operator, None);
     let s = instance_of(&store, STRANGER);
     assert_eq!(s.hosts, vec![STRANGER.to_owned()]);
+    // "Bluesky" reads as no domain of the map, so it stands beside its
+    // operator's DID and its own host; once the map's operator pins the
+    // name for Bluesky's hosts, the stranger's copy of it is refused
+    assert_eq!(s.name, "Bluesky");
+    let pins = instancemap::cluster::overrides::Overrides::parse(&format!(
+        "[[pin]]\nname = \"Bluesky\"\nhosts = [\"{A_HOST}\", \"{B_HOST}\"]\n"
+    ))
+    .unwrap();
+    map::recompute(&store, &pins).unwrap();
+    assert_eq!(instance_of(&store, A_HOST).name, "Bluesky");
+    let s = instance_of(&store, STRANGER);
+    assert_eq!(s.name, "example.org", "the name its own domain gives");
+    assert!(
+        s.name_refused.as_ref().is_some_and(|(n, why)| n == "Bluesky" && why.contains("Bluesky")),
+        "{:?}",
+        s.name_refused
+    );
     assert!(s.unproven_domains.iter().any(|(_, d, _)| d == "bsky.social"), "migrated accounts prove nothing");
     let st = map::declaration_status(&store, &stranger_op).unwrap().unwrap();
     assert_eq!(st.verified_hosts, vec![STRANGER.to_owned()]);

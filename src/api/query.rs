@@ -344,11 +344,15 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
             };
             if let (Some(op), Some(g)) = (&inst.operator, &inst.governance) {
                 let op_handle = map::assignment(store, op)?.and_then(|a| a.handle.filter(|_| a.handle_verified));
+                // a declared name refused as an imitation is not repeated
+                // as the operator's name
+                let name = if inst.name_refused.is_some() { None } else { Some(&g.name) };
                 entities.push(json!({
                     "roles": ["operator"],
                     "did": op,
                     "handle": op_handle,
-                    "name": g.name,
+                    "name": name,
+                    "declaredNameRefused": inst.name_refused.as_ref().map(|(n, why)| json!({"name": n, "why": why})),
                     "moderationContact": g.moderation_contact,
                     "abuseContact": g.abuse_contact,
                     "policies": g.policies,
@@ -449,6 +453,21 @@ fn instance_json(i: &map::InstanceRecord, full: bool) -> Value {
             .collect::<Vec<_>>());
         v["governance"] = json!(i.governance);
         v["claimedBy"] = json!(i.claimed_by);
+        v["conflict"] = json!(i.conflict);
+        v["domainProofs"] = json!(i
+            .domain_proofs
+            .iter()
+            .map(|p| json!({"host": p.host, "domain": p.domain, "how": p.how, "accounts": p.accounts,
+                "examples": p.examples, "observedAt": ms_str(Some(p.at_ms))}))
+            .collect::<Vec<_>>());
+        v["unprovenDomains"] = json!(i
+            .unproven_domains
+            .iter()
+            .map(|(h, d, why)| json!({"host": h, "domain": d, "why": why}))
+            .collect::<Vec<_>>());
+        if let Some((name, why)) = &i.name_refused {
+            v["declaredNameRefused"] = json!({"name": name, "why": why});
+        }
     }
     v
 }

@@ -100,6 +100,9 @@ pub struct Instance {
     /// their declared names: one is its operator; two or more are a
     /// conflict (no operator, no declared name).
     pub operators: Vec<(String, String)>,
+    /// A declared name not used, and why: it reads as another instance's
+    /// proven domain or pinned name (see [`refuse_imitations`]).
+    pub name_refused: Option<(String, String)>,
 }
 
 /// The parts of a normalised endpoint (see
@@ -284,7 +287,7 @@ pub fn cluster_keeping(hosts: &[HostFacts], overrides: &overrides::Overrides, pr
     }
     let groups: Vec<Vec<usize>> = groups.into_values().collect();
     let ids = keep_ids(&groups, &hosts, &evidence, overrides, previous);
-    let named: Vec<(Instance, NameSource)> = groups
+    let named: Vec<(Instance, NameSource, (String, NameSource))> = groups
         .into_iter()
         .zip(ids)
         .map(|(members, (id, anchor))| {
@@ -314,17 +317,22 @@ pub fn cluster_keeping(hosts: &[HostFacts], overrides: &overrides::Overrides, pr
             };
             let first = &hosts[members[0]].endpoint;
             let pinned = members.iter().find_map(|i| pin_names.get(i).cloned());
-            let (name, source) = if let Some(n) = pinned {
-                (n, NameSource::Pin)
-            } else if let Some((op, n)) = declared {
-                (n.clone(), NameSource::Declaration(op.clone()))
-            } else if let Some(d) = most(&ud_count) {
+            // the name its proven evidence gives (what a refused declared
+            // name falls back to)
+            let proven = if let Some(d) = most(&ud_count) {
                 (d, NameSource::UserDomain)
             } else if let Some(d) = most(&rd_count) {
                 (d, NameSource::RegistrableDomain)
             } else {
                 let scheme = url::Url::parse(first).map(|u| u.scheme().to_owned()).unwrap_or_default();
                 (host_label(first), NameSource::Host(scheme))
+            };
+            let (name, source) = if let Some(n) = pinned {
+                (n, NameSource::Pin)
+            } else if let Some((op, n)) = declared {
+                (n.clone(), NameSource::Declaration(op.clone()))
+            } else {
+                proven.clone()
             };
             let inst = Instance {
                 id,
@@ -335,10 +343,12 @@ pub fn cluster_keeping(hosts: &[HostFacts], overrides: &overrides::Overrides, pr
                 registrable_domains: rd_count.into_keys().collect(),
                 evidence: ev,
                 operators,
+                name_refused: None,
             };
-            (inst, source)
+            (inst, source, proven)
         })
         .collect();
+    let named = refuse_imitations(named);
     let mut out = unique_names(named);
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
@@ -462,6 +472,89 @@ impl NameSource {
             NameSource::Declaration(_) => 4,
         }
     }
+}
+
+/// A name's words as people read them: confusable characters folded to
+/// their UTS 39 skeleton (Cyrillic `і` reads as `i`, `0` as `O`), case
+/// folded, split on what is not a letter or digit. At most 32 words.
+fn words(name: &str) -> Vec<String> {
+    let lower = name.to_lowercase();
+    let skeleton: String = unicode_security::confusable_detection::skeleton(&lower).collect::<String>().to_lowercase();
+    skeleton.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(32).map(str::to_owned).collect()
+}
+
+/// Joined forms shorter than this are matched only as whole words (`xyz.com`
+/// is not found inside "Coolxyzcommunity").
+const MIN_JOINED: usize = 8;
+
+/// Declared names are the operator's free text, so a stranger's verified
+/// declaration could name its own instance "Victim Social (official)". A
+/// declared name is refused when its words contain, in order, the words
+/// of another instance's proven domain (`victim.social` in "Victim Social
+/// (official)" or "victimsocial"), or of another instance's pinned name;
+/// the instance then takes the name its own evidence gives, and the
+/// refusal is kept (`name_refused`) with the imitated mark. An instance's
+/// own domains never refuse its name.
+fn refuse_imitations(named: Vec<(Instance, NameSource, (String, NameSource))>) -> Vec<(Instance, NameSource)> {
+    use std::collections::HashMap;
+    // each proven mark: its words, its joined form, and whose it is
+    let mut by_words: HashMap<Vec<String>, (usize, String)> = HashMap::new();
+    let mut by_joined: HashMap<String, (usize, String)> = HashMap::new();
+    let mut longest = 1;
+    for (idx, (inst, src, _)) in named.iter().enumerate() {
+        let pin = matches!(src, NameSource::Pin).then(|| inst.name.clone());
+        for mark in inst.user_domains.iter().chain(&inst.registrable_domains).cloned().chain(pin) {
+            let w = words(&mark);
+            if w.is_empty() {
+                continue;
+            }
+            longest = longest.max(w.len());
+            let joined = w.concat();
+            if joined.chars().count() >= MIN_JOINED {
+                by_joined.entry(joined).or_insert((idx, mark.clone()));
+            }
+            by_words.entry(w).or_insert((idx, mark));
+        }
+    }
+    named
+        .into_iter()
+        .enumerate()
+        .map(|(idx, (mut inst, src, proven))| {
+            if !matches!(src, NameSource::Declaration(_)) {
+                return (inst, src);
+            }
+            let w = words(&inst.name);
+            let others = |hit: Option<&(usize, String)>| hit.filter(|(owner, _)| *owner != idx).map(|(_, m)| m.clone());
+            let mut imitated = None;
+            'runs: for len in 1..=longest.min(w.len()) {
+                for run in w.windows(len) {
+                    if let Some(m) = others(by_words.get(run)) {
+                        imitated = Some(m);
+                        break 'runs;
+                    }
+                }
+            }
+            if imitated.is_none() {
+                let joined: Vec<char> = w.concat().chars().collect();
+                'sub: for a in 0..joined.len() {
+                    for b in (a + MIN_JOINED)..=joined.len() {
+                        if let Some(m) = others(by_joined.get(&joined[a..b].iter().collect::<String>())) {
+                            imitated = Some(m);
+                            break 'sub;
+                        }
+                    }
+                }
+            }
+            match imitated {
+                Some(mark) => {
+                    let why = format!("reads as {mark}, which is another instance's");
+                    inst.name_refused = Some((std::mem::replace(&mut inst.name, proven.0), why));
+                    (inst, proven.1)
+                }
+                None => (inst, src),
+            }
+        })
+        .collect()
 }
 
 /// The key two names collide on: people do not tell case or surrounding
@@ -604,6 +697,52 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_name_that_reads_as_another_instances_domain_is_refused() {
+        let op = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+        let declared = |endpoint: &str, name: &str| {
+            let mut x = h(endpoint, &[]);
+            x.declared_by = vec![(op.into(), name.into())];
+            x
+        };
+        for (name, imitates) in [
+            ("Victim Social (official)", Some("victim.social")),
+            ("victimsocial HQ", Some("victim.social")),
+            // Cyrillic і and a zero, folded to their skeletons
+            ("V\u{456}ctim S0cial", Some("victim.social")),
+            ("Official bsky.social support", Some("bsky.social")),
+            ("Cool Social", None),
+            // its own domain never refuses its name
+            ("Attacker Net Community", None),
+        ] {
+            let hosts = vec![
+                h("https://pds.victim.social", &[".victim.social"]),
+                h("https://bsky.social", &[".bsky.social"]),
+                declared("https://pds.attacker.net", name),
+            ];
+            let out = cluster(&hosts);
+            let mine = out.iter().find(|i| i.hosts == ["https://pds.attacker.net"]).unwrap();
+            match imitates {
+                Some(mark) => {
+                    assert_eq!(mine.name, "attacker.net", "{name}: falls back to its proven name");
+                    let (refused, why) = mine.name_refused.clone().expect(name);
+                    assert_eq!(refused, name);
+                    assert!(why.contains(mark), "{name}: {why}");
+                }
+                None => assert_eq!((mine.name.as_str(), &mine.name_refused), (name, &None), "{name}"),
+            }
+            // the operator is still named beside it: the name is refused, not the declaration
+            assert_eq!(mine.operators[0].0, op);
+        }
+        // a pinned name is imitated too
+        let o =
+            overrides::Overrides::parse("[[pin]]\nname = \"Bluesky\"\nhosts = [\"https://bsky.social\"]\n").unwrap();
+        let out =
+            cluster_with(&[h("https://bsky.social", &[]), declared("https://pds.attacker.net", "Bluesky Support")], &o);
+        let mine = out.iter().find(|i| i.hosts == ["https://pds.attacker.net"]).unwrap();
+        assert_eq!(mine.name, "attacker.net");
+    }
+
+    #[test]
     fn two_operators_declaring_one_instance_are_a_conflict_with_no_declared_name() {
         let mut a = h("https://pds.one.example", &[".shared.example"]);
         let mut b = h("https://pds.two.example", &[".shared.example"]);
@@ -743,7 +882,8 @@ mod tests {
         let hosts = vec![
             decl("https://pds.one.example", "did:plc:oooooooooooooooooooooooo", "Example Co-op"),
             decl("https://pds.two.example", "did:plc:tttttttttttttttttttttttt", "Example Co-op"),
-            // a declaration naming itself after someone else's domain does not take it
+            // a declaration naming itself after someone else's domain does
+            // not take it, nor keep it with its DID beside: it is refused
             decl("https://pds.evil.example", "did:plc:eeeeeeeeeeeeeeeeeeeeeeee", "bsky.social"),
             h("https://a.host.bsky.network", &[".bsky.social"]),
             // hosts under one domain, and hosts elsewhere offering handles under it
@@ -757,7 +897,7 @@ mod tests {
             BTreeMap::from([
                 ("https://pds.one.example", "Example Co-op (did:plc:oooooooooooooooooooooooo)"),
                 ("https://pds.two.example", "Example Co-op (did:plc:tttttttttttttttttttttttt)"),
-                ("https://pds.evil.example", "bsky.social (did:plc:eeeeeeeeeeeeeeeeeeeeeeee)"),
+                ("https://pds.evil.example", "pds.evil.example"),
                 ("https://a.host.bsky.network", "bsky.social"),
                 ("https://pds.example.com", "example.com"),
                 ("https://pds.other.net", "example.com (other.net)"),

@@ -43,8 +43,9 @@ pub const RECOMPUTE_MARKER: store::MetaKey = store::MetaKey::RecomputeStarted;
 /// The version of the map's rules: a map computed under older rules (or
 /// before versions were kept) is rebuilt in full by the next writer of the
 /// map, as after an unfinished recompute. 2: user domains link hosts only
-/// with proof (the `v` counts), declarations count only when signed.
-pub const MAP_VERSION: u32 = 2;
+/// with proof (the `v` counts), declarations count only when signed. 3: a
+/// declared name that reads as another instance's domain is refused.
+pub const MAP_VERSION: u32 = 3;
 
 /// Whether the stored map was computed under older rules than these (an
 /// empty map is not: there is nothing to rebuild).

@@ -291,6 +291,7 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
             evidence: inst.evidence.iter().map(evidence_row).collect(),
             domain_proofs: proven,
             unproven_domains: unproven,
+            name_refused: inst.name_refused.clone(),
             members: stored_members,
             computed_at_ms: now,
         };

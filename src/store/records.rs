@@ -555,6 +555,10 @@ pub struct InstanceRecord {
     /// why)`.
     #[serde(default)]
     pub unproven_domains: Vec<(String, String, String)>,
+    /// The operator's declared name when it was not used, and why (it
+    /// reads as another instance's proven domain or pinned name).
+    #[serde(default)]
+    pub name_refused: Option<(String, String)>,
 }
 
 /// Proof that a host may issue handles under a user domain.
