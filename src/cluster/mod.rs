@@ -491,7 +491,9 @@ const MIN_JOINED: usize = 8;
 /// declaration could name its own instance "Victim Social (official)". A
 /// declared name is refused when its words contain, in order, the words
 /// of another instance's proven domain (`victim.social` in "Victim Social
-/// (official)" or "victimsocial"), or of another instance's pinned name;
+/// (official)" or "victimsocial"; `pds-a.test` in "Totally PDS A": without
+/// its suffix when what is left is two words or eight letters), or of
+/// another instance's pinned name;
 /// the instance then takes the name its own evidence gives, and the
 /// refusal is kept (`name_refused`) with the imitated mark. An instance's
 /// own domains never refuse its name.
@@ -503,14 +505,27 @@ fn refuse_imitations(named: Vec<(Instance, NameSource, (String, NameSource))>) -
     let mut longest = 1;
     for (idx, (inst, src, _)) in named.iter().enumerate() {
         let pin = matches!(src, NameSource::Pin).then(|| inst.name.clone());
-        for mark in inst.user_domains.iter().chain(&inst.registrable_domains).cloned().chain(pin) {
-            let w = words(&mark);
+        let domains = inst.user_domains.iter().chain(&inst.registrable_domains);
+        // a domain reads as itself, and without its public suffix when that
+        // is still distinctive ("PDS A" for `pds-a.test`, "Blacksky" for
+        // `blacksky.app`; not "Victim" alone for `victim.social`)
+        let bare = domains.clone().filter_map(|d| {
+            let suffix = psl::suffix(d.as_bytes()).map_or(0, |s| s.as_bytes().len());
+            let bare = d.get(..d.len().saturating_sub(suffix + 1)).filter(|b| !b.is_empty())?;
+            // counted as written (a skeleton can be longer: `m` is `rn`)
+            let parts = bare.split(|c: char| !c.is_alphanumeric()).filter(|p| !p.is_empty()).count();
+            let letters = bare.chars().filter(|c| c.is_alphanumeric()).count();
+            (parts >= 2 || letters >= MIN_JOINED).then(|| (bare.to_owned(), d.clone()))
+        });
+        let marks = domains.map(|d| (d.clone(), d.clone())).chain(bare).chain(pin.map(|p| (p.clone(), p)));
+        for (text, mark) in marks.collect::<Vec<_>>() {
+            let w = words(&text);
             if w.is_empty() {
                 continue;
             }
             longest = longest.max(w.len());
             let joined = w.concat();
-            if joined.chars().count() >= MIN_JOINED {
+            if text.chars().filter(|c| c.is_alphanumeric()).count() >= MIN_JOINED {
                 by_joined.entry(joined).or_insert((idx, mark.clone()));
             }
             by_words.entry(w).or_insert((idx, mark));
@@ -711,12 +726,17 @@ mod tests {
             ("V\u{456}ctim S0cial", Some("victim.social")),
             ("Official bsky.social support", Some("bsky.social")),
             ("Cool Social", None),
+            ("Totally Victim Sites", None),
+            ("Totally PDS A", Some("pds-a.test")),
+            ("Blacksky Official", Some("blacksky.app")),
             // its own domain never refuses its name
             ("Attacker Net Community", None),
         ] {
             let hosts = vec![
                 h("https://pds.victim.social", &[".victim.social"]),
                 h("https://bsky.social", &[".bsky.social"]),
+                h("https://pds-a.test", &[".pds-a.test"]),
+                h("https://blacksky.app", &[".blacksky.app"]),
                 declared("https://pds.attacker.net", name),
             ];
             let out = cluster(&hosts);

@@ -344,7 +344,10 @@ const summary = {
   instances: {
     [A]: { anchor: 'ud:pds-a.test', name: declared.opal.name, hosts: [A], operator: opal.did, unproven: [],
       declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === opal.did).length },
-    [B]: { anchor: 'ud:pds-b.test', name: declared.otto.name, hosts: [B], operator: otto.did, unproven: ['pds-a.test'],
+    // otto's declared name "Totally PDS A" reads as A's domain, so it is
+    // refused and B takes the name its own proven domain gives
+    [B]: { anchor: 'ud:pds-b.test', name: 'pds-b.test', hosts: [B], operator: otto.did, unproven: ['pds-a.test'],
+      name_refused: declared.otto.name,
       declared_members: Object.values(memberships).filter((m) => m.counted && m.operator === otto.did).length },
   },
 }

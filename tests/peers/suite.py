@@ -493,6 +493,8 @@ def check_instances(res, summary, binary, db, url_of):
         if "unproven" in w:
             res.eq(f"instance {k}: advertised user domains that link nothing (no account created on it proves them)",
                    sorted(d for _, d, _ in inst.get("unproven_domains") or []), w["unproven"])
+        res.eq(f"instance {k}: a declared name reading as another instance's domain is refused",
+               (inst.get("name_refused") or [None])[0], w.get("name_refused"))
         op = w["operator"]
         res.eq(f"instance {k}: operator ({name_of.get(op, 'none')})", inst.get("operator"), op)
         res.eq(f"instance {k}: governance = the operator's declaration as published", inst.get("governance"),
