@@ -75,5 +75,46 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// DID document parsing: a real document, and the worst a 1 MiB body
+/// (the fetch limit) can hold, to size the work the resolver hands to the
+/// blocking pool.
+fn documents(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jetstream");
+    let docs: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("did_docs.json")).unwrap()).unwrap();
+    let (real_did, real) = docs.as_object().unwrap().iter().next().unwrap();
+    let real = serde_json::to_vec(real).unwrap();
+    let did = "did:web:hostile.example";
+    let pad = |doc: serde_json::Value, field: &str, item: serde_json::Value| {
+        let mut doc = doc;
+        let one = serde_json::to_vec(&item).unwrap().len() + 1;
+        doc[field] = serde_json::Value::Array(vec![item; (1 << 20) / one - 8]);
+        serde_json::to_vec(&doc).unwrap()
+    };
+    let base = serde_json::json!({"id": did});
+    let handles = pad(base.clone(), "alsoKnownAs", serde_json::json!("at://not a handle"));
+    let methods = pad(
+        base.clone(),
+        "verificationMethod",
+        serde_json::json!({"id": "#x", "type": "Multikey", "publicKeyMultibase": "z".repeat(40)}),
+    );
+    let services = pad(base.clone(), "service", serde_json::json!({"id": "#x", "type": "X", "serviceEndpoint": "y"}));
+    let long_key = serde_json::to_vec(&serde_json::json!({"id": did, "verificationMethod": [
+        {"id": "#atproto", "type": "EcdsaSecp256k1VerificationKey2019", "publicKeyMultibase": format!("z{}", "2".repeat(127))}
+    ]}))
+    .unwrap();
+    let mut g = c.benchmark_group("did_document");
+    g.bench_function("real_document", |b| b.iter(|| did::parse(real_did, &real).unwrap()));
+    for (name, body, d) in [
+        ("1MiB_of_alsoKnownAs", &handles, did),
+        ("1MiB_of_verificationMethod", &methods, did),
+        ("1MiB_of_service", &services, did),
+        ("longest_key_allowed", &long_key, did),
+    ] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| b.iter(|| did::parse(d, body)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, documents);
 criterion_main!(benches);
