@@ -320,6 +320,27 @@ async fn instances_members_hosts_history_summary() {
     assert_eq!(sum["declarations"]["verified"], 1);
 }
 
+/// Regression: every route cost one token, so a client's budget bought
+/// as many whole-map flow matrices as point lookups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expensive_routes_weigh_more_in_the_rate_limit() {
+    assert_eq!(api::route_cost("/xrpc/dev.instancemap.getFlows"), 4);
+    assert_eq!(api::route_cost("/xrpc/dev.instancemap.lookup"), 1);
+    // a burst of 10: two flow matrices (8), then a third is refused while
+    // a lookup (1) still fits
+    let api = start(Limits { rate_per_client: 5, ..Limits::default() }, None).await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(http_get(api.addr, "/xrpc/dev.instancemap.getFlows?from=2025-01-01").await.unwrap().0);
+    }
+    let (s, body) = http_get(api.addr, "/xrpc/dev.instancemap.getFlows?from=2025-01-01").await.unwrap();
+    assert_eq!(codes, [200, 200, 429]);
+    assert_eq!(s, 429);
+    assert!(body.contains("this route counts as 4"), "{body}");
+    let (s, _) = http_get(api.addr, &format!("/xrpc/dev.instancemap.lookup?subject={ALICE}")).await.unwrap();
+    assert_eq!(s, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_limits_and_documents() {
     let api = start(Limits { rate_per_client: 5, ..Limits::default() }, Some("s3cret")).await;

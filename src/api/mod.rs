@@ -129,8 +129,8 @@ impl ApiState {
         .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
     }
 
-    /// Takes one token from the client's bucket.
-    fn admit(&self, ip: IpAddr) -> bool {
+    /// Takes `cost` tokens from the client's bucket.
+    fn admit(&self, ip: IpAddr, cost: f64) -> bool {
         let rate = f64::from(self.limits.rate_per_client);
         if rate == 0.0 {
             return true;
@@ -148,12 +148,24 @@ impl ApiState {
         let (tokens, at) = b.entry(ip).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= cost {
+            *tokens -= cost;
             true
         } else {
             false
         }
+    }
+}
+
+/// What a request to `path` costs in the rate limit, in requests: the
+/// routes that scan or build large answers count as several (`getFlows`
+/// and `getMapAsOf` 4; the lists, members, growth and history 2), so a
+/// client's budget buys as much work on every route.
+pub fn route_cost(path: &str) -> u32 {
+    match path.strip_prefix("/xrpc/dev.instancemap.") {
+        Some("getFlows" | "getMapAsOf") => 4,
+        Some("listInstances" | "listHosts" | "listMembers" | "getGrowth" | "getAccountHistory") => 2,
+        _ => 1,
     }
 }
 
@@ -308,11 +320,15 @@ async fn guard(State(state): State<ApiState>, req: axum::extract::Request, next:
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let ip = peer.map(|p| client_address(p, req.headers(), &state.limits.trusted_proxies));
     if let Some(ip) = ip {
-        if !state.admit(ip) {
+        let cost = route_cost(req.uri().path());
+        if !state.admit(ip, f64::from(cost)) {
             let mut resp = ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 error: "RateLimitExceeded",
-                message: format!("at most {} requests per second per client", state.limits.rate_per_client),
+                message: format!(
+                    "at most {} requests per second per client (this route counts as {cost})",
+                    state.limits.rate_per_client
+                ),
             }
             .into_response();
             resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
