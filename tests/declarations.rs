@@ -50,6 +50,53 @@ fn validation_reasons() {
     assert_eq!(declaration::validate(MEMBERSHIP, "self", &m), Err("operator"));
 }
 
+/// The second version: the operator's face, contacts by role, delegation,
+/// abuse-notice authorities and routes per reason; each malformed part is
+/// its own reason, and a first-version record still reads.
+#[test]
+fn second_version_validation_reasons() {
+    let mut v2 = cbor::to_json(&cbor_bytes(&decl("Example Social"))).unwrap();
+    v2["serviceName"] = serde_json::json!("Example");
+    v2["homeUrl"] = serde_json::json!("https://example.com");
+    v2["supportUrl"] = serde_json::json!("https://example.com/help");
+    v2["logoUrl"] = serde_json::json!("https://example.com/logo.png");
+    v2["contacts"] = serde_json::json!([
+        {"role": "abuse", "email": "abuse@example.com"},
+        {"role": "admin", "url": "https://example.com/contact", "confidential": true},
+        {"role": "security", "account": "security.example.com"},
+    ]);
+    v2["moderationService"] = serde_json::json!("did:plc:mmmmmmmmmmmmmmmmmmmmmmmm#atproto_labeler");
+    v2["moderatesFor"] = serde_json::json!(["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"]);
+    v2["abuseNoticeAuthorities"] =
+        serde_json::json!(["did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", "did:web:mod.example#atproto_labeler"]);
+    v2["routes"] = serde_json::json!([
+        {"reasonTypes": ["tools.ozone.report.defs#reasonRuleSiteSecurity"], "contact": "security"},
+        {"reasonTypes": ["com.atproto.moderation.defs#reasonSpam"], "subjectTypes": ["record"],
+         "subjectCollections": ["app.bsky.feed.post"], "service": "did:plc:mmmmmmmmmmmmmmmmmmmmmmmm#atproto_labeler"},
+    ]);
+    assert_eq!(declaration::validate(DECLARATION, "self", &v2), Ok(()));
+    let parsed: declaration::Declaration = serde_json::from_value(v2.clone()).unwrap();
+    assert_eq!((parsed.contacts.len(), parsed.routes.len()), (3, 2));
+    assert!(parsed.contacts[1].confidential);
+    for (field, value, reason) in [
+        ("serviceName", serde_json::json!(""), "service_name"),
+        ("logoUrl", serde_json::json!("javascript:alert(1)"), "links"),
+        ("contacts", serde_json::json!([{"role": "overlord", "email": "x@example.com"}]), "contacts"),
+        ("contacts", serde_json::json!([{"role": "abuse"}]), "contacts"),
+        ("contacts", serde_json::json!([{"role": "abuse", "email": "not an email"}]), "contacts"),
+        ("moderationService", serde_json::json!("did:plc:mmmmmmmmmmmmmmmmmmmmmmmm"), "moderation_service"),
+        ("moderatesFor", serde_json::json!(["example.com"]), "moderates_for"),
+        ("abuseNoticeAuthorities", serde_json::json!(["mod.example"]), "authorities"),
+        ("routes", serde_json::json!([{"reasonTypes": ["spam"], "contact": "abuse"}]), "routes"),
+        ("routes", serde_json::json!([{"contact": "legal"}]), "routes"),
+        ("routes", serde_json::json!([{"contact": "abuse", "service": "did:plc:x#y"}]), "routes"),
+    ] {
+        let mut bad = v2.clone();
+        bad[field] = value.clone();
+        assert_eq!(declaration::validate(DECLARATION, "self", &bad), Err(reason), "{field}: {value}");
+    }
+}
+
 fn cbor_bytes(v: &Value) -> Vec<u8> {
     cbor(v)
 }

@@ -78,7 +78,7 @@ pub fn validate(collection: &str, rkey: &str, record: &serde_json::Value) -> Res
             if !datetime(&d.created_at) {
                 return Err("created_at");
             }
-            Ok(())
+            validate_second_version(&d)
         }
         MEMBERSHIP => {
             let m: Membership = serde_json::from_value(record.clone()).map_err(|_| "shape")?;
@@ -94,8 +94,103 @@ pub fn validate(collection: &str, rkey: &str, record: &serde_json::Value) -> Res
     }
 }
 
+/// A service reference: `did#fragment` (proposal 0013).
+pub fn is_service_ref(s: &str) -> bool {
+    let Some((did, frag)) = s.split_once('#') else { return false };
+    s.len() <= 2048
+        && types::is_did(did)
+        && !frag.is_empty()
+        && frag.len() <= 64
+        && frag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~:-".contains(&b))
+}
+
+/// An email address as a contact: `local@domain`, the domain a host name.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else { return false };
+    s.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && !local.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')
+        && types::is_handle(domain)
+}
+
+/// A report reason code: `nsid#name` (`tools.ozone.report.defs#reasonMisleadingSpam`).
+pub fn is_reason_type(s: &str) -> bool {
+    let Some((nsid, name)) = s.split_once('#') else { return false };
+    s.len() <= 256 && types::is_nsid(nsid) && !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The second version's fields (all optional; a first-version record has
+/// none of them).
+fn validate_second_version(d: &Declaration) -> Result<(), &'static str> {
+    if d.service_name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 640 || n.chars().count() > 64) {
+        return Err("service_name");
+    }
+    if ![&d.home_url, &d.support_url, &d.logo_url].iter().all(|u| u.as_deref().is_none_or(uri)) {
+        return Err("links");
+    }
+    if d.contacts.len() > 20 {
+        return Err("contacts");
+    }
+    for c in &d.contacts {
+        let reachable = c.email.is_some() || c.url.is_some() || c.account.is_some();
+        let account_ok = c.account.as_deref().is_none_or(|a| types::is_did(a) || types::is_handle(a));
+        if crate::store::records::contact_role(&c.role).is_none()
+            || !reachable
+            || !c.email.as_deref().is_none_or(is_email)
+            || !c.url.as_deref().is_none_or(uri)
+            || !account_ok
+        {
+            return Err("contacts");
+        }
+    }
+    if d.moderation_service.as_deref().is_some_and(|m| !is_service_ref(m)) {
+        return Err("moderation_service");
+    }
+    if d.moderates_for.len() > 100 || !d.moderates_for.iter().all(|o| types::is_did(o)) {
+        return Err("moderates_for");
+    }
+    if d.abuse_notice_authorities.len() > 50
+        || !d.abuse_notice_authorities.iter().all(|a| types::is_did(a) || is_service_ref(a))
+    {
+        return Err("authorities");
+    }
+    if d.routes.len() > 50 {
+        return Err("routes");
+    }
+    let roles: Vec<&str> = d.contacts.iter().filter_map(|c| crate::store::records::contact_role(&c.role)).collect();
+    for r in &d.routes {
+        let target_ok = match (&r.contact, &r.service) {
+            (Some(c), None) => crate::store::records::contact_role(c).is_some_and(|c| roles.contains(&c)),
+            (None, Some(s)) => is_service_ref(s),
+            _ => false,
+        };
+        if !target_ok
+            || r.reason_types.len() > 64
+            || !r.reason_types.iter().all(|t| is_reason_type(t))
+            || r.subject_types.len() > 8
+            || !r
+                .subject_types
+                .iter()
+                .all(|t| !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphabetic()))
+            || r.subject_collections.len() > 64
+            || !r.subject_collections.iter().all(|c| types::is_nsid(c))
+        {
+            return Err("routes");
+        }
+    }
+    Ok(())
+}
+
 /// Every reason [`validate`] can give.
 pub const REASONS: &[&str] = &[
+    "service_name",
+    "links",
+    "contacts",
+    "moderation_service",
+    "moderates_for",
+    "authorities",
+    "routes",
     "rkey_not_self",
     "shape",
     "name",
@@ -219,4 +314,41 @@ pub fn verify(
         }
     }
     st
+}
+
+/// Counts a declaration's delegations (its `moderationService`, and each
+/// service its routes send reports to) only where that service's own
+/// signed declaration names the operator in `moderatesFor`: a claim for
+/// another party counts when that party confirms.
+pub fn confirm_delegation(
+    st: &mut DeclarationStatus,
+    decl: &Declaration,
+    signed: bool,
+    moderates: &HashMap<&str, &[String]>,
+) {
+    let mut services: Vec<&String> = decl.moderation_service.iter().collect();
+    for r in &decl.routes {
+        if let Some(s) = &r.service {
+            if !services.contains(&s) {
+                services.push(s);
+            }
+        }
+    }
+    for service in services {
+        let delegate = service.split('#').next().unwrap_or_default();
+        if !signed {
+            st.unverified.push((service.clone(), "the declaration's signature is not known to be valid yet".into()));
+        } else if delegate == st.operator {
+            st.confirmed.push((service.clone(), "the operator's own service".into()));
+        } else if moderates.get(delegate).is_some_and(|ops| ops.iter().any(|o| *o == st.operator)) {
+            st.confirmed
+                .push((service.clone(), format!("{delegate}'s own declaration names the operator in moderatesFor")));
+        } else {
+            let why = match moderates.get(delegate) {
+                Some(_) => format!("{delegate}'s declaration does not name the operator in moderatesFor"),
+                None => format!("{delegate} has published no signed declaration naming the operator in moderatesFor"),
+            };
+            st.unverified.push((service.clone(), why));
+        }
+    }
 }

@@ -33,6 +33,7 @@ pub mod maintain;
 pub mod map;
 pub mod overrides;
 pub mod recompute;
+pub mod routes;
 pub mod structure;
 
 use std::collections::{BTreeMap, BTreeSet};

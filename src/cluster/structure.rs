@@ -191,13 +191,23 @@ pub fn refresh(store: &Store, overrides: &Overrides) -> store::Result<StructureS
     let mut statuses = Vec::new();
     let mut governance: BTreeMap<String, Declaration> = BTreeMap::new();
     let mut claims: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut decls: Vec<(String, Declaration, bool)> = Vec::new();
     for (operator, _rkey, rec) in store.stored_records(DECLARATION)? {
         let Ok(json) = crate::repo::cbor::to_json(&rec.record) else { continue };
         let Ok(decl) = serde_json::from_value::<Declaration>(json) else { continue };
         let signed = signature_holds(store, &operator, &rec)?;
+        decls.push((operator, decl, signed));
+    }
+    // the other side of each delegation: signed declarations' moderatesFor
+    let moderates: HashMap<&str, &[String]> =
+        decls.iter().filter(|d| d.2).map(|(op, d, _)| (op.as_str(), d.moderates_for.as_slice())).collect();
+    for (operator, decl, signed) in &decls {
+        let (operator, signed) = (operator.clone(), *signed);
         let handle =
             store.identity(&operator)?.and_then(|r| r.handle_check).filter(|c| c.verified).map(|c| c.handle.clone());
-        let status = declaration::verify(&operator, &decl, handle.as_deref(), signed, &proofs);
+        let mut status = declaration::verify(&operator, decl, handle.as_deref(), signed, &proofs);
+        declaration::confirm_delegation(&mut status, decl, signed, &moderates);
+        let decl = decl.clone();
         if !status.verified_hosts.is_empty() {
             governance.insert(operator.clone(), decl.clone());
         }

@@ -602,6 +602,11 @@ pub struct DeclarationStatus {
     pub verified_domains: Vec<String>,
     /// Claims that did not verify: `(claim, why)`.
     pub unverified: Vec<(String, String)>,
+    /// Claims for another party that party confirmed: `(claim, how)` (a
+    /// delegated moderation service whose own declaration names the
+    /// operator in `moderatesFor`).
+    #[serde(default)]
+    pub confirmed: Vec<(String, String)>,
 }
 
 // ---------------------------------------------------------------- the project's own records
@@ -628,6 +633,96 @@ pub struct Declaration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jurisdiction: Option<String>,
     pub created_at: String,
+    // the second version: every field optional, so a first-version record
+    // reads as one with none of them
+    /// The operator's face, under the names the reference PDS uses
+    /// (`PDS_SERVICE_NAME`, `PDS_HOME_URL`, `PDS_SUPPORT_URL`, `PDS_LOGO_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// Contacts by role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<Contact>,
+    /// The moderation service the operator delegates to, as a service
+    /// reference (`did:…#atproto_labeler`); counts once that service's own
+    /// declaration names the operator in `moderatesFor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation_service: Option<String>,
+    /// Operators this one moderates for (the other side of their
+    /// `moderationService`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moderates_for: Vec<String>,
+    /// Moderation authorities whose infrastructure abuse notices
+    /// (`com.atproto.moderation.sendAbuseNotice`, proposal 0012) the
+    /// operator's hosts accept: DIDs or service references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abuse_notice_authorities: Vec<String>,
+    /// Where reports go, per reason type and subject.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<ReportRoute>,
+}
+
+/// One contact of a declaration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    /// One of [`CONTACT_ROLES`] (or an alias of one).
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An account to message (DID or handle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// For moderation authorities and reporters, not for display: the
+    /// explorer and exports leave it out; the lookup marks it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confidential: bool,
+}
+
+/// Contact roles, each with the RDAP role (RFC 9083 §10.2.4) it maps onto
+/// (`None`: RDAP has none) and its aliases.
+pub const CONTACT_ROLES: &[(&str, Option<&str>, &[&str])] = &[
+    ("abuse", Some("abuse"), &[]),
+    ("security", Some("noc"), &[]),
+    ("administrative", Some("administrative"), &["admin"]),
+    ("technical", Some("technical"), &["tech"]),
+    ("support", None, &[]),
+    ("legal", Some("registrant"), &[]),
+    ("dataProtection", None, &["privacy", "dpo"]),
+];
+
+/// A role's canonical name, if it is one of [`CONTACT_ROLES`] or an alias.
+pub fn contact_role(role: &str) -> Option<&'static str> {
+    CONTACT_ROLES.iter().find(|(r, _, aliases)| *r == role || aliases.contains(&role)).map(|(r, _, _)| *r)
+}
+
+/// Where reports of some reasons go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportRoute {
+    /// Report reason codes (`tools.ozone.report.defs#reason…`,
+    /// `com.atproto.moderation.defs#reason…`); empty: every reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reason_types: Vec<String>,
+    /// `account`, `record`, `chat`; empty: every subject.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_types: Vec<String>,
+    /// Record collections (NSIDs); empty: every collection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_collections: Vec<String>,
+    /// The role of one of the declaration's contacts, or
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// a service reference (`did#fragment`) to report to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
