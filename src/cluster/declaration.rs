@@ -340,7 +340,7 @@ pub fn confirm_delegation(
             st.unverified.push((service.clone(), "the declaration's signature is not known to be valid yet".into()));
         } else if delegate == st.operator {
             st.confirmed.push((service.clone(), "the operator's own service".into()));
-        } else if moderates.get(delegate).is_some_and(|ops| ops.iter().any(|o| *o == st.operator)) {
+        } else if moderates.get(delegate).is_some_and(|ops| ops.contains(&st.operator)) {
             st.confirmed
                 .push((service.clone(), format!("{delegate}'s own declaration names the operator in moderatesFor")));
         } else {
