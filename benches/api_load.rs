@@ -322,7 +322,14 @@ fn main() {
     }
     let store = Store::open_read_only(&dir).unwrap();
     // a sanity look at one answer
-    let one = instancemap::api::query::responsibility(&store, &Default::default(), &did(0)).unwrap();
+    let one = instancemap::api::query::responsibility(
+        &store,
+        &Default::default(),
+        &did(0),
+        None,
+        &instancemap::cluster::routes::Subject::Account,
+    )
+    .unwrap();
     assert_eq!(one["state"], "assigned", "{one}");
 
     let server = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -44,9 +44,12 @@ pub const METHODS: &[Method] = &[
     Method {
         name: "lookup",
         kind: "query",
-        description: "Who is responsible for an account, handle or record: the account's state and instance, and role-typed entities (hosting operator, declared operator with moderation and abuse contacts, handle registrant, labelers), each with evidence, source and when it was last checked, and a plain-words explanation.",
-        params: &[("subject", Ty::Str, true, "A DID, a handle, or an at:// URI.")],
-        output: &["subject", "subjectType", "did", "state", "entities", "explanation", "map"],
+        description: "Who is responsible for an account, handle or record: the account's state and instance, and role-typed entities (hosting operator, declared operator with moderation and abuse contacts, handle registrant, labelers), each with evidence, source and when it was last checked; routes: who to notify for a report reason, first one first, each with channel, evidence and when it was last checked (without reason, routesByReason too); and a plain-words explanation.",
+        params: &[
+            ("subject", Ty::Str, true, "A DID, a handle, or an at:// URI."),
+            ("reason", Ty::Str, false, "A report reason code (tools.ozone.report.defs#… or com.atproto.moderation.defs#…, or its name alone): routes for that reason only."),
+        ],
+        output: &["subject", "subjectType", "did", "state", "entities", "routes", "explanation", "map"],
     },
     Method {
         name: "listInstances",

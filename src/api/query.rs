@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiState, DEFAULT_LIMIT, MAX_LIMIT};
-use crate::cluster::{explain, history, map};
+use crate::cluster::{explain, history, map, routes};
 use crate::store::map::MapReader;
 use crate::store::Store;
 
@@ -265,9 +265,14 @@ fn did_of(st: &ApiState, authority: &str) -> Result<String, ApiError> {
 
 /// `dev.instancemap.lookup`: who is responsible for a DID, handle or record.
 pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
-    let p = Params::parse(q, &["subject"])?;
+    let p = Params::parse(q, &["subject", "reason"])?;
     let subject = p.required("subject")?.to_owned();
     let parsed = parse_subject(&subject).map_err(|why| ApiError::bad(format!("subject {subject:?}: {why}")))?;
+    let reason = p
+        .get("reason")
+        .map(routes::Reason::parse)
+        .transpose()
+        .map_err(|why| ApiError::bad(format!("reason: {why}")))?;
     st.read(move |st| {
         let (did, record) = match &parsed {
             Subject::Did(d) => (d.clone(), None),
@@ -277,7 +282,11 @@ pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply 
                 (did_of(st, authority)?, Some(rec))
             }
         };
-        let mut v = responsibility(&st.store, &st.cache, &did)?;
+        let about = match &parsed {
+            Subject::Uri { collection: Some(c), .. } => routes::Subject::Record { collection: c.clone() },
+            _ => routes::Subject::Account,
+        };
+        let mut v = responsibility(&st.store, &st.cache, &did, reason.as_ref(), &about)?;
         v["subject"] = json!(subject);
         v["subjectType"] = json!(match parsed {
             Subject::Did(_) => "did",
@@ -293,8 +302,16 @@ pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply 
     .await
 }
 
-/// The responsibility answer for one DID (404 when nothing is known).
-pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, ApiError> {
+/// The responsibility answer for one DID (404 when nothing is known), with
+/// the routes for `reason` (every reason the operator routes, grouped,
+/// when `None`).
+pub fn responsibility(
+    store: &Store,
+    cache: &Cache,
+    did: &str,
+    reason: Option<&routes::Reason>,
+    about: &routes::Subject,
+) -> Result<Value, ApiError> {
     // everything about the DID in one read
     let view = crate::store::StoreReader::account_view(store, did)?;
     if !view.is_known() {
@@ -312,9 +329,18 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
     let why = explain::why(&a, instance.as_deref());
     let mut entities = Vec::new();
     let mut inst_json = Value::Null;
+    let mut hosting: Option<routes::Hosting> = None;
+    let mut operator: Option<(String, crate::store::records::Declaration, Option<map::DeclarationStatus>, i64)> = None;
+    let mut labelers: Vec<routes::Labeler> = Vec::new();
+    let mut registrant = None;
     if let Some(host) = &a.host {
         let h = crate::hosts::get(store, host)?;
         let d = h.as_ref().and_then(|h| h.describe.as_ref());
+        hosting = Some(routes::Hosting {
+            endpoint: host.clone(),
+            contact_email: d.and_then(|d| d.contact_email.clone()),
+            checked_at_ms: h.as_ref().and_then(|h| h.last_checked_ms),
+        });
         entities.push(json!({
             "roles": ["hosting"],
             "kind": "pds",
@@ -361,7 +387,9 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
                     "evidence": op_status.as_ref().map(|s| s.proofs.iter().map(|(h, how)| json!({"kind": "declaration_proof", "host": h, "value": how})).collect::<Vec<_>>()).unwrap_or_default(),
                     "lastChecked": ms_str(Some(inst.computed_at_ms)),
                 }));
+                operator = Some((op.clone(), g.clone(), op_status.clone(), inst.computed_at_ms));
                 for l in &g.labelers {
+                    labelers.push(labeler_scope(store, l)?);
                     entities.push(json!({
                         "roles": ["labeler"],
                         "did": l,
@@ -394,6 +422,11 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
         };
         if !provider {
             let check = res.as_ref().and_then(|r| r.handle_check.as_ref());
+            registrant = Some((
+                crate::cluster::registrable_domain(handle).unwrap_or_else(|| handle.clone()),
+                handle.clone(),
+                check.map(|c| c.checked_at_ms),
+            ));
             entities.push(json!({
                 "roles": ["registrant"],
                 "domain": crate::cluster::registrable_domain(handle).unwrap_or_else(|| handle.clone()),
@@ -415,7 +448,19 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
     } else if a.host.is_some() {
         explanation.push_str(" No verified operator declaration covers it; the hosting entity's describeServer contact is the way to reach it.");
     }
-    Ok(json!({
+    let parties = routes::Parties {
+        operator: operator.as_ref().map(|(op, decl, status, at)| routes::Operator {
+            did: op,
+            decl,
+            status: status.as_ref(),
+            runs_host: a.host.as_ref().is_some_and(|h| status.as_ref().is_some_and(|s| s.verified_hosts.contains(h))),
+            checked_at_ms: Some(*at),
+        }),
+        hosting,
+        registrant,
+        labelers,
+    };
+    let mut v = json!({
         "did": did,
         "handle": a.handle,
         "handleVerified": a.handle_verified,
@@ -424,8 +469,55 @@ pub fn responsibility(store: &Store, cache: &Cache, did: &str) -> Result<Value, 
         "host": a.host,
         "instance": inst_json,
         "entities": entities,
+        "routes": routes_json(&routes::routes(reason, about, &parties)),
         "explanation": explanation,
-    }))
+    });
+    match reason {
+        Some(r) => {
+            v["reason"] = json!(r.code());
+            v["reasonAuthoritiesOnly"] = json!(r.authorities_only());
+        }
+        None => {
+            let mut by = serde_json::Map::new();
+            for r in routes::declared_reasons(&parties) {
+                by.insert(r.code().to_owned(), routes_json(&routes::routes(Some(&r), about, &parties)));
+            }
+            v["routesByReason"] = Value::Object(by);
+        }
+    }
+    Ok(v)
+}
+
+/// Routes as the API shows them: ranked, with when each was last checked.
+fn routes_json(rs: &[routes::Route]) -> Value {
+    Value::Array(
+        rs.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+                v["rank"] = json!(i + 1);
+                v["lastChecked"] = ms_str(r.checked_at_ms);
+                v
+            })
+            .collect(),
+    )
+}
+
+/// A labeler's report scope from its `app.bsky.labeler.service` record
+/// (kept from the firehose); `None` where the record leaves it open.
+fn labeler_scope(store: &Store, did: &str) -> Result<routes::Labeler, ApiError> {
+    let rec = crate::store::StoreReader::stored_record(store, "app.bsky.labeler.service", did, "self")?;
+    let json = rec.and_then(|r| crate::repo::cbor::to_json(&r.record).ok());
+    let list = |k: &str| -> Option<Vec<String>> {
+        json.as_ref()?.get(k)?.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+    };
+    Ok(routes::Labeler {
+        did: did.to_owned(),
+        reason_types: list("reasonTypes"),
+        subject_types: list("subjectTypes"),
+        subject_collections: list("subjectCollections"),
+        checked_at_ms: None,
+    })
 }
 
 // ---------------------------------------------------------------- instances
