@@ -396,6 +396,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
                 crate::net::Fetcher::new(opts.allow_loopback),
                 crate::hosts::relay_http_base(&source),
                 every,
+                opts.dns,
                 cancel.clone(),
             ),
             tracing::info_span!("crawl"),

@@ -297,7 +297,8 @@ pub struct RunArgs {
     /// Do not resolve DIDs on demand.
     #[arg(long, env = "INSTANCEMAP_NO_RESOLVE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_resolve: bool,
-    /// A DNS server (`ip:port`) for handle checks instead of the system's.
+    /// A DNS server (`ip:port`) for handle checks and contact mail domains
+    /// instead of the system's.
     #[arg(long, env = "INSTANCEMAP_DNS")]
     pub dns: Option<SocketAddr>,
     /// Do not crawl hosts (describeServer, listRepos) or read the relay's listHosts.

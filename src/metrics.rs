@@ -89,6 +89,35 @@ pub static HOSTS_DEFERRED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Contact checks made, by result (`ok`, `failed`).
+pub static CONTACT_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "instancemap_contact_checks_total",
+        "Contact checks made (security.txt, mail domains, URLs), by result.",
+        &["result"],
+    )
+});
+
+/// Age of the oldest contact check, in seconds (the objective: under 7
+/// days, 604,800 s).
+pub static CONTACT_CHECK_OLDEST: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "instancemap_contact_check_oldest_seconds",
+        "Age of the oldest check among the contacts the lookup may route to (objective: under 604800).",
+    )
+});
+
+/// Contacts the lookup may route to, by state (`checked`: all of them;
+/// `stale`: past the 7-day objective or never checked; `expired`: an
+/// expired security.txt; `failing`: the last check failed).
+pub static CONTACTS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    int_gauge_vec(
+        "instancemap_contacts",
+        "Contacts the lookup may route to, by state (checked, stale, expired, failing).",
+        &["state"],
+    )
+});
+
 /// Record operations applied, by action.
 pub static OPS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("instancemap_ingest_ops_total", "Record operations applied, by action.", &["action"]));
@@ -414,6 +443,13 @@ pub fn init(labels: &Labels) {
     for l in ["network", "domain"] {
         HOSTS_DEFERRED.with_label_values(&[l]);
     }
+    for r in ["ok", "failed"] {
+        CONTACT_CHECKS.with_label_values(&[r]);
+    }
+    for s in ["checked", "stale", "expired", "failing"] {
+        CONTACTS.with_label_values(&[s]);
+    }
+    LazyLock::force(&CONTACT_CHECK_OLDEST);
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);
     }

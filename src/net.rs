@@ -176,6 +176,25 @@ pub fn dns_resolver(ns: SocketAddr) -> hickory_resolver::TokioResolver {
     .build()
 }
 
+/// A resolver asking `ns` when set (local test networks), else the
+/// system's configuration (defaults when there is none).
+pub fn resolver(ns: Option<SocketAddr>) -> hickory_resolver::TokioResolver {
+    use hickory_resolver::config::ResolverConfig;
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    match ns {
+        Some(ns) => dns_resolver(ns),
+        None => hickory_resolver::TokioResolver::builder_tokio()
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no system DNS configuration; using defaults");
+                hickory_resolver::TokioResolver::builder_with_config(
+                    ResolverConfig::default(),
+                    TokioConnectionProvider::default(),
+                )
+            })
+            .build(),
+    }
+}
+
 impl Fetcher {
     pub fn new(allow_loopback: bool) -> Fetcher {
         Fetcher::with_dns(allow_loopback, None)

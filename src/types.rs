@@ -124,6 +124,16 @@ pub fn split_repo_path(path: &str) -> Option<(&str, &str)> {
     (is_nsid(c) && is_record_key(r)).then_some((c, r))
 }
 
+/// An email address as a contact: `local@domain`, the domain a host name.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else { return false };
+    s.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && !local.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')
+        && is_handle(domain)
+}
+
 /// The registrable domain (eTLD+1) of a host name, by the Public Suffix
 /// List with its private section; `None` for names that are themselves a
 /// public suffix or have no known suffix.

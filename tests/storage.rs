@@ -42,6 +42,12 @@ impl StoreReader for Flushed {
     fn host(&self, endpoint: &str) -> store::Result<Option<HostRecord>> {
         self.0.host(endpoint)
     }
+    fn contact_check(&self, key: &str) -> store::Result<Option<instancemap::store::records::ContactCheck>> {
+        self.0.contact_check(key)
+    }
+    fn contact_checks(&self) -> store::Result<Vec<(String, instancemap::store::records::ContactCheck)>> {
+        self.0.contact_checks()
+    }
     fn hosts(&self) -> store::Result<Vec<(String, HostRecord)>> {
         self.0.hosts()
     }

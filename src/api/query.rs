@@ -340,6 +340,7 @@ pub fn responsibility(
             endpoint: host.clone(),
             contact_email: d.and_then(|d| d.contact_email.clone()),
             checked_at_ms: h.as_ref().and_then(|h| h.last_checked_ms),
+            security_txt: security_txt_of(store, host)?,
         });
         entities.push(json!({
             "roles": ["hosting"],
@@ -448,7 +449,14 @@ pub fn responsibility(
     } else if a.host.is_some() {
         explanation.push_str(" No verified operator declaration covers it; the hosting entity's describeServer contact is the way to reach it.");
     }
+    let registrant_security_txt = match &registrant {
+        Some((domain, _, _)) => security_txt_of(store, &format!("https://{domain}"))?,
+        None => None,
+    };
+    let now = crate::clock::now_ms();
     let parties = routes::Parties {
+        registrant_security_txt,
+        now_ms: now,
         operator: operator.as_ref().map(|(op, decl, status, at)| routes::Operator {
             did: op,
             decl,
@@ -469,7 +477,7 @@ pub fn responsibility(
         "host": a.host,
         "instance": inst_json,
         "entities": entities,
-        "routes": routes_json(&routes::routes(reason, about, &parties)),
+        "routes": routes_json(store, &routes::routes(reason, about, &parties), now)?,
         "explanation": explanation,
     });
     match reason {
@@ -480,7 +488,7 @@ pub fn responsibility(
         None => {
             let mut by = serde_json::Map::new();
             for r in routes::declared_reasons(&parties) {
-                by.insert(r.code().to_owned(), routes_json(&routes::routes(Some(&r), about, &parties)));
+                by.insert(r.code().to_owned(), routes_json(store, &routes::routes(Some(&r), about, &parties), now)?);
             }
             v["routesByReason"] = Value::Object(by);
         }
@@ -488,19 +496,35 @@ pub fn responsibility(
     Ok(v)
 }
 
-/// Routes as the API shows them: ranked, with when each was last checked.
-fn routes_json(rs: &[routes::Route]) -> Value {
-    Value::Array(
-        rs.iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                v["rank"] = json!(i + 1);
-                v["lastChecked"] = ms_str(r.checked_at_ms);
-                v
-            })
-            .collect(),
-    )
+/// Routes as the API shows them: ranked, with when each was last checked,
+/// and for an email or URL its last contact check (`check`: ok, how, when
+/// last checked and confirmed, stale past the 7-day objective).
+fn routes_json(store: &Store, rs: &[routes::Route], now: i64) -> Result<Value, ApiError> {
+    use crate::hosts::contacts;
+    let mut out = Vec::with_capacity(rs.len());
+    for (i, r) in rs.iter().enumerate() {
+        let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+        v["rank"] = json!(i + 1);
+        v["lastChecked"] = ms_str(r.checked_at_ms);
+        let key = match r.channel {
+            "email" => Some(contacts::email_key(&r.address)),
+            "url" => Some(contacts::url_key(&r.address)),
+            _ => None,
+        };
+        if let Some(k) = key {
+            let c = crate::store::StoreReader::contact_check(store, &k)?;
+            v["check"] = contacts::freshness(c.as_ref(), now);
+        }
+        out.push(v);
+    }
+    Ok(Value::Array(out))
+}
+
+/// The `security.txt` found at `origin`, with when it was fetched.
+fn security_txt_of(store: &Store, origin: &str) -> Result<Option<(crate::store::records::SecurityTxt, i64)>, ApiError> {
+    let key = crate::hosts::contacts::security_txt_key(origin);
+    Ok(crate::store::StoreReader::contact_check(store, &key)?
+        .and_then(|c| c.security_txt.map(|t| (t, c.checked_at_ms))))
 }
 
 /// A labeler's report scope from its `app.bsky.labeler.service` record

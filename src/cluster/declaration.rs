@@ -104,15 +104,7 @@ pub fn is_service_ref(s: &str) -> bool {
         && frag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~:-".contains(&b))
 }
 
-/// An email address as a contact: `local@domain`, the domain a host name.
-pub fn is_email(s: &str) -> bool {
-    let Some((local, domain)) = s.rsplit_once('@') else { return false };
-    s.len() <= 254
-        && !local.is_empty()
-        && local.len() <= 64
-        && !local.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')
-        && types::is_handle(domain)
-}
+pub use crate::types::is_email;
 
 /// A report reason code: `nsid#name` (`tools.ozone.report.defs#reasonMisleadingSpam`).
 pub fn is_reason_type(s: &str) -> bool {

@@ -25,7 +25,7 @@
 
 use serde::Serialize;
 
-use crate::store::records::{contact_role, Contact, Declaration, DeclarationStatus};
+use crate::store::records::{contact_role, Contact, Declaration, DeclarationStatus, SecurityTxt};
 
 const OZONE: &str = "tools.ozone.report.defs";
 const ATPROTO: &str = "com.atproto.moderation.defs";
@@ -188,6 +188,8 @@ pub struct Hosting {
     pub endpoint: String,
     pub contact_email: Option<String>,
     pub checked_at_ms: Option<i64>,
+    /// Its `security.txt`, when one was found, and when it was fetched.
+    pub security_txt: Option<(SecurityTxt, i64)>,
 }
 
 /// The instance's verified operator.
@@ -219,6 +221,10 @@ pub struct Parties<'a> {
     pub operator: Option<Operator<'a>>,
     /// The custom handle domain: `(domain, handle, checked at)`.
     pub registrant: Option<(String, String, Option<i64>)>,
+    /// The handle domain's `security.txt`, when one was found.
+    pub registrant_security_txt: Option<(SecurityTxt, i64)>,
+    /// Now (ms), for `security.txt` expiry.
+    pub now_ms: i64,
     pub labelers: Vec<Labeler>,
 }
 
@@ -263,6 +269,35 @@ fn contact_routes(c: &Contact, party: &'static str, who: &str, evidence: &str, a
             confidential: c.confidential,
             evidence: evidence.to_owned(),
             checked_at_ms: at,
+        })
+        .collect()
+}
+
+/// The contacts of a `security.txt` not past its `Expires`, as routes.
+fn security_txt_routes(party: &'static str, who: &str, txt: &(SecurityTxt, i64), now_ms: i64) -> Vec<Route> {
+    let (t, at) = txt;
+    if t.expired(now_ms) {
+        return Vec::new();
+    }
+    let expires = t.expires.as_deref().unwrap_or("no Expires");
+    t.contacts
+        .iter()
+        .filter_map(|c| {
+            let (channel, address) = match crate::hosts::securitytxt::mailto(c) {
+                Some(a) => ("email", a.to_owned()),
+                None if c.starts_with("https://") => ("url", c.clone()),
+                None => return None,
+            };
+            Some(Route {
+                party,
+                who: who.to_owned(),
+                channel,
+                address,
+                role: Some("security"),
+                confidential: false,
+                evidence: format!("{} (RFC 9116, expires {expires})", t.url),
+                checked_at_ms: Some(*at),
+            })
         })
         .collect()
 }
@@ -397,9 +432,15 @@ pub fn routes(reason: Option<&Reason>, subject: &Subject, p: &Parties<'_>) -> Ve
                 .into(),
             checked_at_ms: h.checked_at_ms,
         });
+        if let Some(t) = &h.security_txt {
+            out.extend(security_txt_routes("hosting", &h.endpoint, t, p.now_ms));
+        }
     }
     // 6. the handle domain's registrant
     if let Some((domain, handle, at)) = &p.registrant {
+        if let Some(t) = &p.registrant_security_txt {
+            out.extend(security_txt_routes("registrant", domain, t, p.now_ms));
+        }
         out.push(Route {
             party: "registrant",
             who: domain.clone(),
@@ -485,6 +526,7 @@ mod tests {
                 endpoint: "https://pds.coop.example".into(),
                 contact_email: Some("admin@coop.example".into()),
                 checked_at_ms: Some(1),
+                security_txt: None,
             }),
             operator: Some(Operator {
                 did: "did:plc:op",
@@ -494,6 +536,8 @@ mod tests {
                 checked_at_ms: Some(2),
             }),
             registrant: Some(("alice.example".into(), "alice.example".into(), Some(3))),
+            registrant_security_txt: None,
+            now_ms: 0,
             labelers: vec![
                 Labeler { did: "did:plc:labelall".into(), ..Labeler::default() },
                 Labeler {
@@ -570,9 +614,42 @@ mod tests {
     }
 
     #[test]
+    fn security_txt_contacts_follow_the_hosting_contact_unless_expired() {
+        let txt = SecurityTxt {
+            url: "https://pds.example/.well-known/security.txt".into(),
+            contacts: vec!["mailto:security@pds.example".into(), "https://pds.example/report".into(), "tel:+1".into()],
+            expires: Some("2026-06-01T00:00:00Z".into()),
+            expires_ms: Some(2_000),
+            ..SecurityTxt::default()
+        };
+        let hosting = |now| Parties {
+            hosting: Some(Hosting {
+                endpoint: "https://pds.example".into(),
+                contact_email: Some("admin@pds.example".into()),
+                security_txt: Some((txt.clone(), 1)),
+                ..Hosting::default()
+            }),
+            now_ms: now,
+            ..Parties::default()
+        };
+        let rs = routes(None, &Subject::Account, &hosting(1_000));
+        assert_eq!(
+            order(&rs),
+            [
+                ("hosting", "admin@pds.example"),
+                ("hosting", "security@pds.example"),
+                ("hosting", "https://pds.example/report")
+            ]
+        );
+        assert!(rs[1].evidence.contains("RFC 9116"));
+        let rs = routes(None, &Subject::Account, &hosting(3_000));
+        assert_eq!(order(&rs), [("hosting", "admin@pds.example")], "an expired security.txt is not used");
+    }
+
+    #[test]
     fn without_an_operator_the_hosting_pds_answers_first() {
         let p = Parties {
-            hosting: Some(Hosting { endpoint: "https://pds.example".into(), contact_email: None, checked_at_ms: None }),
+            hosting: Some(Hosting { endpoint: "https://pds.example".into(), ..Hosting::default() }),
             ..Parties::default()
         };
         let rs = routes(None, &Subject::Account, &p);

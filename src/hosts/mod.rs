@@ -6,6 +6,9 @@
 //! `offline` since a time, retried with exponential backoff; a reachable
 //! host is recrawled every [`RECRAWL`].
 
+pub mod contacts;
+pub mod securitytxt;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -320,8 +323,10 @@ pub async fn keep_crawling(
     fetcher: Fetcher,
     relay_http: String,
     every: Duration,
+    dns: Option<std::net::SocketAddr>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
+    let checker = contacts::Checker::new(fetcher.clone(), dns);
     let mut last_list: Option<std::time::Instant> = None;
     loop {
         if last_list.is_none_or(|t| t.elapsed() >= LIST_HOSTS_EVERY) {
@@ -337,6 +342,14 @@ pub async fn keep_crawling(
                 if let Err(e) = r {
                     tracing::error!(error = %e, "host crawl");
                 }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = contacts::check_due(&store, store.store(), &checker) => match r {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(checked = n, "contacts checked"),
+                Err(e) => tracing::error!(error = %e, "contact checks"),
             }
         }
         tokio::select! {

@@ -6,8 +6,6 @@
 
 use std::net::SocketAddr;
 
-use hickory_resolver::config::ResolverConfig;
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 
 use crate::net::Fetcher;
@@ -25,15 +23,7 @@ impl HandleResolver {
     /// `nameserver`: a DNS server to ask instead of the system's (local test
     /// networks); HTTPS goes through `fetcher` (so the address guard holds).
     pub fn new(fetcher: Fetcher, nameserver: Option<SocketAddr>) -> HandleResolver {
-        let dns = match nameserver {
-            Some(ns) => crate::net::dns_resolver(ns),
-            None => TokioResolver::builder_tokio()
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "no system DNS configuration; using defaults");
-                    TokioResolver::builder_with_config(ResolverConfig::default(), TokioConnectionProvider::default())
-                })
-                .build(),
-        };
+        let dns = crate::net::resolver(nameserver);
         HandleResolver { dns, fetcher }
     }
 

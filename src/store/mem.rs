@@ -21,6 +21,7 @@ struct Families {
     meta: BTreeMap<MetaKey, Vec<u8>>,
     plc: BTreeMap<String, PlcRecord>,
     identity: BTreeMap<String, IdentityRecord>,
+    contacts: BTreeMap<String, super::records::ContactCheck>,
     retry: BTreeSet<(i64, String)>,
     hosts: BTreeMap<String, HostRecord>,
     marks: BTreeMap<String, i64>,
@@ -93,6 +94,12 @@ impl StoreReader for MemStore {
     fn host(&self, endpoint: &str) -> Result<Option<HostRecord>> {
         Ok(self.read(|f| f.hosts.get(endpoint).cloned()))
     }
+    fn contact_check(&self, key: &str) -> Result<Option<super::records::ContactCheck>> {
+        Ok(self.read(|f| f.contacts.get(key).cloned()))
+    }
+    fn contact_checks(&self) -> Result<Vec<(String, super::records::ContactCheck)>> {
+        Ok(self.read(|f| f.contacts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+    }
     fn hosts(&self) -> Result<Vec<(String, HostRecord)>> {
         Ok(self.read(|f| f.hosts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
     }
@@ -152,6 +159,7 @@ impl StoreWriter for MemStore {
                 Op::DeleteMeta(k) => _ = f.meta.remove(&k),
                 Op::Plc(did, o) => f.plc.entry(did).or_default().apply(o),
                 Op::Identity(did, r) => _ = f.identity.insert(did, r),
+                Op::Contact(k, c) => _ = f.contacts.insert(k, c),
                 Op::Retry { at_ms, did } => _ = f.retry.insert((at_ms, did)),
                 Op::Unretry { at_ms, did } => _ = f.retry.remove(&(at_ms, did)),
                 Op::Host(h, o) => {

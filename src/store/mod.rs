@@ -28,6 +28,7 @@
 //! | `host_moves` | time (ms, as above) ‖ endpoint      | [`records::HostMove`], CBOR: a host changing instance |
 //! | `host_accounts` | endpoint 0x00 DID                | empty: the accounts on a host (index of `assign`) |
 //! | `handles`  | handle 0x00 DID                       | `1` when verified both ways, `0` when only claimed (index of `assign`) |
+//! | `contacts` | `email:<address>`, `url:<url>`, `securitytxt:<origin>` | [`records::ContactCheck`], CBOR: a contact's last check |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
 //! Every key part is validated syntax (DID, NSID, record key), so none holds
@@ -51,6 +52,7 @@ const CF_COUNTERS: &str = "counters";
 const CF_RECORDS: &str = "records";
 const CF_PLC: &str = "plc";
 const CF_IDENTITY: &str = "identity";
+const CF_CONTACTS: &str = "contacts";
 const CF_RETRY: &str = "retry";
 const CF_HOSTS: &str = "hosts";
 const CF_INSTANCES: &str = "instances";
@@ -82,6 +84,7 @@ const CFS: &[&str] = &[
     CF_HOST_MOVES,
     CF_HOST_ACCOUNTS,
     CF_HANDLES,
+    CF_CONTACTS,
 ];
 
 /// Version of the on-disk layout above; a database with another version is
@@ -325,6 +328,10 @@ pub trait StoreReader: Send + Sync {
     /// Every kept record of a collection, `(did, rkey, record)` in key order.
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>>;
     fn source_cursor(&self, source: &str) -> Result<Option<i64>>;
+    /// A contact's last check (see [`Op::Contact`] for the keys).
+    fn contact_check(&self, key: &str) -> Result<Option<records::ContactCheck>>;
+    /// Every contact check, by key.
+    fn contact_checks(&self) -> Result<Vec<(String, records::ContactCheck)>>;
     /// Takes a new host's place in the host table's admission (see
     /// [`admission`]); a store without one admits every host.
     fn admit_host(&self, _host: &str) -> std::result::Result<(), admission::Refused> {
@@ -375,6 +382,9 @@ pub enum Op {
     /// One PLC operation, folded into the DID's record in batch order.
     Plc(String, records::PlcOperand),
     Identity(String, records::IdentityRecord),
+    /// A contact's last check, by key (`email:<address>`, `url:<url>`,
+    /// `securitytxt:<origin>`).
+    Contact(String, records::ContactCheck),
     Retry {
         at_ms: i64,
         did: String,
@@ -445,6 +455,10 @@ impl Batch {
     }
     pub fn plc(&mut self, did: &str, op: records::PlcOperand) {
         self.ops.push(Op::Plc(did.to_owned(), op));
+    }
+    /// A contact's check (see [`Op::Contact`] for the keys).
+    pub fn put_contact_check(&mut self, key: &str, check: records::ContactCheck) {
+        self.ops.push(Op::Contact(key.to_owned(), check));
     }
     pub fn put_identity(&mut self, did: &str, rec: records::IdentityRecord) {
         self.ops.push(Op::Identity(did.to_owned(), rec));
@@ -560,6 +574,7 @@ impl Store {
                 Op::DeleteMeta(k) => wb.delete_cf(self.cf(CF_META), k.bytes()),
                 Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), to_cbor(&o)),
                 Op::Identity(did, r) => wb.put_cf(self.cf(CF_IDENTITY), did.as_bytes(), to_cbor(&r)),
+                Op::Contact(k, c) => wb.put_cf(self.cf(CF_CONTACTS), k.as_bytes(), to_cbor(&c)),
                 Op::Retry { at_ms, did } => wb.put_cf(self.cf(CF_RETRY), retry_key(at_ms, &did), b""),
                 Op::Unretry { at_ms, did } => wb.delete_cf(self.cf(CF_RETRY), retry_key(at_ms, &did)),
                 Op::Host(h, o) => wb.merge_cf(self.cf(CF_HOSTS), h.as_bytes(), to_cbor(&o)),
@@ -616,6 +631,20 @@ impl StoreReader for Store {
     }
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
         self.records(collection)
+    }
+    fn contact_check(&self, key: &str) -> Result<Option<records::ContactCheck>> {
+        match self.get_cf(CF_CONTACTS, key.as_bytes())? {
+            Some(v) => Ok(Some(from_cbor(CF_CONTACTS, &v)?)),
+            None => Ok(None),
+        }
+    }
+    fn contact_checks(&self) -> Result<Vec<(String, records::ContactCheck)>> {
+        let mut out = Vec::new();
+        for item in self.iter_cf(CF_CONTACTS) {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), from_cbor(CF_CONTACTS, &v)?));
+        }
+        Ok(out)
     }
     fn admit_host(&self, host: &str) -> std::result::Result<(), admission::Refused> {
         let domain = admission::domain_of(host);
@@ -770,6 +799,12 @@ impl StoreReader for Writer {
     }
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
         self.store.stored_records(collection)
+    }
+    fn contact_check(&self, key: &str) -> Result<Option<records::ContactCheck>> {
+        self.store.contact_check(key)
+    }
+    fn contact_checks(&self) -> Result<Vec<(String, records::ContactCheck)>> {
+        self.store.contact_checks()
     }
     fn admit_host(&self, host: &str) -> std::result::Result<(), admission::Refused> {
         self.store.admit_host(host)

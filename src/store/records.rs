@@ -737,3 +737,48 @@ pub struct Policies {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub community_guidelines: Option<String>,
 }
+
+// ---------------------------------------------------------------- contacts, checked
+
+/// A `/.well-known/security.txt` (RFC 9116) as fetched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityTxt {
+    /// Where it was fetched from.
+    pub url: String,
+    /// `Contact:` values in order (URIs: `mailto:`, `https:`, `tel:`).
+    pub contacts: Vec<String>,
+    /// `Expires:` as written (RFC 3339), and as ms when it parses.
+    pub expires: Option<String>,
+    pub expires_ms: Option<i64>,
+    /// `Policy:` values.
+    pub policy: Vec<String>,
+    /// Whether it is an OpenPGP cleartext-signed message (the signature is
+    /// not checked: no key is known to check it against).
+    pub signed: bool,
+    /// What is wrong with it, each a short phrase (`no Expires`, …).
+    pub problems: Vec<String>,
+}
+
+impl SecurityTxt {
+    /// Past its `Expires` at `now_ms` (RFC 9116 §2.5.5: then it is stale
+    /// and should not be used).
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|e| e <= now_ms)
+    }
+}
+
+/// The last check of one contact: an email address (its domain accepts
+/// mail), a URL (it answers), or a `security.txt` origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactCheck {
+    /// Whether it held at the last check.
+    pub ok: bool,
+    /// How, or why not, in words (`MX mx1.example.org`, `no MX, A or AAAA`).
+    pub how: String,
+    pub checked_at_ms: i64,
+    /// When it last held (kept across failed checks).
+    pub last_ok_ms: Option<i64>,
+    /// For a `securitytxt:` key: the file, when one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_txt: Option<SecurityTxt>,
+}

@@ -343,9 +343,20 @@ pub fn free_port() -> u16 {
 /// Serves TXT answers from `txt` (name without trailing dot → strings) on
 /// UDP 127.0.0.1; everything else is NXDOMAIN. Returns its address.
 pub async fn fake_dns(txt: std::collections::HashMap<String, Vec<String>>) -> std::net::SocketAddr {
-    use hickory_proto::op::{Message, MessageType, ResponseCode};
     use hickory_proto::rr::rdata::TXT;
-    use hickory_proto::rr::{RData, Record, RecordType};
+    use hickory_proto::rr::RData;
+    let records = txt
+        .into_iter()
+        .flat_map(|(name, values)| values.into_iter().map(move |v| (name.clone(), RData::TXT(TXT::new(vec![v])))))
+        .collect();
+    fake_dns_records(records).await
+}
+
+/// A DNS server answering each `(name, record)` for its name and type (TXT,
+/// MX, A, …) on UDP 127.0.0.1; everything else is NXDOMAIN.
+pub async fn fake_dns_records(records: Vec<(String, hickory_proto::rr::RData)>) -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::Record;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = sock.local_addr().unwrap();
     tokio::spawn(async move {
@@ -362,18 +373,11 @@ pub async fn fake_dns(txt: std::collections::HashMap<String, Vec<String>>) -> st
             resp.add_queries(q.queries().to_vec());
             let mut answered = false;
             for query in q.queries() {
-                let name = query.name().to_string();
-                let key = name.trim_end_matches('.').to_ascii_lowercase();
-                if query.query_type() == RecordType::TXT {
-                    if let Some(values) = txt.get(&key) {
-                        for v in values {
-                            resp.add_answer(Record::from_rdata(
-                                query.name().clone(),
-                                60,
-                                RData::TXT(TXT::new(vec![v.clone()])),
-                            ));
-                            answered = true;
-                        }
+                let key = query.name().to_string().trim_end_matches('.').to_ascii_lowercase();
+                for (name, rdata) in &records {
+                    if *name == key && rdata.record_type() == query.query_type() {
+                        resp.add_answer(Record::from_rdata(query.name().clone(), 60, rdata.clone()));
+                        answered = true;
                     }
                 }
             }
