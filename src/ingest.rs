@@ -39,6 +39,9 @@ struct Batch {
     dirty: std::collections::HashSet<String>,
     /// Accounts whose place in the map may have changed (new, status).
     map: std::collections::HashSet<String>,
+    /// Each touched account's last active day when the batch first touched
+    /// it: an account active on a new day is marked for the map.
+    active_before: std::collections::HashMap<String, Option<i32>>,
     /// A declaration or membership record changed.
     map_structure: bool,
     counters: HashMap<Vec<u8>, i64>,
@@ -216,7 +219,11 @@ impl Ingest {
             };
             self.cache.insert(did.to_owned(), state);
         }
-        Ok(self.cache.get_mut(did).expect("inserted above"))
+        let state = self.cache.get_mut(did).expect("inserted above");
+        if !self.batch.active_before.contains_key(did) {
+            self.batch.active_before.insert(did.to_owned(), state.active_day());
+        }
+        Ok(state)
     }
 
     /// Applies one event to the pending batch (commit with [`flush`](Self::flush)).
@@ -426,12 +433,17 @@ impl Ingest {
         let start = Instant::now();
         let batch = std::mem::take(&mut self.batch);
         let mut wb = batch.records;
+        let mut map = batch.map;
         for did in &batch.dirty {
             if let Some(state) = self.cache.get(did) {
                 wb.put_account(did, state.clone());
+                // active on a day it was not: its activity count moves
+                if batch.active_before.get(did).is_some_and(|d| *d != state.active_day()) {
+                    map.insert(did.clone());
+                }
             }
         }
-        for did in &batch.map {
+        for did in &map {
             wb.mark(did);
         }
         if batch.map_structure {

@@ -177,6 +177,8 @@ fn migrated(handle: &str) -> Assignment {
         handle: Some(handle.into()),
         handle_verified: true,
         born: Some(HOST_A.into()),
+        born_day: Some(instancemap::store::records::day_number(DAY1)),
+        active_day: Some(instancemap::store::records::day_number(DAY2)),
     }
 }
 
@@ -333,6 +335,7 @@ fn describe(did: &str) -> Describe {
         did: Some(did.to_owned()),
         available_user_domains: vec![".example.com".to_owned()],
         invite_code_required: Some(true),
+        phone_verification_required: None,
         privacy_policy: None,
         terms_of_service: Some("https://example.com/tos".to_owned()),
         contact_email: None,

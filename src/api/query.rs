@@ -671,6 +671,7 @@ pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
             claims.extend(map::declaration_status(&st.store, op)?);
         }
         v["declarations"] = json!(claims);
+        v["activity"] = json!(crate::cluster::activity::of(&st.store, &i, crate::clock::now_ms())?);
         v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })

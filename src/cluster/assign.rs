@@ -85,6 +85,12 @@ pub fn desired(plc: Option<&PlcRecord>, res: Option<&IdentityRecord>, acct: Opti
         .filter(|h| crate::types::is_handle(h));
     a.timeline = timeline(plc, res, current.as_ref().ok().map(String::as_str));
     a.born = plc.and_then(|p| p.genesis_pds.clone());
+    a.born_day = plc
+        .filter(|p| p.genesis_pds.is_some())
+        .and_then(|p| p.created_at.as_deref())
+        .and_then(ms_of)
+        .map(crate::store::records::day_number);
+    a.active_day = acct.filter(|_| a.host.is_some()).and_then(AccountState::active_day);
     a
 }
 

@@ -24,6 +24,7 @@
 //! `203.0.113.5 (http)`). Names are unique across the map; see
 //! `unique_names` for what sets apart two that would be the same.
 
+pub mod activity;
 pub mod assign;
 pub mod concentration;
 pub mod declaration;

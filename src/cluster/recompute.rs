@@ -44,8 +44,9 @@ pub const RECOMPUTE_MARKER: store::MetaKey = store::MetaKey::RecomputeStarted;
 /// before versions were kept) is rebuilt in full by the next writer of the
 /// map, as after an unfinished recompute. 2: user domains link hosts only
 /// with proof (the `v` counts), declarations count only when signed. 3: a
-/// declared name that reads as another instance's domain is refused.
-pub const MAP_VERSION: u32 = 3;
+/// declared name that reads as another instance's domain is refused. 4:
+/// activity (last active day) and creations per day are counted.
+pub const MAP_VERSION: u32 = 4;
 
 /// Whether the stored map was computed under older rules than these (an
 /// empty map is not: there is nothing to rebuild).

@@ -74,6 +74,8 @@ struct RawDescribe {
     available_user_domains: Vec<String>,
     #[serde(rename = "inviteCodeRequired")]
     invite_code_required: Option<bool>,
+    #[serde(default, rename = "phoneVerificationRequired")]
+    phone_verification_required: Option<bool>,
     #[serde(default)]
     links: Option<RawLinks>,
     #[serde(default)]
@@ -150,6 +152,7 @@ pub async fn crawl_within(
                     .take(64)
                     .collect(),
                 invite_code_required: d.invite_code_required,
+                phone_verification_required: d.phone_verification_required,
                 privacy_policy: bounded(links.as_ref().and_then(|l| l.privacy_policy.clone())),
                 terms_of_service: bounded(links.and_then(|l| l.terms_of_service)),
                 contact_email: bounded(contact.and_then(|c| c.email)),

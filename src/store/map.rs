@@ -66,6 +66,13 @@ mod key {
     /// under the domain verifies both ways (see
     /// `Assignment::proves_domains`).
     pub const VOUCHED: u8 = b'v';
+    /// `a\0<host>\0<YYYY-MM-DD>`: accounts on the host whose last firehose
+    /// event was that day (so the accounts active since a day are the sum
+    /// over the days from it: distinct, exact).
+    pub const ACTIVE: u8 = b'a';
+    /// `b\0<host>\0<YYYY-MM-DD>`: accounts created on the host that day
+    /// (their PLC genesis operation named it).
+    pub const BORN: u8 = b'b';
 
     pub fn prefix(kind: u8) -> [u8; 2] {
         [kind, 0]
@@ -98,6 +105,10 @@ pub enum CountKey<'a> {
     Flow { day: time::Date, from: &'a str, to: &'a str },
     /// Accounts created on a host whose handle under the domain verifies.
     Vouched { host: &'a str, domain: &'a str },
+    /// Accounts on a host whose last firehose event was that day.
+    Active { host: &'a str, day: time::Date },
+    /// Accounts created on a host that day.
+    Born { host: &'a str, day: time::Date },
 }
 
 impl CountKey<'_> {
@@ -113,6 +124,14 @@ impl CountKey<'_> {
                 crate::clock::date_into(k, day);
                 k.push(0);
                 k.extend_from_slice(host.as_bytes());
+            }
+            CountKey::Active { host, day } | CountKey::Born { host, day } => {
+                let kind = if matches!(self, CountKey::Active { .. }) { key::ACTIVE } else { key::BORN };
+                k.clear();
+                k.extend_from_slice(&[kind, 0]);
+                k.extend_from_slice(host.as_bytes());
+                k.push(0);
+                crate::clock::date_into(k, day);
             }
             CountKey::Flow { day, from, to } => {
                 k.clear();
@@ -147,9 +166,15 @@ pub fn for_each_count<'a>(did: &str, a: &'a Assignment, mut f: impl FnMut(CountK
             for domain in a.proves_domains(did) {
                 f(CountKey::Vouched { host: h, domain }, 1);
             }
+            if let Some(d) = a.active_day {
+                f(CountKey::Active { host: h, day: super::records::date_of_day(d) }, 1);
+            }
         }
         (None, Some(r)) => f(CountKey::State(r), 1),
         (None, None) => {}
+    }
+    if let (Some(b), Some(d)) = (&a.born, a.born_day) {
+        f(CountKey::Born { host: b, day: super::records::date_of_day(d) }, 1);
     }
     let mut prev: Option<&str> = None;
     for (at, host) in &a.timeline {
@@ -285,6 +310,8 @@ impl CountTotals {
             CountKey::Vouched { host, domain } => (key::VOUCHED, 0, self.id(host), self.id(domain)),
             CountKey::Day { day, host } => (key::DAY, day.to_julian_day(), self.id(host), 0),
             CountKey::Flow { day, from, to } => (key::FLOW, day.to_julian_day(), self.id(from), self.id(to)),
+            CountKey::Active { host, day } => (key::ACTIVE, day.to_julian_day(), self.id(host), 0),
+            CountKey::Born { host, day } => (key::BORN, day.to_julian_day(), self.id(host), 0),
         };
         *self.counts.entry(k).or_default() += n;
     }
@@ -308,6 +335,8 @@ impl CountTotals {
                     key::STATE => CountKey::State(name(a)),
                     key::VOUCHED => CountKey::Vouched { host: name(a), domain: name(b) },
                     key::DAY => CountKey::Day { day: date(jd), host: name(a) },
+                    key::ACTIVE => CountKey::Active { host: name(a), day: date(jd) },
+                    key::BORN => CountKey::Born { host: name(a), day: date(jd) },
                     _ => CountKey::Flow { day: date(jd), from: name(a), to: name(b) },
                 };
                 (k.bytes(), n)
@@ -511,6 +540,39 @@ pub trait MapReader: RawMap {
         counts_under(self, &prefix, &[], &mut |parts, n| {
             if let [_, bucket] = parts {
                 out.insert((*bucket).to_owned(), n);
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Accounts on `host` whose last firehose event was on `from` or later
+    /// (distinct: each account counts at its last active day only).
+    fn active_since(&self, host: &str, from: time::Date) -> Result<i64> {
+        let mut prefix = vec![key::ACTIVE, 0];
+        prefix.extend_from_slice(host.as_bytes());
+        prefix.push(0);
+        let mut start = Vec::new();
+        crate::clock::date_into(&mut start, from);
+        let mut n = 0;
+        counts_under(self, &prefix, &start, &mut |_, c| {
+            n += c;
+            true
+        })?;
+        Ok(n)
+    }
+
+    /// Accounts created on `host` per day (`YYYY-MM-DD`), from `from` on.
+    fn born_per_day(&self, host: &str, from: time::Date) -> Result<BTreeMap<String, i64>> {
+        let mut prefix = vec![key::BORN, 0];
+        prefix.extend_from_slice(host.as_bytes());
+        prefix.push(0);
+        let mut start = Vec::new();
+        crate::clock::date_into(&mut start, from);
+        let mut out = BTreeMap::new();
+        counts_under(self, &prefix, &start, &mut |parts, c| {
+            if let Some(day) = parts.last() {
+                out.insert((*day).to_owned(), c);
             }
             true
         })?;

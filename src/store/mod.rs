@@ -174,6 +174,19 @@ pub struct AccountState {
 }
 
 impl AccountState {
+    /// The day (days since 1970-01-01, UTC) the account was last active on
+    /// the firehose: its last event's `time`, never later than when it was
+    /// applied (a relay's clock cannot make an account active tomorrow).
+    pub fn active_day(&self) -> Option<i32> {
+        let at = match (self.last_time_us.map(|t| t / 1000), self.seen_at_ms) {
+            (Some(t), seen) if seen > 0 => t.min(seen),
+            (Some(t), _) => t,
+            (None, seen) if seen > 0 => seen,
+            (None, _) => return None,
+        };
+        Some(records::day_number(at))
+    }
+
     /// The bounded status label counted in `status/<label>`.
     pub fn status_label(&self) -> &'static str {
         status_label(self.active, self.status.as_deref())

@@ -281,6 +281,8 @@ pub struct Describe {
     pub did: Option<String>,
     pub available_user_domains: Vec<String>,
     pub invite_code_required: Option<bool>,
+    #[serde(default)]
+    pub phone_verification_required: Option<bool>,
     pub privacy_policy: Option<String>,
     pub terms_of_service: Option<String>,
     pub contact_email: Option<String>,
@@ -465,6 +467,23 @@ pub struct Assignment {
     /// PDS), when known.
     #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
     pub born: Option<String>,
+    /// The day (days since 1970-01-01, UTC) of its PLC genesis operation,
+    /// when `born` is known.
+    #[serde(rename = "gd", default, skip_serializing_if = "Option::is_none")]
+    pub born_day: Option<i32>,
+    /// The day (days since 1970-01-01, UTC) of its last firehose event.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub active_day: Option<i32>,
+}
+
+/// Days since 1970-01-01 (UTC) of a time in ms.
+pub fn day_number(ms: i64) -> i32 {
+    i32::try_from(ms.div_euclid(86_400_000)).unwrap_or(if ms < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// The date of a day number.
+pub fn date_of_day(day: i32) -> time::Date {
+    crate::clock::date_of(i64::from(day) * 86_400_000)
 }
 
 impl Assignment {
