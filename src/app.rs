@@ -393,7 +393,8 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         tokio::spawn(tracing::Instrument::instrument(
             crate::hosts::keep_crawling(
                 writer.clone(),
-                crate::net::Fetcher::new(opts.allow_loopback),
+                // names resolved by --dns when set, as the handle checks are
+                crate::net::Fetcher::with_dns(opts.allow_loopback, opts.dns),
                 crate::hosts::relay_http_base(&source),
                 every,
                 opts.dns,
