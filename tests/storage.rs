@@ -42,6 +42,9 @@ impl StoreReader for Flushed {
     fn host(&self, endpoint: &str) -> store::Result<Option<HostRecord>> {
         self.0.host(endpoint)
     }
+    fn pds_view(&self, did: &str) -> store::Result<Option<instancemap::store::records::PdsView>> {
+        self.0.pds_view(did)
+    }
     fn contact_check(&self, key: &str) -> store::Result<Option<instancemap::store::records::ContactCheck>> {
         self.0.contact_check(key)
     }
@@ -353,6 +356,7 @@ fn reached(at_ms: i64) -> HostOp {
                 active: 2,
                 inactive: BTreeMap::from([("deactivated".to_owned(), 1)]),
                 complete: true,
+                disagreements: BTreeMap::new(),
             }),
         },
     }

@@ -468,8 +468,22 @@ pub fn responsibility(
         registrant,
         labelers,
     };
+    // the account's status as each observer reports it, kept apart
+    let pds = crate::store::StoreReader::pds_view(store, did)?.filter(|p| a.host.as_deref() == Some(p.host.as_str()));
+    let relay = acct.as_ref().and_then(|s| s.active.map(|act| (act, s.status_label())));
+    let tombstoned = plc.as_ref().is_some_and(|p| p.tombstoned);
+    let observers = json!({
+        "pds": pds.as_ref().map(|p| json!({"host": p.host, "active": p.active, "status": p.status,
+            "seenAt": ms_str(Some(p.seen_at_ms)), "source": "com.atproto.sync.listRepos of the account's PDS"})),
+        "relay": acct.as_ref().map(|s| json!({"active": s.active, "status": s.status_label(),
+            "seenAt": ms_str(Some(s.seen_at_ms)), "source": "#account events on the relay's firehose"})),
+        "plc": plc.as_ref().map(|p| json!({"tombstoned": p.tombstoned, "updatedAt": p.updated_at,
+            "source": "the PLC directory's operation log"})),
+        "disagreement": pds.as_ref().and_then(|p| crate::store::records::status_disagreement(p.active, &p.status, relay, tombstoned)),
+    });
     let mut v = json!({
         "did": did,
+        "observers": observers,
         "handle": a.handle,
         "handleVerified": a.handle_verified,
         "state": why.state,
@@ -672,6 +686,16 @@ pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
         }
         v["declarations"] = json!(claims);
         v["activity"] = json!(crate::cluster::activity::of(&st.store, &i, crate::clock::now_ms())?);
+        // observers' disagreements on its accounts' status, over its hosts
+        let mut disagree: BTreeMap<String, u64> = BTreeMap::new();
+        for h in &i.hosts {
+            if let Some(r) = crate::hosts::get(&st.store, h)?.and_then(|r| r.repos) {
+                for (k, n) in r.disagreements {
+                    *disagree.entry(k).or_default() += n;
+                }
+            }
+        }
+        v["statusDisagreements"] = json!(disagree);
         v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })

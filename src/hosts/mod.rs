@@ -104,6 +104,8 @@ struct RawRepos {
 
 #[derive(Deserialize)]
 struct RawRepo {
+    #[serde(default)]
+    did: String,
     #[serde(default = "yes")]
     active: bool,
     status: Option<String>,
@@ -163,8 +165,16 @@ pub async fn crawl_within(
                 .and_then(Result::ok)
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["version"].as_str().filter(|v| v.len() <= 64).map(str::to_owned));
-            let repos = list_repos(fetcher, host, deadline).await.ok();
+            let mut views = Batch::default();
+            let repos = match list_repos(fetcher, host, deadline).await {
+                Ok((mut repos, listed)) => {
+                    observe_listed(store, host, listed, &mut repos, &mut views, now)?;
+                    Some(repos)
+                }
+                Err(_) => None,
+            };
             metrics::HOST_CRAWLS.with_label_values(&["online"]).inc();
+            store.commit(views)?;
             CrawlOutcome::Reached { describe, version, repos }
         }
         Err(e) => {
@@ -176,8 +186,16 @@ pub async fn crawl_within(
     Ok(get(store, host)?.unwrap_or_default())
 }
 
-async fn list_repos(fetcher: &Fetcher, host: &str, deadline: tokio::time::Instant) -> Result<Repos, FetchError> {
+/// One account as a host lists it: DID, active, status label.
+type Listed = (String, bool, &'static str);
+
+async fn list_repos(
+    fetcher: &Fetcher,
+    host: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(Repos, Vec<Listed>), FetchError> {
     let mut repos = Repos::default();
+    let mut listed: Vec<Listed> = Vec::new();
     let mut cursor: Option<String> = None;
     for page_no in 0..MAX_REPO_PAGES {
         let mut url = format!("{host}/xrpc/com.atproto.sync.listRepos?limit=1000");
@@ -190,15 +208,16 @@ async fn list_repos(fetcher: &Fetcher, host: &str, deadline: tokio::time::Instan
             // out of time: what was counted stands, incomplete
             Err(_) if page_no > 0 => {
                 tracing::warn!(host, pages = page_no, "listRepos stopped at the crawl's deadline");
-                return Ok(repos);
+                return Ok((repos, listed));
             }
             Err(_) => return Err(FetchError::Transport("the crawl's deadline passed".into())),
         };
         let page: RawRepos = json(&body)?;
         for r in &page.repos {
             repos.total += 1;
-            if r.active {
+            let label = if r.active {
                 repos.active += 1;
+                "active"
             } else {
                 // statuses as the bounded labels of the lexicon's known
                 // values: a host cannot add a key per string it makes up
@@ -207,6 +226,10 @@ async fn list_repos(fetcher: &Fetcher, host: &str, deadline: tokio::time::Instan
                     s => crate::store::status_label(Some(false), s),
                 };
                 *repos.inactive.entry(label.to_owned()).or_default() += 1;
+                label
+            };
+            if r.did.len() <= 2048 && crate::types::is_did(&r.did) {
+                listed.push((r.did.clone(), r.active, label));
             }
         }
         match page.cursor {
@@ -217,7 +240,53 @@ async fn list_repos(fetcher: &Fetcher, host: &str, deadline: tokio::time::Instan
             }
         }
     }
-    Ok(repos)
+    Ok((repos, listed))
+}
+
+/// Each listed account's status as the host's word, kept for the accounts
+/// the host really hosts (the account's DID document names it: a host
+/// listing others' accounts speaks for nobody), and the disagreements with
+/// the relay's and the PLC directory's word counted.
+fn observe_listed(
+    store: &impl StoreReader,
+    host: &str,
+    listed: Vec<Listed>,
+    repos: &mut Repos,
+    b: &mut Batch,
+    now: i64,
+) -> store::Result<()> {
+    use crate::store::records::{status_disagreement, PdsView};
+    for (did, active, label) in listed {
+        let view = store.account_view(&did)?;
+        // a tombstoned DID has no PDS: a host listing it active disagrees
+        // with the PLC directory (counted on this host only)
+        if view.plc.as_ref().is_some_and(|p| p.tombstoned) {
+            if active {
+                *repos.disagreements.entry("pds_active_plc_tombstoned".into()).or_default() += 1;
+            }
+            continue;
+        }
+        // its current PDS: the map's word, else the documents' (before
+        // the map has placed it)
+        let current = match &view.assignment {
+            Some(a) => a.host.clone(),
+            None => view
+                .identity
+                .as_ref()
+                .and_then(|i| i.pds.clone())
+                .or_else(|| view.plc.as_ref().and_then(|p| p.pds.clone())),
+        };
+        if current.as_deref() != Some(host) {
+            *repos.disagreements.entry("listed_elsewhere".into()).or_default() += 1;
+            continue;
+        }
+        let relay = view.firehose.as_ref().and_then(|s| s.active.map(|a| (a, s.status_label())));
+        if let Some(kind) = status_disagreement(active, label, relay, false) {
+            *repos.disagreements.entry(kind.into()).or_default() += 1;
+        }
+        b.put_pds_view(&did, PdsView { host: host.to_owned(), active, status: label.to_owned(), seen_at_ms: now });
+    }
+    Ok(())
 }
 
 /// A query-string value, percent-encoded.

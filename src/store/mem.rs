@@ -22,6 +22,7 @@ struct Families {
     plc: BTreeMap<String, PlcRecord>,
     identity: BTreeMap<String, IdentityRecord>,
     contacts: BTreeMap<String, super::records::ContactCheck>,
+    pds_status: BTreeMap<String, super::records::PdsView>,
     retry: BTreeSet<(i64, String)>,
     hosts: BTreeMap<String, HostRecord>,
     marks: BTreeMap<String, i64>,
@@ -94,6 +95,9 @@ impl StoreReader for MemStore {
     fn host(&self, endpoint: &str) -> Result<Option<HostRecord>> {
         Ok(self.read(|f| f.hosts.get(endpoint).cloned()))
     }
+    fn pds_view(&self, did: &str) -> Result<Option<super::records::PdsView>> {
+        Ok(self.read(|f| f.pds_status.get(did).cloned()))
+    }
     fn contact_check(&self, key: &str) -> Result<Option<super::records::ContactCheck>> {
         Ok(self.read(|f| f.contacts.get(key).cloned()))
     }
@@ -160,6 +164,7 @@ impl StoreWriter for MemStore {
                 Op::Plc(did, o) => f.plc.entry(did).or_default().apply(o),
                 Op::Identity(did, r) => _ = f.identity.insert(did, r),
                 Op::Contact(k, c) => _ = f.contacts.insert(k, c),
+                Op::PdsView(did, v) => _ = f.pds_status.insert(did, v),
                 Op::Retry { at_ms, did } => _ = f.retry.insert((at_ms, did)),
                 Op::Unretry { at_ms, did } => _ = f.retry.remove(&(at_ms, did)),
                 Op::Host(h, o) => {

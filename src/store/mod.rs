@@ -28,6 +28,7 @@
 //! | `host_moves` | time (ms, as above) ‖ endpoint      | [`records::HostMove`], CBOR: a host changing instance |
 //! | `host_accounts` | endpoint 0x00 DID                | empty: the accounts on a host (index of `assign`) |
 //! | `handles`  | handle 0x00 DID                       | `1` when verified both ways, `0` when only claimed (index of `assign`) |
+//! | `pds_status` | DID (UTF-8)                         | [`records::PdsView`], CBOR: the account's status as its PDS's `listRepos` shows it |
 //! | `contacts` | `email:<address>`, `url:<url>`, `securitytxt:<origin>` | [`records::ContactCheck`], CBOR: a contact's last check |
 //! | `meta`     | `plc/position`                        | [`crate::plc::load::Position`], CBOR: how far the export was read |
 //!
@@ -53,6 +54,7 @@ const CF_RECORDS: &str = "records";
 const CF_PLC: &str = "plc";
 const CF_IDENTITY: &str = "identity";
 const CF_CONTACTS: &str = "contacts";
+const CF_PDS_STATUS: &str = "pds_status";
 const CF_RETRY: &str = "retry";
 const CF_HOSTS: &str = "hosts";
 const CF_INSTANCES: &str = "instances";
@@ -85,6 +87,7 @@ const CFS: &[&str] = &[
     CF_HOST_ACCOUNTS,
     CF_HANDLES,
     CF_CONTACTS,
+    CF_PDS_STATUS,
 ];
 
 /// Version of the on-disk layout above; a database with another version is
@@ -341,6 +344,8 @@ pub trait StoreReader: Send + Sync {
     /// Every kept record of a collection, `(did, rkey, record)` in key order.
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>>;
     fn source_cursor(&self, source: &str) -> Result<Option<i64>>;
+    /// An account's status as its PDS last listed it.
+    fn pds_view(&self, did: &str) -> Result<Option<records::PdsView>>;
     /// A contact's last check (see [`Op::Contact`] for the keys).
     fn contact_check(&self, key: &str) -> Result<Option<records::ContactCheck>>;
     /// Every contact check, by key.
@@ -398,6 +403,8 @@ pub enum Op {
     /// A contact's last check, by key (`email:<address>`, `url:<url>`,
     /// `securitytxt:<origin>`).
     Contact(String, records::ContactCheck),
+    /// An account's status as its PDS lists it.
+    PdsView(String, records::PdsView),
     Retry {
         at_ms: i64,
         did: String,
@@ -468,6 +475,10 @@ impl Batch {
     }
     pub fn plc(&mut self, did: &str, op: records::PlcOperand) {
         self.ops.push(Op::Plc(did.to_owned(), op));
+    }
+    /// An account's status as its PDS lists it.
+    pub fn put_pds_view(&mut self, did: &str, view: records::PdsView) {
+        self.ops.push(Op::PdsView(did.to_owned(), view));
     }
     /// A contact's check (see [`Op::Contact`] for the keys).
     pub fn put_contact_check(&mut self, key: &str, check: records::ContactCheck) {
@@ -588,6 +599,7 @@ impl Store {
                 Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), to_cbor(&o)),
                 Op::Identity(did, r) => wb.put_cf(self.cf(CF_IDENTITY), did.as_bytes(), to_cbor(&r)),
                 Op::Contact(k, c) => wb.put_cf(self.cf(CF_CONTACTS), k.as_bytes(), to_cbor(&c)),
+                Op::PdsView(did, v) => wb.put_cf(self.cf(CF_PDS_STATUS), did.as_bytes(), to_cbor(&v)),
                 Op::Retry { at_ms, did } => wb.put_cf(self.cf(CF_RETRY), retry_key(at_ms, &did), b""),
                 Op::Unretry { at_ms, did } => wb.delete_cf(self.cf(CF_RETRY), retry_key(at_ms, &did)),
                 Op::Host(h, o) => wb.merge_cf(self.cf(CF_HOSTS), h.as_bytes(), to_cbor(&o)),
@@ -644,6 +656,12 @@ impl StoreReader for Store {
     }
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
         self.records(collection)
+    }
+    fn pds_view(&self, did: &str) -> Result<Option<records::PdsView>> {
+        match self.get_cf(CF_PDS_STATUS, did.as_bytes())? {
+            Some(v) => Ok(Some(from_cbor(CF_PDS_STATUS, &v)?)),
+            None => Ok(None),
+        }
     }
     fn contact_check(&self, key: &str) -> Result<Option<records::ContactCheck>> {
         match self.get_cf(CF_CONTACTS, key.as_bytes())? {
@@ -812,6 +830,9 @@ impl StoreReader for Writer {
     }
     fn stored_records(&self, collection: &str) -> Result<Vec<(String, String, StoredRecord)>> {
         self.store.stored_records(collection)
+    }
+    fn pds_view(&self, did: &str) -> Result<Option<records::PdsView>> {
+        self.store.pds_view(did)
     }
     fn contact_check(&self, key: &str) -> Result<Option<records::ContactCheck>> {
         self.store.contact_check(key)

@@ -306,7 +306,51 @@ pub struct Repos {
     pub inactive: BTreeMap<String, u64>,
     /// Whether the listing ended within the page cap.
     pub complete: bool,
+    /// Accounts where observers disagree, by kind (see
+    /// [`status_disagreement`]); `listed_elsewhere`: listed, but the
+    /// account's DID document names another PDS.
+    #[serde(default)]
+    pub disagreements: BTreeMap<String, u64>,
 }
+
+/// An account's status as its PDS lists it (`listRepos`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PdsView {
+    pub host: String,
+    pub active: bool,
+    /// The status label (`active`, `deactivated`, `takendown`, …).
+    pub status: String,
+    pub seen_at_ms: i64,
+}
+
+/// How the PDS's word on an account differs from the relay's (the firehose
+/// `#account`) and the PLC directory's (a tombstone), if it does: the
+/// account spec says status is not self-certifying, and observers differ.
+pub fn status_disagreement(
+    pds_active: bool,
+    pds_status: &str,
+    relay: Option<(bool, &str)>,
+    tombstoned: bool,
+) -> Option<&'static str> {
+    if tombstoned && pds_active {
+        return Some("pds_active_plc_tombstoned");
+    }
+    match relay {
+        Some((false, _)) if pds_active => Some("pds_active_relay_inactive"),
+        Some((true, _)) if !pds_active => Some("pds_inactive_relay_active"),
+        Some((false, r)) if !pds_active && r != pds_status => Some("pds_and_relay_status_differ"),
+        _ => None,
+    }
+}
+
+/// Every kind [`status_disagreement`] gives, and `listed_elsewhere`.
+pub const DISAGREEMENTS: &[&str] = &[
+    "pds_active_plc_tombstoned",
+    "pds_active_relay_inactive",
+    "pds_inactive_relay_active",
+    "pds_and_relay_status_differ",
+    "listed_elsewhere",
+];
 
 /// One host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
