@@ -308,6 +308,8 @@ pub struct RunOptions {
     /// API limits and admin token.
     pub api: crate::api::Limits,
     pub admin_token: Option<String>,
+    /// The `--mmdb` databases, for the network view.
+    pub networks: Option<std::sync::Arc<crate::hosts::network::Networks>>,
 }
 
 /// How often the map's structure is refreshed at most while running.
@@ -409,7 +411,8 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
     let state = api::ApiState::new(store.clone(), false, opts.admin_token.clone(), opts.api.clone())
-        .with_writer(writer.clone());
+        .with_writer(writer.clone())
+        .with_networks(opts.networks.clone());
     let http = tokio::spawn(tracing::Instrument::instrument(
         api::serve(listener, state, cancel.clone()),
         tracing::info_span!("api"),

@@ -34,6 +34,7 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 overrides: a.overrides.load()?,
                 api: a.api.limits(),
                 admin_token: a.api.admin_token.clone(),
+                networks: a.api.networks()?,
             };
             app::run(opts, cancel).await?;
             Ok(ExitCode::SUCCESS)
@@ -300,7 +301,8 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let listener =
                 tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {}", a.listen))?;
             tracing::info!(addr = %listener.local_addr()?, db = %a.db.db.display(), "serving the API read-only");
-            let state = crate::api::ApiState::new(store, true, a.api.admin_token.clone(), a.api.limits());
+            let state = crate::api::ApiState::new(store, true, a.api.admin_token.clone(), a.api.limits())
+                .with_networks(a.api.networks()?);
             crate::api::serve(listener, state, cancel).await;
             Ok(ExitCode::SUCCESS)
         }

@@ -105,6 +105,12 @@ pub struct ApiArgs {
     /// Bearer token enabling the admin routes (none: no admin routes).
     #[arg(long, env = "INSTANCEMAP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A MaxMind-format database (GeoLite2 or DB-IP lite ASN or country,
+    /// IPinfo lite) mapping host addresses to network operators and
+    /// countries; repeatable (comma-separated in the environment). None:
+    /// the network view is off.
+    #[arg(long, env = "INSTANCEMAP_MMDB", value_delimiter = ',')]
+    pub mmdb: Vec<std::path::PathBuf>,
     /// Addresses of reverse proxies whose X-Forwarded-For names the client
     /// (comma-separated); without, the header is ignored.
     #[arg(long, env = "INSTANCEMAP_TRUSTED_PROXY", value_delimiter = ',')]
@@ -112,6 +118,15 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
+    /// The `--mmdb` databases opened (`None` without any).
+    pub fn networks(&self) -> anyhow::Result<Option<std::sync::Arc<crate::hosts::network::Networks>>> {
+        if self.mmdb.is_empty() {
+            return Ok(None);
+        }
+        let n = crate::hosts::network::Networks::open(&self.mmdb).map_err(|e| anyhow::anyhow!("--mmdb {e}"))?;
+        Ok(Some(std::sync::Arc::new(n)))
+    }
+
     pub fn limits(&self) -> crate::api::Limits {
         crate::api::Limits {
             timeout: std::time::Duration::from_secs(self.request_timeout.max(1)),

@@ -116,23 +116,31 @@ struct GuardedDns {
     dns: Option<hickory_resolver::TokioResolver>,
 }
 
+/// The addresses of `host` the guard allows (see [`GuardedDns`]).
+async fn guarded_lookup(
+    host: String,
+    allow: bool,
+    dns: Option<hickory_resolver::TokioResolver>,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let addrs: Vec<SocketAddr> = if host.eq_ignore_ascii_case("localhost") {
+        vec![SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))]
+    } else if let Some(dns) = dns {
+        dns.lookup_ip(format!("{host}.")).await?.iter().map(|ip| SocketAddr::new(ip, 0)).collect()
+    } else {
+        tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+    };
+    let ok: Vec<SocketAddr> = addrs.into_iter().filter(|a| ip_allowed(a.ip(), allow)).collect();
+    if ok.is_empty() {
+        return Err(format!("{host}: {NO_ADDRESS}").into());
+    }
+    Ok(ok)
+}
+
 impl reqwest::dns::Resolve for GuardedDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.allow_loopback;
-        let host = name.as_str().to_owned();
-        let dns = self.dns.clone();
+        let (host, allow, dns) = (name.as_str().to_owned(), self.allow_loopback, self.dns.clone());
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = if host.eq_ignore_ascii_case("localhost") {
-                vec![SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))]
-            } else if let Some(dns) = dns {
-                dns.lookup_ip(format!("{host}.")).await?.iter().map(|ip| SocketAddr::new(ip, 0)).collect()
-            } else {
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
-            };
-            let ok: Vec<SocketAddr> = addrs.into_iter().filter(|a| ip_allowed(a.ip(), allow)).collect();
-            if ok.is_empty() {
-                return Err(format!("{host}: {NO_ADDRESS}").into());
-            }
+            let ok = guarded_lookup(host, allow, dns).await?;
             Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -163,6 +171,7 @@ pub fn url_allowed(url: &reqwest::Url, allow_loopback: bool) -> Result<(), Fetch
 pub struct Fetcher {
     client: reqwest::Client,
     allow_loopback: bool,
+    dns: Option<hickory_resolver::TokioResolver>,
 }
 
 /// A hickory resolver asking only `ns` (local test networks).
@@ -222,7 +231,27 @@ impl Fetcher {
             .dns_resolver(Arc::new(GuardedDns { allow_loopback, dns: dns.map(dns_resolver) }))
             .build()
             .expect("building the HTTP client");
-        Fetcher { client, allow_loopback }
+        Fetcher { client, allow_loopback, dns: dns.map(dns_resolver) }
+    }
+
+    /// The addresses a request to the host of `endpoint` would go to (as
+    /// the guard allows them), at most 8; empty when none.
+    pub async fn addresses(&self, endpoint: &str) -> Vec<IpAddr> {
+        let Ok(url) = reqwest::Url::parse(endpoint) else { return Vec::new() };
+        let mut out: Vec<IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+            Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+            Some(url::Host::Domain(d)) => guarded_lookup(d.to_owned(), self.allow_loopback, self.dns.clone())
+                .await
+                .map(|a| a.into_iter().map(|a| a.ip()).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        out.retain(|ip| ip_allowed(*ip, self.allow_loopback));
+        out.sort();
+        out.dedup();
+        out.truncate(8);
+        out
     }
 
     /// GETs `url` and returns its body (at most [`MAX_BODY`] bytes).

@@ -349,7 +349,7 @@ fn reached(at_ms: i64) -> HostOp {
     HostOp::Crawled {
         at_ms,
         outcome: CrawlOutcome::Reached {
-            describe: describe("did:web:pds.example.com"),
+            describe: Box::new(describe("did:web:pds.example.com")),
             version: Some("0.4.107".to_owned()),
             repos: Some(Repos {
                 total: 3,
@@ -358,6 +358,7 @@ fn reached(at_ms: i64) -> HostOp {
                 complete: true,
                 disagreements: BTreeMap::new(),
             }),
+            addresses: vec!["192.0.2.1".to_owned()],
         },
     }
 }
@@ -746,7 +747,7 @@ fn host_ops_fold_like_host_record_apply<S: StoreWriter>(store: &S) {
 
     // Replace sets the record whole
     let replacement = HostRecord { sources: vec!["import".into()], ..HostRecord::new_at(9_000) };
-    commit(store, |b| b.host(HOST_B, HostOp::Replace(replacement.clone())));
+    commit(store, |b| b.host(HOST_B, HostOp::Replace(Box::new(replacement.clone()))));
     assert_eq!(store.host(HOST_B).unwrap(), Some(replacement));
 }
 

@@ -87,6 +87,8 @@ pub struct ApiState {
     pub(crate) cache: Arc<query::Cache>,
     /// Where the admin routes' writes go: the single writer (`run`).
     pub(crate) writer: Option<crate::store::Writer>,
+    /// The `--mmdb` databases (the network view), if any.
+    pub networks: Option<Arc<crate::hosts::network::Networks>>,
 }
 
 impl ApiState {
@@ -100,7 +102,14 @@ impl ApiState {
             buckets: Arc::new(Mutex::new(HashMap::new())),
             cache: Arc::new(query::Cache::default()),
             writer: None,
+            networks: None,
         }
+    }
+
+    /// Host addresses are placed with `networks` (the `--mmdb` databases).
+    pub fn with_networks(mut self, networks: Option<Arc<crate::hosts::network::Networks>>) -> ApiState {
+        self.networks = networks;
+        self
     }
 
     /// Admin writes go to `writer` (the single writer of `run`) rather
@@ -362,10 +371,14 @@ async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> R
 }
 
 async fn serve_metrics(State(state): State<ApiState>) -> Response {
-    let store = state.store.clone();
+    let st = state.clone();
     let _ = tokio::task::spawn_blocking(move || {
         for p in metrics::STORE_PROPERTIES {
-            metrics::STORE.with_label_values(&[&metrics::store_label(p)]).set(store.property_sum(p) as i64);
+            metrics::STORE.with_label_values(&[&metrics::store_label(p)]).set(st.store.property_sum(p) as i64);
+        }
+        // the network concentration gauges, from the summary (cached)
+        if let Some(n) = st.networks.as_deref() {
+            let _ = st.cache.summary(&st.store, Some(n));
         }
     })
     .await;

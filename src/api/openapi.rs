@@ -127,9 +127,9 @@ pub const METHODS: &[Method] = &[
     Method {
         name: "getSummary",
         kind: "query",
-        description: "Network totals and concentration: share of accounts in the largest instance, top-5 and top-10 shares, and the Herfindahl-Hirschman index over instances and over hosts.",
+        description: "Network totals and concentration: share of accounts in the largest instance, top-5 and top-10 shares, and the Herfindahl-Hirschman index over instances and over hosts; with --mmdb, over network operators and countries (network), else network.enabled is false.",
         params: &[],
-        output: &["accounts", "instances", "hosts", "declarations", "concentration", "map"],
+        output: &["accounts", "instances", "hosts", "declarations", "concentration", "network", "map"],
     },
     Method {
         name: "getAccountHistory",

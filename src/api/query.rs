@@ -71,8 +71,12 @@ impl Cache {
         cached(&self.instances, CACHE_FOR, || Ok(std::sync::Arc::new(map::instances(store)?)))
     }
 
-    fn summary(&self, store: &Store) -> Result<Value, ApiError> {
-        cached(&self.summary, CACHE_FOR, || summary(store))
+    pub(crate) fn summary(
+        &self,
+        store: &Store,
+        networks: Option<&crate::hosts::network::Networks>,
+    ) -> Result<Value, ApiError> {
+        cached(&self.summary, CACHE_FOR, || summary(store, networks))
     }
 
     fn host_states(&self, store: &Store) -> Result<HostStates, ApiError> {
@@ -696,6 +700,14 @@ pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
             }
         }
         v["statusDisagreements"] = json!(disagree);
+        if let Some(n) = &st.networks {
+            let mut placed = Vec::new();
+            for h in &i.hosts {
+                let addrs = crate::hosts::get(&st.store, h)?.map(|r| r.addresses).unwrap_or_default();
+                placed.push(json!({"host": h, "addresses": addrs, "placement": n.place_host(&addrs)}));
+            }
+            v["network"] = json!(placed);
+        }
         v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })
@@ -938,7 +950,7 @@ pub async fn get_account_history(State(st): State<ApiState>, RawQuery(q): RawQue
 // ---------------------------------------------------------------- summary
 
 /// The network summary: totals and concentration.
-pub fn summary(store: &Store) -> Result<Value, ApiError> {
+pub fn summary(store: &Store, networks: Option<&crate::hosts::network::Networks>) -> Result<Value, ApiError> {
     let (inst, host) = map::concentrations(store)?;
     let states = map::unassigned(store)?;
     let mut host_states: BTreeMap<String, u64> = BTreeMap::new();
@@ -953,14 +965,28 @@ pub fn summary(store: &Store) -> Result<Value, ApiError> {
         "hosts": host_states,
         "declarations": {"verified": verified, "unverified": decls.len() - verified},
         "concentration": {"instances": inst, "hosts": host},
+        "network": network_json(store, networks)?,
     }))
+}
+
+/// Where the map runs, or why that is not known.
+fn network_json(store: &Store, networks: Option<&crate::hosts::network::Networks>) -> Result<Value, ApiError> {
+    let Some(n) = networks else {
+        return Ok(json!({"enabled": false,
+            "why": "no --mmdb database given (GeoLite2 or DB-IP lite ASN and country, or IPinfo lite): hosts are not placed"}));
+    };
+    let view = crate::cluster::concentration::by_network(store, n)?;
+    let mut v = json!(view);
+    v["enabled"] = json!(true);
+    v["databases"] = json!(n.databases().iter().map(|(p, t)| json!({"path": p, "type": t})).collect::<Vec<_>>());
+    Ok(v)
 }
 
 /// `dev.instancemap.getSummary`.
 pub async fn get_summary(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
     Params::parse(q, &[])?;
     st.read(|st| {
-        let mut v = st.cache.summary(&st.store)?;
+        let mut v = st.cache.summary(&st.store, st.networks.as_deref())?;
         v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })

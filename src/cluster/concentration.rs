@@ -89,3 +89,66 @@ pub fn publish_gauges(store: &impl MapReader) -> store::Result<()> {
     }
     Ok(())
 }
+
+/// Accounts by where their hosts run: network operator and country, from
+/// the `--mmdb` databases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkView {
+    pub networks: Concentration,
+    pub countries: Concentration,
+    /// The largest network operators and countries: `(name, accounts)`.
+    pub top_networks: Vec<(String, i64)>,
+    pub top_countries: Vec<(String, i64)>,
+    /// Accounts on hosts a CDN fronts (their address is the CDN's), by CDN.
+    pub cdn_fronted: std::collections::BTreeMap<String, i64>,
+    /// Accounts on hosts no database places (no address known yet, or
+    /// none the databases know).
+    pub unplaced: i64,
+}
+
+/// Concentration over network operators and countries (registered members
+/// of each host, placed by its first known address); sets the gauges
+/// (`over` = `networks`, `countries`).
+pub fn by_network(
+    store: &(impl MapReader + crate::store::StoreReader),
+    networks: &crate::hosts::network::Networks,
+) -> store::Result<NetworkView> {
+    let members = store.host_members()?;
+    let hosts: HashMap<String, Vec<String>> = store.hosts()?.into_iter().map(|(h, r)| (h, r.addresses)).collect();
+    let (mut by_net, mut by_country): (HashMap<String, i64>, HashMap<String, i64>) = Default::default();
+    let mut view = NetworkView::default();
+    for (h, m) in &members {
+        let n = m.get(assign::bucket::REGISTERED).copied().unwrap_or(0);
+        if n <= 0 {
+            continue;
+        }
+        let Some(p) = hosts.get(h).and_then(|a| networks.place_host(a)) else {
+            view.unplaced += n;
+            continue;
+        };
+        *by_net.entry(p.network().unwrap_or_else(|| "(unknown network)".into())).or_default() += n;
+        *by_country.entry(p.country.clone().unwrap_or_else(|| "(unknown country)".into())).or_default() += n;
+        if let Some(cdn) = p.cdn {
+            *view.cdn_fronted.entry(cdn.to_owned()).or_default() += n;
+        }
+    }
+    let top = |m: &HashMap<String, i64>| {
+        let mut v: Vec<(String, i64)> = m.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(10);
+        v
+    };
+    view.top_networks = top(&by_net);
+    view.top_countries = top(&by_country);
+    view.networks = concentration(by_net.into_values().collect());
+    view.countries = concentration(by_country.into_values().collect());
+    use crate::metrics as m;
+    for (over, c) in [("networks", &view.networks), ("countries", &view.countries)] {
+        m::MAP_HHI.with_label_values(&[over]).set(c.hhi);
+        for (n, v) in [("1", c.top1_share), ("5", c.top5_share), ("10", c.top10_share)] {
+            m::MAP_TOP_SHARE.with_label_values(&[over, n]).set(v);
+        }
+    }
+    Ok(view)
+}

@@ -7,6 +7,7 @@
 //! host is recrawled every [`RECRAWL`].
 
 pub mod contacts;
+pub mod network;
 pub mod securitytxt;
 
 use std::time::Duration;
@@ -64,7 +65,7 @@ pub fn note(store: &impl StoreWriter, host: &str, source: &str) -> store::Result
 
 /// Replaces a host's whole record.
 pub fn put(store: &impl StoreWriter, host: &str, rec: &HostRecord) -> store::Result<()> {
-    write(store, host, &HostOp::Replace(rec.clone()))
+    write(store, host, &HostOp::Replace(Box::new(rec.clone())))
 }
 
 #[derive(Deserialize)]
@@ -175,7 +176,8 @@ pub async fn crawl_within(
             };
             metrics::HOST_CRAWLS.with_label_values(&["online"]).inc();
             store.commit(views)?;
-            CrawlOutcome::Reached { describe, version, repos }
+            let addresses = fetcher.addresses(host).await.iter().map(ToString::to_string).collect();
+            CrawlOutcome::Reached { describe: Box::new(describe), version, repos, addresses }
         }
         Err(e) => {
             metrics::HOST_CRAWLS.with_label_values(&[e.reason()]).inc();

@@ -370,6 +370,9 @@ pub struct HostRecord {
     pub version: Option<String>,
     pub repos: Option<Repos>,
     pub relay: Option<RelayView>,
+    /// Its addresses at the last crawl (at most 8).
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 /// One change to a host's record, written as a merge operand of the
@@ -387,14 +390,22 @@ pub enum HostOp {
     /// What the relay's `listHosts` said.
     Relay(RelayView),
     /// The whole record (tests, benches, imports).
-    Replace(HostRecord),
+    Replace(Box<HostRecord>),
 }
 
 /// What one crawl found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CrawlOutcome {
-    Reached { describe: Describe, version: Option<String>, repos: Option<Repos> },
-    Failed { reason: String },
+    Reached {
+        describe: Box<Describe>,
+        version: Option<String>,
+        repos: Option<Repos>,
+        #[serde(default)]
+        addresses: Vec<String>,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 impl HostOp {
@@ -428,12 +439,13 @@ impl HostRecord {
                 }
                 self.relay = Some(view);
             }
-            HostOp::Replace(rec) => *self = rec,
+            HostOp::Replace(rec) => *self = *rec,
             HostOp::Crawled { at_ms: now, outcome } => {
                 self.last_checked_ms = Some(now);
                 match outcome {
-                    CrawlOutcome::Reached { describe, version, repos } => {
-                        self.describe = Some(describe);
+                    CrawlOutcome::Reached { describe, version, repos, addresses } => {
+                        self.describe = Some(*describe);
+                        self.addresses = addresses;
                         self.version = version;
                         self.repos = repos;
                         self.state = "online".into();

@@ -410,6 +410,7 @@ pub fn run_options(relay: std::net::SocketAddr, db: &Path) -> instancemap::app::
         overrides: Default::default(),
         api: Default::default(),
         admin_token: None,
+        networks: None,
     }
 }
 
