@@ -315,6 +315,7 @@ fn identity(pds: &str, at_ms: i64) -> IdentityRecord {
         handle: Some("bob.example.com".to_owned()),
         signing_key: Some("zQ3shXjHeiBuRCKmM36cuYnm7YEMzhGnCmCyW92sRJ9pribSF".to_owned()),
         labeler: None,
+        label_key: None,
         problems: vec!["no_handle_verification".to_owned()],
         resolved_at_ms: Some(at_ms),
         first_resolved_ms: Some(at_ms - 10_000),

@@ -700,6 +700,14 @@ pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
             }
         }
         v["statusDisagreements"] = json!(disagree);
+        // the conformance of the labelers its operator applies
+        let mut labelers = Vec::new();
+        for l in i.governance.iter().flat_map(|g| &g.labelers) {
+            let c = crate::store::StoreReader::contact_check(&st.store, &crate::hosts::contacts::labeler_key(l))?;
+            labelers.push(json!({"did": l, "conformance": c.as_ref().and_then(|c| c.labeler.clone()),
+                "checkedAt": ms_str(c.as_ref().map(|c| c.checked_at_ms))}));
+        }
+        v["labelers"] = json!(labelers);
         if let Some(n) = &st.networks {
             let mut placed = Vec::new();
             for h in &i.hosts {

@@ -45,6 +45,11 @@ pub fn url_key(url: &str) -> String {
     format!("url:{url}")
 }
 
+/// The key of a labeler's conformance check.
+pub fn labeler_key(did: &str) -> String {
+    format!("labeler:{did}")
+}
+
 /// The key of an origin's `security.txt`.
 pub fn security_txt_key(origin: &str) -> String {
     format!("securitytxt:{}", origin.trim_end_matches('/'))
@@ -104,14 +109,13 @@ impl Checker {
                 let txt = super::securitytxt::parse(&url, &body, now_ms);
                 let ok = !txt.contacts.is_empty() && !txt.expired(now_ms);
                 let how = if txt.problems.is_empty() { "valid".to_owned() } else { txt.problems.join("; ") };
-                ContactCheck { ok, how, checked_at_ms: now_ms, last_ok_ms: None, security_txt: Some(txt) }
+                ContactCheck { ok, how, checked_at_ms: now_ms, security_txt: Some(txt), ..ContactCheck::default() }
             }
             Err(e) => ContactCheck {
                 ok: false,
                 how: format!("no security.txt ({}: {e})", e.reason()),
                 checked_at_ms: now_ms,
-                last_ok_ms: None,
-                security_txt: None,
+                ..ContactCheck::default()
             },
         }
     }
@@ -126,7 +130,7 @@ impl Checker {
             (_, Some(url)) => self.url(url).await,
             _ => (false, "not a contact key".into()),
         };
-        ContactCheck { ok, how, checked_at_ms: now_ms, last_ok_ms: None, security_txt: None }
+        ContactCheck { ok, how, checked_at_ms: now_ms, ..ContactCheck::default() }
     }
 }
 
@@ -162,6 +166,9 @@ pub fn targets(store: &impl StoreReader, map: &impl MapReader) -> store::Result<
             } else if v.starts_with("https://") || v.starts_with("http://") {
                 mine.push(url_key(v));
             }
+        }
+        for l in &g.labelers {
+            mine.push(labeler_key(l));
         }
         if let Some(st) = statuses.iter().find(|s| s.operator == *op) {
             for d in &st.verified_domains {
@@ -202,7 +209,24 @@ pub async fn check_due(store: &impl StoreWriter, map: &impl MapReader, checker: 
     due.truncate(MAX_PER_CYCLE);
     let n = due.len();
     for (_, key) in due {
-        let mut c = checker.check(&key, now).await;
+        let mut c = match key.strip_prefix("labeler:") {
+            Some(did) => {
+                let l = super::labelers::conformance(store, &checker.fetcher, did).await;
+                let how = if l.problems.is_empty() {
+                    l.verdict.clone()
+                } else {
+                    format!("{}: {}", l.verdict, l.problems.join("; "))
+                };
+                ContactCheck {
+                    ok: l.verdict != "failing",
+                    how,
+                    checked_at_ms: now,
+                    labeler: Some(l),
+                    ..ContactCheck::default()
+                }
+            }
+            None => checker.check(&key, now).await,
+        };
         let before = store.contact_check(&key)?;
         c.last_ok_ms = if c.ok { Some(now) } else { before.and_then(|b| b.last_ok_ms) };
         metrics::CONTACT_CHECKS.with_label_values(&[if c.ok { "ok" } else { "failed" }]).inc();

@@ -7,6 +7,7 @@
 //! host is recrawled every [`RECRAWL`].
 
 pub mod contacts;
+pub mod labelers;
 pub mod network;
 pub mod securitytxt;
 

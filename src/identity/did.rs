@@ -67,6 +67,9 @@ pub struct DidDoc {
     pub handle: Option<String>,
     /// The `#atproto` key, as a Multikey string.
     pub signing_key: Option<String>,
+    /// The `#atproto_label` key (a labeler's label-signing key), as a
+    /// Multikey string.
+    pub label_key: Option<String>,
     /// The `#atproto_pds` endpoint, normalised (see [`normalize_endpoint`]).
     pub pds: Option<String>,
     /// The `#atproto_labeler` endpoint, normalised.
@@ -97,7 +100,8 @@ pub fn parse(did: &str, json: &[u8]) -> Result<DidDoc, DocError> {
     if doc.handle.is_none() {
         doc.problems.push("no valid at:// handle in alsoKnownAs");
     }
-    match raw.verification_method.unwrap_or_default().iter().find(|m| fragment_is(&m.id, did, "#atproto")) {
+    let methods = raw.verification_method.unwrap_or_default();
+    match methods.iter().find(|m| fragment_is(&m.id, did, "#atproto")) {
         Some(m) => {
             let key: Result<PublicKey, KeyError> = match (m.kind.as_str(), &m.public_key_multibase) {
                 (_, None) => Err(KeyError::Multibase),
@@ -113,6 +117,17 @@ pub fn parse(did: &str, json: &[u8]) -> Result<DidDoc, DocError> {
             }
         }
         None => doc.problems.push("no #atproto verification method"),
+    }
+    if let Some(m) = methods.iter().find(|m| fragment_is(&m.id, did, "#atproto_label")) {
+        let key = match (m.kind.as_str(), &m.public_key_multibase) {
+            (_, None) => Err(KeyError::Multibase),
+            ("Multikey", Some(k)) => PublicKey::from_multikey(k),
+            (kind, Some(k)) => PublicKey::from_legacy(kind, k),
+        };
+        match key {
+            Ok(k) => doc.label_key = Some(k.to_multikey()),
+            Err(_) => doc.problems.push("#atproto_label key does not parse"),
+        }
     }
     let services = raw.service.unwrap_or_default();
     let endpoint = |frag: &str, kind: &str| -> Option<Result<String, &'static str>> {
@@ -135,6 +150,27 @@ pub use crate::types::normalize_endpoint;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_labelers_label_key_and_endpoint_are_read() {
+        let did = "did:plc:llllllllllllllllllllllll";
+        let key = "zQ3shP5TBe1sQfSttXty15FAEHV1DZgcxRZNxvEWnPfLFwLxJ";
+        let doc = serde_json::json!({
+            "id": did,
+            "verificationMethod": [
+                {"id": format!("{did}#atproto"), "type": "Multikey", "publicKeyMultibase": key},
+                {"id": "#atproto_label", "type": "Multikey", "publicKeyMultibase": key},
+            ],
+            "service": [{"id": "#atproto_labeler", "type": "AtprotoLabeler", "serviceEndpoint": "https://mod.example.com"}],
+        });
+        let d = parse(did, &serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(d.label_key.as_deref(), Some(key));
+        assert_eq!(d.labeler.as_deref(), Some("https://mod.example.com"));
+        let mut bad = doc.clone();
+        bad["verificationMethod"][1]["publicKeyMultibase"] = serde_json::json!("zNope");
+        let d = parse(did, &serde_json::to_vec(&bad).unwrap()).unwrap();
+        assert!(d.label_key.is_none() && d.problems.contains(&"#atproto_label key does not parse"));
+    }
 
     #[test]
     fn endpoints_normalise_to_one_host() {

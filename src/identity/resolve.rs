@@ -197,6 +197,7 @@ impl Resolver {
             did: d.to_owned(),
             handle: p.handle,
             signing_key: p.signing_key,
+            label_key: None,
             pds: p.pds,
             labeler: None,
             problems: Vec::new(),
@@ -225,6 +226,7 @@ impl Resolver {
                 rec.handle = doc.handle.clone();
                 rec.signing_key = doc.signing_key.clone();
                 rec.labeler = doc.labeler.clone();
+                rec.label_key = doc.label_key.clone();
                 rec.problems = doc.problems.iter().map(|p| (*p).to_owned()).collect();
                 rec.resolved_at_ms = Some(now);
                 rec.first_resolved_ms = rec.first_resolved_ms.or(Some(now));

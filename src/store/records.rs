@@ -224,6 +224,9 @@ pub struct IdentityRecord {
     pub handle: Option<String>,
     pub signing_key: Option<String>,
     pub labeler: Option<String>,
+    /// The `#atproto_label` key of a labeler's document.
+    #[serde(default)]
+    pub label_key: Option<String>,
     /// What was wrong with the document, if anything.
     pub problems: Vec<String>,
     /// Last successful resolution, ms since the epoch.
@@ -856,4 +859,27 @@ pub struct ContactCheck {
     /// For a `securitytxt:` key: the file, when one was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_txt: Option<SecurityTxt>,
+    /// For a `labeler:` key: the labeler's conformance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labeler: Option<LabelerConformance>,
+}
+
+/// Whether a labeler linked to an instance works as the protocol says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelerConformance {
+    /// Its `app.bsky.labeler.service` record is known (from the firehose).
+    pub service_record: bool,
+    /// Its DID document's `#atproto_labeler` endpoint.
+    pub endpoint: Option<String>,
+    /// `com.atproto.label.queryLabels` answered with labels JSON.
+    pub answers: Option<bool>,
+    /// Labels returned by the sample query.
+    pub labels_seen: usize,
+    /// Every signed label of the sample verifies with the document's
+    /// `#atproto_label` key (`None`: no key, or no signed label to check).
+    pub key_matches: Option<bool>,
+    /// `conformant`, `partial` or `failing`.
+    pub verdict: String,
+    /// What is missing or wrong, in words.
+    pub problems: Vec<String>,
 }
