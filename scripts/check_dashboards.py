@@ -248,7 +248,9 @@ def main():
         ilog = open(os.path.join(tmp, "instancemap.log"), "w")
         procs.append(("instancemap", subprocess.Popen(
             [args.bin, "run", "--relay", f"ws://127.0.0.1:{relay_port}", "--db", f"{tmp}/db", "--listen", im,
-             "--no-plc", "--no-resolve", "--no-crawl"],
+             "--no-plc", "--no-resolve", "--no-crawl",
+             # the network gauges come with a database (the generated test ones)
+             "--mmdb", "tests/fixtures/mmdb/test-asn.mmdb", "--mmdb", "tests/fixtures/mmdb/test-country.mmdb"],
             stdout=ilog, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})))
 
         def health():

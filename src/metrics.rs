@@ -363,6 +363,11 @@ pub const NAMES: &[&str] = &[
     "instancemap_api_requests_total",
     "instancemap_api_request_seconds",
     "instancemap_store_rocksdb",
+    "instancemap_hosts_deferred_total",
+    "instancemap_contact_checks_total",
+    "instancemap_contact_check_oldest_seconds",
+    "instancemap_contacts",
+    "instancemap_api_reads_stopped_total",
     // from the process collector (Linux)
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
@@ -450,6 +455,7 @@ pub fn init(labels: &Labels) {
         CONTACTS.with_label_values(&[s]);
     }
     LazyLock::force(&CONTACT_CHECK_OLDEST);
+    LazyLock::force(&API_READS_STOPPED);
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);
     }
