@@ -197,6 +197,9 @@ async fn the_lookup_routes_each_reason_to_the_right_party_first() {
     // delegated service first; the spam labeler last
     let (s, v) = lookup(addr, &format!("subject={ALICE}&reason=com.atproto.moderation.defs%23reasonSpam")).await;
     assert_eq!(s, 200, "{v}");
+    let explanation = v["explanation"].as_str().unwrap();
+    assert!(explanation.contains("abuse contact abuse@coop.example"), "{explanation}");
+    assert!(explanation.contains("notify first the moderation service (service did:plc:mmmm"), "{explanation}");
     assert_eq!(v["reason"], "tools.ozone.report.defs#reasonMisleadingSpam");
     assert_eq!(
         order(&v),

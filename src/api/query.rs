@@ -385,7 +385,13 @@ pub fn responsibility(
                     "name": name,
                     "declaredNameRefused": inst.name_refused.as_ref().map(|(n, why)| json!({"name": n, "why": why})),
                     "moderationContact": g.moderation_contact,
-                    "abuseContact": g.abuse_contact,
+                    "abuseContact": g.abuse_contact.clone().or_else(|| first_contact(g, "abuse")),
+                    "contacts": g.contacts,
+                    "serviceName": g.service_name,
+                    "homeUrl": g.home_url,
+                    "supportUrl": g.support_url,
+                    "logoUrl": g.logo_url,
+                    "moderationService": g.moderation_service,
                     "policies": g.policies,
                     "jurisdiction": g.jurisdiction,
                     "source": format!("at://{op}/{}/self", crate::cluster::declaration::DECLARATION),
@@ -511,7 +517,32 @@ pub fn responsibility(
             v["routesByReason"] = Value::Object(by);
         }
     }
+    // the explanation names who to notify first
+    if let Some(first) = v["routes"].get(0).cloned() {
+        let what = match reason {
+            Some(r) => format!("a report of {}", r.code()),
+            None => "a report".to_owned(),
+        };
+        let line = format!(
+            " For {what}, notify first the {} ({} {}{}).",
+            first["party"].as_str().unwrap_or_default().replace('_', " "),
+            first["channel"].as_str().unwrap_or_default(),
+            first["address"].as_str().unwrap_or_default(),
+            if first["check"]["stale"] == true { ", not confirmed within 7 days" } else { "" },
+        );
+        if let Some(e) = v["explanation"].as_str().map(|e| format!("{e}{line}")) {
+            v["explanation"] = json!(e);
+        }
+    }
     Ok(v)
+}
+
+/// The address of a declaration's first contact of `role`.
+fn first_contact(g: &crate::store::records::Declaration, role: &str) -> Option<String> {
+    g.contacts
+        .iter()
+        .filter(|c| crate::store::records::contact_role(&c.role) == Some(role))
+        .find_map(|c| c.email.clone().or_else(|| c.url.clone()).or_else(|| c.account.clone()))
 }
 
 /// Routes as the API shows them: ranked, with when each was last checked,
