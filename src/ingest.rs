@@ -35,13 +35,12 @@ pub const ACCOUNT_CACHE: usize = 500_000;
 /// Pending effects of the current batch.
 #[derive(Default)]
 struct Batch {
-    /// Accounts changed in this batch (their current state is in `cache`).
-    dirty: std::collections::HashSet<String>,
+    /// Accounts changed in this batch (their current state is in `cache`),
+    /// each with its last active day when the batch first touched it: an
+    /// account active on a new day is marked for the map.
+    dirty: HashMap<String, Option<i32>>,
     /// Accounts whose place in the map may have changed (new, status).
     map: std::collections::HashSet<String>,
-    /// Each touched account's last active day when the batch first touched
-    /// it: an account active on a new day is marked for the map.
-    active_before: std::collections::HashMap<String, Option<i32>>,
     /// A declaration or membership record changed.
     map_structure: bool,
     counters: HashMap<Vec<u8>, i64>,
@@ -201,9 +200,6 @@ impl Ingest {
 
     /// The account's state, loaded into the batch on first touch.
     fn account(&mut self, did: &str, seq: i64) -> store::Result<&mut AccountState> {
-        if !self.batch.dirty.contains(did) {
-            self.batch.dirty.insert(did.to_owned());
-        }
         if !self.cache.contains_key(did) {
             if let Some(q) = &self.resolve {
                 q.request(did, false);
@@ -220,8 +216,8 @@ impl Ingest {
             self.cache.insert(did.to_owned(), state);
         }
         let state = self.cache.get_mut(did).expect("inserted above");
-        if !self.batch.active_before.contains_key(did) {
-            self.batch.active_before.insert(did.to_owned(), state.active_day());
+        if !self.batch.dirty.contains_key(did) {
+            self.batch.dirty.insert(did.to_owned(), state.active_day());
         }
         Ok(state)
     }
@@ -434,11 +430,11 @@ impl Ingest {
         let batch = std::mem::take(&mut self.batch);
         let mut wb = batch.records;
         let mut map = batch.map;
-        for did in &batch.dirty {
+        for (did, active_before) in &batch.dirty {
             if let Some(state) = self.cache.get(did) {
                 wb.put_account(did, state.clone());
                 // active on a day it was not: its activity count moves
-                if batch.active_before.get(did).is_some_and(|d| *d != state.active_day()) {
+                if *active_before != state.active_day() {
                     map.insert(did.clone());
                 }
             }

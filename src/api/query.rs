@@ -385,7 +385,7 @@ pub fn responsibility(
                     "name": name,
                     "declaredNameRefused": inst.name_refused.as_ref().map(|(n, why)| json!({"name": n, "why": why})),
                     "moderationContact": g.moderation_contact,
-                    "abuseContact": g.abuse_contact.clone().or_else(|| first_contact(g, "abuse")),
+                    "abuseContact": g.abuse_contact.clone().or_else(|| g.first_contact("abuse")),
                     "contacts": g.contacts,
                     "serviceName": g.service_name,
                     "homeUrl": g.home_url,
@@ -535,14 +535,6 @@ pub fn responsibility(
         }
     }
     Ok(v)
-}
-
-/// The address of a declaration's first contact of `role`.
-fn first_contact(g: &crate::store::records::Declaration, role: &str) -> Option<String> {
-    g.contacts
-        .iter()
-        .filter(|c| crate::store::records::contact_role(&c.role) == Some(role))
-        .find_map(|c| c.email.clone().or_else(|| c.url.clone()).or_else(|| c.account.clone()))
 }
 
 /// Routes as the API shows them: ranked, with when each was last checked,
@@ -721,16 +713,23 @@ pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
         }
         v["declarations"] = json!(claims);
         v["activity"] = json!(crate::cluster::activity::of(&st.store, &i, crate::clock::now_ms())?);
-        // observers' disagreements on its accounts' status, over its hosts
+        // over its hosts (one read each): observers' disagreements on its
+        // accounts' status, and with --mmdb where each runs
         let mut disagree: BTreeMap<String, u64> = BTreeMap::new();
+        let mut placed = Vec::new();
         for h in &i.hosts {
-            if let Some(r) = crate::hosts::get(&st.store, h)?.and_then(|r| r.repos) {
-                for (k, n) in r.disagreements {
-                    *disagree.entry(k).or_default() += n;
-                }
+            let rec = crate::hosts::get(&st.store, h)?.unwrap_or_default();
+            for (k, n) in rec.repos.map(|r| r.disagreements).unwrap_or_default() {
+                *disagree.entry(k).or_default() += n;
+            }
+            if let Some(n) = &st.networks {
+                placed.push(json!({"host": h, "addresses": rec.addresses, "placement": n.place_host(&rec.addresses)}));
             }
         }
         v["statusDisagreements"] = json!(disagree);
+        if st.networks.is_some() {
+            v["network"] = json!(placed);
+        }
         // the conformance of the labelers its operator applies
         let mut labelers = Vec::new();
         for l in i.governance.iter().flat_map(|g| &g.labelers) {
@@ -739,14 +738,6 @@ pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> 
                 "checkedAt": ms_str(c.as_ref().map(|c| c.checked_at_ms))}));
         }
         v["labelers"] = json!(labelers);
-        if let Some(n) = &st.networks {
-            let mut placed = Vec::new();
-            for h in &i.hosts {
-                let addrs = crate::hosts::get(&st.store, h)?.map(|r| r.addresses).unwrap_or_default();
-                placed.push(json!({"host": h, "addresses": addrs, "placement": n.place_host(&addrs)}));
-            }
-            v["network"] = json!(placed);
-        }
         v["map"] = st.cache.freshness(&st.store)?;
         Ok(Json(v))
     })

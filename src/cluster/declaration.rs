@@ -104,7 +104,7 @@ pub fn is_service_ref(s: &str) -> bool {
         && frag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~:-".contains(&b))
 }
 
-pub use crate::types::is_email;
+use crate::types::is_email;
 
 /// A report reason code: `nsid#name` (`tools.ozone.report.defs#reasonMisleadingSpam`).
 pub fn is_reason_type(s: &str) -> bool {

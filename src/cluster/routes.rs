@@ -302,33 +302,6 @@ fn security_txt_routes(party: &'static str, who: &str, txt: &(SecurityTxt, i64),
         .collect()
 }
 
-/// The channel of a free-text contact (the first version's fields).
-fn free_text_channel(s: &str) -> &'static str {
-    if super::declaration::is_email(s) {
-        "email"
-    } else if s.starts_with("https://") || s.starts_with("http://") {
-        "url"
-    } else {
-        "account"
-    }
-}
-
-/// The operator's contacts, the first version's fields read as contacts
-/// (`abuseContact` as abuse, `moderationContact` as abuse after it).
-fn contacts_of(decl: &Declaration) -> Vec<Contact> {
-    let mut out = decl.contacts.clone();
-    for v in [&decl.abuse_contact, &decl.moderation_contact].into_iter().flatten() {
-        let mut c = Contact { role: "abuse".into(), ..Contact::default() };
-        match free_text_channel(v) {
-            "email" => c.email = Some(v.clone()),
-            "url" => c.url = Some(v.clone()),
-            _ => c.account = Some(v.clone()),
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn covers(declared: &[String], reason: Option<&Reason>, subject: &Subject, types: &[String], colls: &[String]) -> bool {
     let reason_ok = declared.is_empty() || reason.is_some_and(|r| declared.iter().any(|d| r.matches(d)));
     let type_ok = types.is_empty() || types.iter().any(|t| t == subject.kind());
@@ -344,7 +317,7 @@ pub fn routes(reason: Option<&Reason>, subject: &Subject, p: &Parties<'_>) -> Ve
         |s: &str| p.operator.as_ref().and_then(|o| o.status).is_some_and(|st| st.confirmed.iter().any(|(c, _)| c == s));
     if let Some(op) = &p.operator {
         let at = op.checked_at_ms;
-        let contacts = contacts_of(op.decl);
+        let contacts = op.decl.all_contacts();
         let by_role =
             |role: &str| -> Vec<&Contact> { contacts.iter().filter(|c| contact_role(&c.role) == Some(role)).collect() };
         // 1. its declared routes

@@ -152,20 +152,9 @@ pub fn targets(store: &impl StoreReader, map: &impl MapReader) -> store::Result<
     for inst in map.instance_records()? {
         let (Some(op), Some(g)) = (&inst.operator, &inst.governance) else { continue };
         let mut mine = Vec::new();
-        for c in &g.contacts {
-            if let Some(e) = &c.email {
-                mine.push(email_key(e));
-            }
-            if let Some(u) = &c.url {
-                mine.push(url_key(u));
-            }
-        }
-        for v in [&g.abuse_contact, &g.moderation_contact].into_iter().flatten() {
-            if crate::types::is_email(v) {
-                mine.push(email_key(v));
-            } else if v.starts_with("https://") || v.starts_with("http://") {
-                mine.push(url_key(v));
-            }
+        for c in g.all_contacts() {
+            mine.extend(c.email.as_deref().map(email_key));
+            mine.extend(c.url.as_deref().map(url_key));
         }
         for l in &g.labelers {
             mine.push(labeler_key(l));
@@ -197,18 +186,19 @@ pub fn targets(store: &impl StoreReader, map: &impl MapReader) -> store::Result<
 pub async fn check_due(store: &impl StoreWriter, map: &impl MapReader, checker: &Checker) -> store::Result<usize> {
     let now = crate::clock::now_ms();
     let targets = targets(store, map)?;
-    let mut due: Vec<(i64, String)> = Vec::new();
+    // (last checked, key, last held)
+    let mut due: Vec<(i64, String, Option<i64>)> = Vec::new();
     for key in &targets {
         let last = store.contact_check(key)?;
         let at = last.as_ref().map_or(i64::MIN, |c| c.checked_at_ms);
         if now.saturating_sub(at) >= RECHECK_AFTER.as_millis() as i64 {
-            due.push((at, key.clone()));
+            due.push((at, key.clone(), last.and_then(|c| c.last_ok_ms)));
         }
     }
     due.sort();
     due.truncate(MAX_PER_CYCLE);
     let n = due.len();
-    for (_, key) in due {
+    for (_, key, last_ok_ms) in due {
         let mut c = match key.strip_prefix("labeler:") {
             Some(did) => {
                 let l = super::labelers::conformance(store, &checker.fetcher, did).await;
@@ -227,8 +217,7 @@ pub async fn check_due(store: &impl StoreWriter, map: &impl MapReader, checker: 
             }
             None => checker.check(&key, now).await,
         };
-        let before = store.contact_check(&key)?;
-        c.last_ok_ms = if c.ok { Some(now) } else { before.and_then(|b| b.last_ok_ms) };
+        c.last_ok_ms = if c.ok { Some(now) } else { last_ok_ms };
         metrics::CONTACT_CHECKS.with_label_values(&[if c.ok { "ok" } else { "failed" }]).inc();
         let mut b = Batch::default();
         b.put_contact_check(&key, c);

@@ -82,6 +82,15 @@ fn fragment_is(id: &str, did: &str, frag: &str) -> bool {
     id == frag || id.strip_prefix(did).is_some_and(|rest| rest == frag)
 }
 
+/// A verification method's key: Multikey, or a legacy key type.
+fn method_key(m: &RawMethod) -> Result<PublicKey, KeyError> {
+    match (m.kind.as_str(), &m.public_key_multibase) {
+        (_, None) => Err(KeyError::Multibase),
+        ("Multikey", Some(k)) => PublicKey::from_multikey(k),
+        (kind, Some(k)) => PublicKey::from_legacy(kind, k),
+    }
+}
+
 /// Parses a DID document fetched for `did`.
 pub fn parse(did: &str, json: &[u8]) -> Result<DidDoc, DocError> {
     let raw: RawDoc = serde_json::from_slice(json).map_err(|e| DocError::Json(e.to_string()))?;
@@ -103,11 +112,7 @@ pub fn parse(did: &str, json: &[u8]) -> Result<DidDoc, DocError> {
     let methods = raw.verification_method.unwrap_or_default();
     match methods.iter().find(|m| fragment_is(&m.id, did, "#atproto")) {
         Some(m) => {
-            let key: Result<PublicKey, KeyError> = match (m.kind.as_str(), &m.public_key_multibase) {
-                (_, None) => Err(KeyError::Multibase),
-                ("Multikey", Some(k)) => PublicKey::from_multikey(k),
-                (kind, Some(k)) => PublicKey::from_legacy(kind, k),
-            };
+            let key = method_key(m);
             if m.controller.as_deref().is_some_and(|c| c != did) {
                 doc.problems.push("#atproto key controller is another DID");
             }
@@ -119,12 +124,7 @@ pub fn parse(did: &str, json: &[u8]) -> Result<DidDoc, DocError> {
         None => doc.problems.push("no #atproto verification method"),
     }
     if let Some(m) = methods.iter().find(|m| fragment_is(&m.id, did, "#atproto_label")) {
-        let key = match (m.kind.as_str(), &m.public_key_multibase) {
-            (_, None) => Err(KeyError::Multibase),
-            ("Multikey", Some(k)) => PublicKey::from_multikey(k),
-            (kind, Some(k)) => PublicKey::from_legacy(kind, k),
-        };
-        match key {
+        match method_key(m) {
             Ok(k) => doc.label_key = Some(k.to_multikey()),
             Err(_) => doc.problems.push("#atproto_label key does not parse"),
         }

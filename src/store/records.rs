@@ -745,6 +745,35 @@ pub struct Declaration {
     pub routes: Vec<ReportRoute>,
 }
 
+impl Declaration {
+    /// Its contacts, the first version's free-text fields read as contacts
+    /// after the declared ones (`abuseContact`, then `moderationContact`, as
+    /// abuse contacts: an email address, a URL, else an account).
+    pub fn all_contacts(&self) -> Vec<Contact> {
+        let mut out = self.contacts.clone();
+        for v in [&self.abuse_contact, &self.moderation_contact].into_iter().flatten() {
+            let mut c = Contact { role: "abuse".into(), ..Contact::default() };
+            if crate::types::is_email(v) {
+                c.email = Some(v.clone());
+            } else if v.starts_with("https://") || v.starts_with("http://") {
+                c.url = Some(v.clone());
+            } else {
+                c.account = Some(v.clone());
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// The address of its first declared contact of `role`.
+    pub fn first_contact(&self, role: &str) -> Option<String> {
+        self.contacts
+            .iter()
+            .filter(|c| contact_role(&c.role) == Some(role))
+            .find_map(|c| c.email.clone().or_else(|| c.url.clone()).or_else(|| c.account.clone()))
+    }
+}
+
 /// One contact of a declaration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
