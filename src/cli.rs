@@ -121,7 +121,7 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CrawlHosts(a) => {
             let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
-            let fetcher = crate::net::Fetcher::new(a.allow_loopback);
+            let fetcher = crate::net::Fetcher::with_dns(a.allow_loopback, a.dns);
             if !a.no_list_hosts {
                 let relay = crate::hosts::relay_http_base(&relay_endpoint(&a.relay)?);
                 match crate::hosts::list_hosts(&store, &fetcher, &relay).await {
@@ -132,6 +132,12 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let n = crate::hosts::crawl_due(&store, &fetcher, true).await?;
             store.flush()?;
             eprintln!("crawled {n} hosts");
+            if !a.no_contacts {
+                let checker = crate::hosts::contacts::Checker::new(fetcher.clone(), a.dns);
+                let n = crate::hosts::contacts::check_due(&store, &store, &checker).await?;
+                store.flush()?;
+                eprintln!("checked {n} contacts");
+            }
             app::cancel_on_signal(cancel.clone());
             eprintln!("{}", app::bring_map_current(&store, &cancel).await?);
             Ok(ExitCode::SUCCESS)
@@ -237,8 +243,49 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             for op in &i.claimed_by {
                 claims.extend(crate::cluster::map::declaration_status(&store, op)?);
             }
-            let v = serde_json::json!({"instance": i, "declaration": status, "claims": claims});
+            let networks = match a.mmdb.is_empty() {
+                true => None,
+                false => Some(
+                    crate::hosts::network::Networks::open(&a.mmdb).map_err(|e| anyhow::anyhow!("--mmdb {e}"))?,
+                ),
+            };
+            // what the API's getInstance adds to the record
+            let view = crate::api::query::instance_view(&store, &Default::default(), networks.as_ref(), &i.id)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let mut v = serde_json::json!({"instance": i, "declaration": status, "claims": claims});
+            for k in ["activity", "statusDisagreements", "labelers", "network"] {
+                if let Some(x) = view.get(k) {
+                    v[k] = x.clone();
+                }
+            }
             out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lookup(a) => {
+            use crate::api::query;
+            let parsed =
+                query::parse_subject(&a.subject).map_err(|why| anyhow::anyhow!("subject {:?}: {why}", a.subject))?;
+            let reason = a
+                .reason
+                .as_deref()
+                .map(crate::cluster::routes::Reason::parse)
+                .transpose()
+                .map_err(|why| anyhow::anyhow!("--reason: {why}"))?;
+            let store =
+                Store::open_read_only(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            let v = match query::lookup_answer(&store, &Default::default(), &a.subject, &parsed, reason.as_ref()) {
+                Ok(v) => v,
+                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                    eprintln!("{}: {}", a.subject, e.message);
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => anyhow::bail!("{}", e.message),
+            };
+            if a.json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                out(&crate::inspect::lookup_text(&v))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::History(a) => {

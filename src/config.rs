@@ -49,8 +49,12 @@ pub enum Command {
     Recluster(ReclusterArgs),
     /// List instances, largest first.
     Instances(InstancesArgs),
-    /// Show one instance: hosts, domains, evidence, governance, members.
+    /// Show one instance: hosts, domains, evidence, governance, members,
+    /// activity and openness, observers' disagreements, labelers.
     Instance(InstanceArgs),
+    /// Who is responsible for an account (a DID, a handle or an at:// URI),
+    /// and who to tell for a report reason: the API's lookup.
+    Lookup(LookupArgs),
     /// The map's history (JSON): migration flows, growth, sizes as of a day.
     History(HistoryArgs),
     /// Serve the query API read-only over a database copy (a checkpoint), or
@@ -212,6 +216,25 @@ pub struct InstanceArgs {
     pub id: String,
     #[command(flatten)]
     pub db: DbArg,
+    /// MaxMind-format databases placing its hosts' addresses (as for `serve`).
+    #[arg(long, env = "INSTANCEMAP_MMDB", value_delimiter = ',')]
+    pub mmdb: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// A DID, a handle, or an `at://` URI of a record.
+    pub subject: String,
+    /// A report reason (`com.atproto.moderation.defs#reasonSpam` or
+    /// `tools.ozone.report.defs#reason…`; the part after `#` is enough):
+    /// the routes for it. Without: every reason the operator routes.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// One JSON object (the API's answer) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +293,14 @@ pub struct CrawlHostsArgs {
     /// Let requests reach loopback addresses (local test networks).
     #[arg(long, env = "INSTANCEMAP_ALLOW_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_loopback: bool,
+    /// DNS server (`IP:PORT`) for host names and contact checks instead of the
+    /// system's (as for `run`).
+    #[arg(long, env = "INSTANCEMAP_DNS")]
+    pub dns: Option<std::net::SocketAddr>,
+    /// Do not check contacts (security.txt, mail domains, URLs, labelers) after
+    /// the crawl.
+    #[arg(long)]
+    pub no_contacts: bool,
 }
 
 #[derive(Debug, Args)]

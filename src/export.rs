@@ -234,6 +234,17 @@ const INSTANCES: &[(&str, Kind)] = &[
     ("active", Kind::Int),
     ("user_domains", Kind::Str),
     ("evidence_kinds", Kind::Str),
+    ("service_name", Kind::Str),
+    ("home_url", Kind::Str),
+    ("support_url", Kind::Str),
+    ("abuse_contact", Kind::Str),
+    ("moderation_service", Kind::Str),
+    ("jurisdiction", Kind::Str),
+    ("active_1d", Kind::Int),
+    ("active_7d", Kind::Int),
+    ("active_30d", Kind::Int),
+    ("open_registration", Kind::Bool),
+    ("signup_spike", Kind::Bool),
 ];
 const HOSTS: &[(&str, Kind)] = &[
     ("host", Kind::Str),
@@ -243,6 +254,10 @@ const HOSTS: &[(&str, Kind)] = &[
     ("user_domains", Kind::Str),
     ("version", Kind::Str),
     ("last_checked", Kind::Str),
+    ("invite_code_required", Kind::Bool),
+    ("phone_verification_required", Kind::Bool),
+    ("contact_email", Kind::Str),
+    ("addresses", Kind::Str),
 ];
 const MOVES: &[(&str, Kind)] = &[
     ("did", Kind::Str),
@@ -264,10 +279,27 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
     let count = |h: &str, b: &str| members.get(h).and_then(|m| m.get(b)).copied().unwrap_or(0);
     let mut files = Vec::new();
 
+    let hosts = snap.hosts()?;
+    let host_records: HashMap<&str, &crate::store::records::HostRecord> =
+        hosts.iter().map(|(h, r)| (h.as_str(), r)).collect();
+    let now = crate::clock::now_ms();
+
     let mut out = Sink::create(dir, "instances", INSTANCES, format)?;
     for i in snap.instance_records()? {
         let sum = |b: &str| i.hosts.iter().map(|h| count(h, b)).sum::<i64>();
         let kinds: std::collections::BTreeSet<&str> = i.evidence.iter().map(|e| e.1.as_str()).collect();
+        let act =
+            crate::cluster::activity::of_with(&snap, &i, now, |h| Ok(host_records.get(h).map(|r| (*r).clone())))?;
+        let g = i.governance.as_ref();
+        // a confidential contact is for reporters, not for a published table
+        let abuse = g.and_then(|g| {
+            g.abuse_contact.clone().or_else(|| {
+                g.contacts
+                    .iter()
+                    .filter(|c| !c.confidential && crate::store::records::contact_role(&c.role) == Some("abuse"))
+                    .find_map(|c| c.email.clone().or_else(|| c.url.clone()).or_else(|| c.account.clone()))
+            })
+        });
         out.row(vec![
             s(i.id.clone()),
             s(i.name.clone()),
@@ -279,23 +311,39 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
             Cell::Int(Some(sum("active"))),
             s(i.user_domains.join(" ")),
             s(kinds.into_iter().collect::<Vec<_>>().join(" ")),
+            s(g.and_then(|g| g.service_name.clone())),
+            s(g.and_then(|g| g.home_url.clone())),
+            s(g.and_then(|g| g.support_url.clone())),
+            s(abuse),
+            s(g.and_then(|g| g.moderation_service.clone())),
+            s(g.and_then(|g| g.jurisdiction.clone())),
+            Cell::Int(Some(act.active1d)),
+            Cell::Int(Some(act.active7d)),
+            Cell::Int(Some(act.active30d)),
+            Cell::Bool(Some(act.open_registration)),
+            Cell::Bool(act.signup_spike.map(|sp| sp.spike)),
         ])?;
     }
     files.push(("instances".to_owned(), out.finish()?));
 
     let mut out = Sink::create(dir, "hosts", HOSTS, format)?;
     let mut seen = std::collections::BTreeSet::new();
-    for (h, r) in snap.hosts()? {
+    for (h, r) in &hosts {
+        let d = r.describe.as_ref();
         out.row(vec![
             s(h.clone()),
-            s(host_instance.get(&h).cloned()),
+            s(host_instance.get(h).cloned()),
             s(r.state.clone()),
-            Cell::Int(Some(count(&h, assign::bucket::REGISTERED))),
-            s(r.describe.map(|d| d.available_user_domains.join(" "))),
-            s(r.version),
+            Cell::Int(Some(count(h, assign::bucket::REGISTERED))),
+            s(d.map(|d| d.available_user_domains.join(" "))),
+            s(r.version.clone()),
             s(r.last_checked_ms.and_then(rfc3339_ms)),
+            Cell::Bool(d.and_then(|d| d.invite_code_required)),
+            Cell::Bool(d.and_then(|d| d.phone_verification_required)),
+            s(d.and_then(|d| d.contact_email.clone())),
+            s(r.addresses.join(" ")),
         ])?;
-        seen.insert(h);
+        seen.insert(h.clone());
     }
     // hosts known only through their accounts
     for (h, inst) in &host_instance {
@@ -306,6 +354,10 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
                 s("unknown".to_owned()),
                 Cell::Int(Some(count(h, assign::bucket::REGISTERED))),
                 s(None),
+                s(None),
+                s(None),
+                Cell::Bool(None),
+                Cell::Bool(None),
                 s(None),
                 s(None),
             ])?;

@@ -177,3 +177,76 @@ impl AccountView {
         out
     }
 }
+
+/// The lookup's answer (`api::query::lookup_answer`) as text: the account,
+/// its instance, the parties responsible, the routes for the reason (or
+/// per reason) with their contact checks, and the observers' status.
+pub fn lookup_text(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let s = |x: &serde_json::Value| x.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    let mut out = format!("{} ({})\n", s(&v["did"]), s(&v["state"]));
+    let _ = writeln!(out, "handle: {}{}", s(&v["handle"]), if v["handleVerified"] == true { " (verified)" } else { "" });
+    let _ = writeln!(out, "host: {}", s(&v["host"]));
+    if v["instance"].is_object() {
+        let _ = writeln!(out, "instance: {} ({})", s(&v["instance"]["name"]), s(&v["instance"]["id"]));
+    }
+    let _ = writeln!(out, "why: {}", s(&v["explanation"]));
+    let routes = |out: &mut String, rs: &serde_json::Value| {
+        for r in rs.as_array().into_iter().flatten() {
+            let check = match &r["check"] {
+                c if c["checked"] == true => format!(
+                    " [{}: {}, checked {}{}]",
+                    if c["ok"] == true { "ok" } else { "failing" },
+                    s(&c["how"]),
+                    s(&c["lastChecked"]),
+                    if c["stale"] == true { ", stale" } else { "" }
+                ),
+                c if c.is_object() => " [not checked yet]".to_owned(),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {}. {} {}: {} {}{}{}",
+                r["rank"],
+                s(&r["party"]).replace('_', " "),
+                s(&r["who"]),
+                s(&r["channel"]),
+                s(&r["address"]),
+                if r["confidential"] == true { " (confidential: not for display)" } else { "" },
+                check
+            );
+            let _ = writeln!(out, "     {}", s(&r["evidence"]));
+        }
+    };
+    match v.get("reason") {
+        Some(r) => {
+            let _ = writeln!(out, "routes for {}:", s(r));
+            routes(&mut out, &v["routes"]);
+        }
+        None => {
+            out.push_str("routes (any reason):\n");
+            routes(&mut out, &v["routes"]);
+            for (r, rs) in v["routesByReason"].as_object().into_iter().flatten() {
+                let _ = writeln!(out, "routes for {r}:");
+                routes(&mut out, rs);
+            }
+        }
+    }
+    let o = &v["observers"];
+    out.push_str("status by observer:\n");
+    for (k, what) in [("pds", "PDS (listRepos)"), ("relay", "relay (#account)"), ("plc", "PLC")] {
+        let x = &o[k];
+        if x.is_object() {
+            let state = match k {
+                "plc" => format!("tombstoned {}", x["tombstoned"]),
+                _ => format!("active {} ({})", x["active"], s(&x["status"])),
+            };
+            let at = x.get("seenAt").or(x.get("updatedAt")).map(s).unwrap_or_default();
+            let _ = writeln!(out, "  {what:<18} {state}, at {at}");
+        }
+    }
+    if !o["disagreement"].is_null() {
+        let _ = writeln!(out, "  disagreement: {}", s(&o["disagreement"]));
+    }
+    out
+}

@@ -267,3 +267,80 @@ async fn the_lookup_routes_each_reason_to_the_right_party_first() {
     assert_eq!((s, v["error"].as_str()), (400, Some("InvalidRequest")));
     assert!(v["message"].as_str().unwrap().contains("reasonNope"));
 }
+
+/// The exports carry the operator's face, its public abuse contact,
+/// activity and openness per instance, and each host's registration
+/// policy, contact and addresses; a contact the operator marked
+/// confidential is for reporters and appears nowhere in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_show_the_operators_face_and_withhold_confidential_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio::task::block_in_place(|| network(dir.path()));
+    let out = tempfile::tempdir().unwrap();
+    instancemap::export::export(&store, instancemap::config::ExportFormat::Ndjson, out.path()).unwrap();
+    let rows = |f: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.path().join(f)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let inst = rows("instances.ndjson");
+    let coop = inst.iter().find(|i| i["operator"] == OP).unwrap_or_else(|| panic!("{inst:?}"));
+    assert_eq!(coop["service_name"], "Co-op PDS");
+    assert_eq!(coop["support_url"], "https://coop.example/help");
+    assert_eq!(coop["abuse_contact"], "abuse@coop.example");
+    assert_eq!(coop["moderation_service"], format!("{MOD}#atproto_labeler"));
+    for k in ["active_1d", "active_7d", "active_30d"] {
+        assert!(coop[k].is_i64(), "{k}: {coop}");
+    }
+    assert!(coop["open_registration"].is_boolean(), "{coop}");
+    let hosts = rows("hosts.ndjson");
+    let h = hosts.iter().find(|h| h["host"] == HOST).unwrap();
+    assert_eq!(h["contact_email"], "admin@coop.example");
+    for f in ["instances.ndjson", "hosts.ndjson", "accounts.ndjson", "moves.ndjson"] {
+        let text = std::fs::read_to_string(out.path().join(f)).unwrap();
+        assert!(!text.contains("security@coop.example"), "{f} shows the confidential contact");
+    }
+}
+
+/// The CLI's `lookup` answers what the API's does (JSON), and as text
+/// ranks the routes with the confidential contact marked; `instance`
+/// shows the activity and labelers getInstance adds.
+#[test]
+fn the_cli_lookup_and_instance_show_routes_and_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(network(dir.path()));
+    let bin = env!("CARGO_BIN_EXE_instancemap");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).arg("--db").arg(dir.path()).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, out, err) = run(&["lookup", "alice.coop.example", "--reason", "reasonRuleSiteSecurity", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["did"], ALICE);
+    assert_eq!(v["subjectType"], "handle");
+    let first = &v["routes"][0];
+    assert_eq!((first["party"].as_str(), first["address"].as_str()), (Some("operator_route"), Some("security@coop.example")));
+    assert_eq!(first["confidential"], true);
+    assert!(first["check"].is_object(), "an email route carries its contact check: {first}");
+    let (code, text, err) = run(&["lookup", ALICE, "--reason", "reasonRuleSiteSecurity"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("routes for tools.ozone.report.defs#reasonRuleSiteSecurity:"), "{text}");
+    assert!(text.contains("1. operator route"), "{text}");
+    assert!(text.contains("security@coop.example (confidential: not for display) [not checked yet]"), "{text}");
+    assert!(text.contains("status by observer:"), "{text}");
+    // without a reason: every declared reason's routes
+    let (_, out, _) = run(&["lookup", ALICE, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["routesByReason"]["tools.ozone.report.defs#reasonRuleSiteSecurity"].is_array(), "{v}");
+    let (code, _, err) = run(&["lookup", "did:plc:zzzzzzzzzzzzzzzzzzzzzzzz"]);
+    assert_eq!(code, Some(2), "an unknown DID: {err}");
+    assert!(err.contains("is not known"), "{err}");
+    let (code, _, err) = run(&["lookup", ALICE, "--reason", "reasonNonsense"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--reason"), "{err}");
+    let (code, out, err) = run(&["instance", HOST]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["activity"]["active30d"].is_i64(), "{v}");
+    assert_eq!(v["labelers"][0]["did"], LABELER, "{v}");
+    assert!(v["statusDisagreements"].is_object(), "{v}");
+}

@@ -90,7 +90,7 @@ impl Cache {
     /// `map` property of an answer: `current`, `pendingAccounts`,
     /// `structurePending`, and a `note` in words when it is not current (an
     /// answer from a map with pending work says so).
-    fn freshness(&self, store: &Store) -> Result<Value, ApiError> {
+    pub(crate) fn freshness(&self, store: &Store) -> Result<Value, ApiError> {
         cached(&self.freshness, FRESHNESS_FOR, || {
             let f = map::freshness(store)?;
             let mut v = json!({"current": f.is_current(), "pendingAccounts": f.pending_accounts,
@@ -256,12 +256,12 @@ pub fn parse_subject(s: &str) -> Result<Subject, String> {
     }
 }
 
-fn did_of(st: &ApiState, authority: &str) -> Result<String, ApiError> {
+fn did_of(store: &Store, authority: &str) -> Result<String, ApiError> {
     if authority.starts_with("did:") {
         return Ok(authority.to_owned());
     }
     let h = authority.to_ascii_lowercase();
-    match map::dids_of_handle(&st.store, &h)?.first() {
+    match map::dids_of_handle(store, &h)?.first() {
         Some((d, _)) => Ok(d.clone()),
         None => Err(ApiError::not_found("HandleNotFound", format!("no account with handle {h} is known"))),
     }
@@ -277,33 +277,43 @@ pub async fn lookup(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply 
         .map(routes::Reason::parse)
         .transpose()
         .map_err(|why| ApiError::bad(format!("reason: {why}")))?;
-    st.read(move |st| {
-        let (did, record) = match &parsed {
-            Subject::Did(d) => (d.clone(), None),
-            Subject::Handle(h) => (did_of(st, h)?, None),
-            Subject::Uri { authority, collection, rkey } => {
-                let rec = json!({"collection": collection, "rkey": rkey});
-                (did_of(st, authority)?, Some(rec))
-            }
-        };
-        let about = match &parsed {
-            Subject::Uri { collection: Some(c), .. } => routes::Subject::Record { collection: c.clone() },
-            _ => routes::Subject::Account,
-        };
-        let mut v = responsibility(&st.store, &st.cache, &did, reason.as_ref(), &about)?;
-        v["subject"] = json!(subject);
-        v["subjectType"] = json!(match parsed {
-            Subject::Did(_) => "did",
-            Subject::Handle(_) => "handle",
-            Subject::Uri { .. } => "at-uri",
-        });
-        if let Some(r) = record {
-            v["record"] = r;
+    st.read(move |st| lookup_answer(&st.store, &st.cache, &subject, &parsed, reason.as_ref()).map(Json)).await
+}
+
+/// The whole `lookup` answer for a parsed subject (also the CLI's
+/// `lookup`): the responsibility of its DID, what was asked, and the map's
+/// freshness.
+pub fn lookup_answer(
+    store: &Store,
+    cache: &Cache,
+    subject: &str,
+    parsed: &Subject,
+    reason: Option<&routes::Reason>,
+) -> Result<Value, ApiError> {
+    let (did, record) = match parsed {
+        Subject::Did(d) => (d.clone(), None),
+        Subject::Handle(h) => (did_of(store, h)?, None),
+        Subject::Uri { authority, collection, rkey } => {
+            let rec = json!({"collection": collection, "rkey": rkey});
+            (did_of(store, authority)?, Some(rec))
         }
-        v["map"] = st.cache.freshness(&st.store)?;
-        Ok(Json(v))
-    })
-    .await
+    };
+    let about = match parsed {
+        Subject::Uri { collection: Some(c), .. } => routes::Subject::Record { collection: c.clone() },
+        _ => routes::Subject::Account,
+    };
+    let mut v = responsibility(store, cache, &did, reason, &about)?;
+    v["subject"] = json!(subject);
+    v["subjectType"] = json!(match parsed {
+        Subject::Did(_) => "did",
+        Subject::Handle(_) => "handle",
+        Subject::Uri { .. } => "at-uri",
+    });
+    if let Some(r) = record {
+        v["record"] = r;
+    }
+    v["map"] = cache.freshness(store)?;
+    Ok(v)
 }
 
 /// The responsibility answer for one DID (404 when nothing is known), with
@@ -704,44 +714,54 @@ fn instance_by_id(store: &Store, id: &str) -> Result<map::InstanceRecord, ApiErr
 pub async fn get_instance(State(st): State<ApiState>, RawQuery(q): RawQuery) -> Reply {
     let p = Params::parse(q, &["id"])?;
     let id = p.required("id")?.to_owned();
-    st.read(move |st| {
-        let i = instance_by_id(&st.store, &id)?;
-        let mut v = instance_json(&i, true);
-        let mut claims = Vec::new();
-        for op in &i.claimed_by {
-            claims.extend(map::declaration_status(&st.store, op)?);
+    st.read(move |st| instance_view(&st.store, &st.cache, st.networks.as_deref(), &id).map(Json)).await
+}
+
+/// The whole `getInstance` answer (also the CLI's `instance`): the record,
+/// the declarations claiming it, activity and openness, observers'
+/// disagreements, with `networks` where its hosts run, its labelers'
+/// conformance and the map's freshness.
+pub fn instance_view(
+    store: &Store,
+    cache: &Cache,
+    networks: Option<&crate::hosts::network::Networks>,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let i = instance_by_id(store, id)?;
+    let mut v = instance_json(&i, true);
+    let mut claims = Vec::new();
+    for op in &i.claimed_by {
+        claims.extend(map::declaration_status(store, op)?);
+    }
+    v["declarations"] = json!(claims);
+    v["activity"] = json!(crate::cluster::activity::of(store, &i, crate::clock::now_ms())?);
+    // over its hosts (one read each): observers' disagreements on its
+    // accounts' status, and with --mmdb where each runs
+    let mut disagree: BTreeMap<String, u64> = BTreeMap::new();
+    let mut placed = Vec::new();
+    for h in &i.hosts {
+        let rec = crate::hosts::get(store, h)?.unwrap_or_default();
+        for (k, n) in rec.repos.map(|r| r.disagreements).unwrap_or_default() {
+            *disagree.entry(k).or_default() += n;
         }
-        v["declarations"] = json!(claims);
-        v["activity"] = json!(crate::cluster::activity::of(&st.store, &i, crate::clock::now_ms())?);
-        // over its hosts (one read each): observers' disagreements on its
-        // accounts' status, and with --mmdb where each runs
-        let mut disagree: BTreeMap<String, u64> = BTreeMap::new();
-        let mut placed = Vec::new();
-        for h in &i.hosts {
-            let rec = crate::hosts::get(&st.store, h)?.unwrap_or_default();
-            for (k, n) in rec.repos.map(|r| r.disagreements).unwrap_or_default() {
-                *disagree.entry(k).or_default() += n;
-            }
-            if let Some(n) = &st.networks {
-                placed.push(json!({"host": h, "addresses": rec.addresses, "placement": n.place_host(&rec.addresses)}));
-            }
+        if let Some(n) = networks {
+            placed.push(json!({"host": h, "addresses": rec.addresses, "placement": n.place_host(&rec.addresses)}));
         }
-        v["statusDisagreements"] = json!(disagree);
-        if st.networks.is_some() {
-            v["network"] = json!(placed);
-        }
-        // the conformance of the labelers its operator applies
-        let mut labelers = Vec::new();
-        for l in i.governance.iter().flat_map(|g| &g.labelers) {
-            let c = crate::store::StoreReader::contact_check(&st.store, &crate::hosts::contacts::labeler_key(l))?;
-            labelers.push(json!({"did": l, "conformance": c.as_ref().and_then(|c| c.labeler.clone()),
-                "checkedAt": ms_str(c.as_ref().map(|c| c.checked_at_ms))}));
-        }
-        v["labelers"] = json!(labelers);
-        v["map"] = st.cache.freshness(&st.store)?;
-        Ok(Json(v))
-    })
-    .await
+    }
+    v["statusDisagreements"] = json!(disagree);
+    if networks.is_some() {
+        v["network"] = json!(placed);
+    }
+    // the conformance of the labelers its operator applies
+    let mut labelers = Vec::new();
+    for l in i.governance.iter().flat_map(|g| &g.labelers) {
+        let c = crate::store::StoreReader::contact_check(store, &crate::hosts::contacts::labeler_key(l))?;
+        labelers.push(json!({"did": l, "conformance": c.as_ref().and_then(|c| c.labeler.clone()),
+            "checkedAt": ms_str(c.as_ref().map(|c| c.checked_at_ms))}));
+    }
+    v["labelers"] = json!(labelers);
+    v["map"] = cache.freshness(store)?;
+    Ok(v)
 }
 
 /// `dev.instancemap.listMembers`: accounts whose current host is one of the

@@ -60,6 +60,16 @@ fn day_str(d: time::Date) -> String {
 
 /// `inst`'s activity as of `now_ms`.
 pub fn of(store: &(impl StoreReader + MapReader), inst: &InstanceRecord, now_ms: i64) -> store::Result<Activity> {
+    of_with(store, inst, now_ms, |h| store.host(h))
+}
+
+/// [`of`] over a map and a way to read host records (an export's snapshot).
+pub fn of_with(
+    store: &impl MapReader,
+    inst: &InstanceRecord,
+    now_ms: i64,
+    host: impl Fn(&str) -> store::Result<Option<crate::store::records::HostRecord>>,
+) -> store::Result<Activity> {
     let today = crate::clock::date_of(now_ms);
     let back = |n: i64| today - time::Duration::days(n);
     let mut a = Activity::default();
@@ -71,7 +81,7 @@ pub fn of(store: &(impl StoreReader + MapReader), inst: &InstanceRecord, now_ms:
         for (day, n) in store.born_per_day(h, back(29 + 28))? {
             *created.entry(day).or_default() += n;
         }
-        if let Some(d) = store.host(h)?.and_then(|r| r.describe) {
+        if let Some(d) = host(h)?.and_then(|r| r.describe) {
             match d.invite_code_required {
                 Some(false) => a.open_hosts += 1,
                 Some(true) => a.invite_only_hosts += 1,
