@@ -10,8 +10,10 @@ use crate::metrics;
 /// The collections whose records are stored (the instance map reads them).
 /// The one place to add a collection: ingest hashes, validates and keeps the
 /// records of exactly these.
-pub const STORED_COLLECTIONS: &[&str] =
-    &["app.bsky.labeler.service", "dev.instancemap.declaration", "dev.instancemap.membership"];
+pub const STORED_COLLECTIONS: &[&str] = &[LABELER_SERVICE, "dev.instancemap.declaration", "dev.instancemap.membership"];
+
+/// A labeler's service record (its report scope, its label values).
+pub const LABELER_SERVICE: &str = "app.bsky.labeler.service";
 
 /// A record write of a stored collection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, LABELER_SERVICE};
 use crate::firehose::frame::Action;
 use crate::identity::verify::SigStatus;
 use crate::metrics;
@@ -340,6 +340,14 @@ impl Ingest {
                                 // its key is not known yet: ask for it
                                 if let Some(q) = &self.resolve {
                                     q.request(did, false);
+                                }
+                            }
+                            if w.collection == LABELER_SERVICE {
+                                // a labeler's endpoint and label key are in
+                                // its DID document, not in the PLC state a
+                                // routine resolution reads: fetch it
+                                if let Some(q) = &self.resolve {
+                                    q.request(did, true);
                                 }
                             }
                             let v =

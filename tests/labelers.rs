@@ -113,3 +113,84 @@ fn label_signing_bytes_are_dag_cbor_without_the_signature() {
     assert_eq!(keys, ["cts", "neg", "src", "uri", "val", "ver"], "shorter keys first, then bytewise; no sig");
     assert!(instancemap::repo::cbor::validate(&bytes).is_ok(), "valid DAG-CBOR");
 }
+
+/// Regression: a labeler in the loaded PLC export was resolved from the
+/// PLC state alone, which keeps no `#atproto_labeler` endpoint or
+/// `#atproto_label` key, so a conformant labeler was checked as failing
+/// for ever. Its service record on the firehose now fetches its DID
+/// document, and the conformance check finds both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labeler_known_from_the_plc_export_has_its_document_fetched() {
+    use instancemap::identity::resolve::{self, Resolver};
+    use instancemap::plc::{load::Loader, ExportOp, OpState};
+    let (key, mk) = test_key(31);
+    let (label_key, label_mk) = test_key(32);
+    let endpoint = labeler(vec![signed_label(GOOD, &label_key)]).await;
+    let doc = json!({
+        "id": GOOD,
+        "alsoKnownAs": [],
+        "verificationMethod": [
+            {"id": format!("{GOOD}#atproto"), "type": "Multikey", "controller": GOOD, "publicKeyMultibase": mk.trim_start_matches("did:key:")},
+            {"id": format!("{GOOD}#atproto_label"), "type": "Multikey", "controller": GOOD, "publicKeyMultibase": label_mk.trim_start_matches("did:key:")},
+        ],
+        "service": [
+            {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "https://pds.example.com"},
+            {"id": "#atproto_labeler", "type": "AtprotoLabeler", "serviceEndpoint": endpoint},
+        ],
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plc = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(&format!("/{GOOD}"), axum::routing::get(move || async move { axum::Json(doc) }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    {
+        let mut l = Loader::new(&store).unwrap();
+        l.apply(ExportOp {
+            did: GOOD.into(),
+            cid: "bafygood".into(),
+            created_at: "2025-02-01T00:00:00.000Z".into(),
+            seq: Some(1),
+            nullified: false,
+            prev: None,
+            state: OpState::Update {
+                pds: Some("https://pds.example.com".into()),
+                handle: None,
+                signing_key: Some(mk.clone()),
+            },
+        })
+        .unwrap();
+        l.flush().unwrap();
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let resolver = std::sync::Arc::new(Resolver::new(store.clone(), &plc, true, Some("127.0.0.1:9".parse().unwrap())));
+    let (queue, _task) = resolve::start(resolver, cancel.clone());
+    let f = signed_commit_frame(
+        1,
+        GOOD,
+        "3mptbypluud2a",
+        &[TestOp {
+            action: "create",
+            path: "app.bsky.labeler.service/self",
+            record: Some(labeler_record("2026-11-30T00:00:00.000Z")),
+            omit_block: false,
+        }],
+        Some(&key),
+    );
+    let mut ingest = instancemap::ingest::Ingest::new(store.clone(), "wss://relay.example").unwrap().with_resolver(queue);
+    ingest.apply(instancemap::event::from_frame_bytes(&f)).unwrap();
+    let store = ingest.finish().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ident = store::StoreReader::identity(&store, GOOD).unwrap();
+        if ident.as_ref().is_some_and(|i| i.labeler.is_some()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the labeler's document was never fetched: {ident:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let c = conformance(&store, &Fetcher::new(true), GOOD).await;
+    assert_eq!(c.verdict, "conformant", "{c:?}");
+    cancel.cancel();
+}

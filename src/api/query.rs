@@ -581,7 +581,7 @@ fn security_txt_of(store: &Store, origin: &str) -> Result<Option<(crate::store::
 /// A labeler's report scope from its `app.bsky.labeler.service` record
 /// (kept from the firehose); `None` where the record leaves it open.
 fn labeler_scope(store: &Store, did: &str) -> Result<routes::Labeler, ApiError> {
-    let rec = crate::store::StoreReader::stored_record(store, "app.bsky.labeler.service", did, "self")?;
+    let rec = crate::store::StoreReader::stored_record(store, crate::event::LABELER_SERVICE, did, "self")?;
     let json = rec.and_then(|r| crate::repo::cbor::to_json(&r.record).ok());
     let list = |k: &str| -> Option<Vec<String>> {
         json.as_ref()?.get(k)?.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())

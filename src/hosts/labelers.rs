@@ -53,7 +53,7 @@ pub fn label_signed_by(label: &serde_json::Value, key: &crate::identity::crypto:
 
 /// Checks the labeler `did`.
 pub async fn conformance(store: &impl StoreReader, fetcher: &Fetcher, did: &str) -> LabelerConformance {
-    let service_record = store.stored_record("app.bsky.labeler.service", did, "self").ok().flatten().is_some();
+    let service_record = store.stored_record(crate::event::LABELER_SERVICE, did, "self").ok().flatten().is_some();
     let mut c = LabelerConformance { service_record, ..LabelerConformance::default() };
     if !c.service_record {
         c.problems.push("no app.bsky.labeler.service record seen on the firehose".into());
