@@ -132,14 +132,15 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let n = crate::hosts::crawl_due(&store, &fetcher, true).await?;
             store.flush()?;
             eprintln!("crawled {n} hosts");
+            app::cancel_on_signal(cancel.clone());
+            eprintln!("{}", app::bring_map_current(&store, &cancel).await?);
+            // after the map: the contacts are those of the operators it verifies
             if !a.no_contacts {
                 let checker = crate::hosts::contacts::Checker::new(fetcher.clone(), a.dns);
                 let n = crate::hosts::contacts::check_due(&store, &store, &checker).await?;
                 store.flush()?;
                 eprintln!("checked {n} contacts");
             }
-            app::cancel_on_signal(cancel.clone());
-            eprintln!("{}", app::bring_map_current(&store, &cancel).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Host(a) => {
@@ -245,9 +246,9 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             let networks = match a.mmdb.is_empty() {
                 true => None,
-                false => Some(
-                    crate::hosts::network::Networks::open(&a.mmdb).map_err(|e| anyhow::anyhow!("--mmdb {e}"))?,
-                ),
+                false => {
+                    Some(crate::hosts::network::Networks::open(&a.mmdb).map_err(|e| anyhow::anyhow!("--mmdb {e}"))?)
+                }
             };
             // what the API's getInstance adds to the record
             let view = crate::api::query::instance_view(&store, &Default::default(), networks.as_ref(), &i.id)

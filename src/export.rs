@@ -288,8 +288,7 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
     for i in snap.instance_records()? {
         let sum = |b: &str| i.hosts.iter().map(|h| count(h, b)).sum::<i64>();
         let kinds: std::collections::BTreeSet<&str> = i.evidence.iter().map(|e| e.1.as_str()).collect();
-        let act =
-            crate::cluster::activity::of_with(&snap, &i, now, |h| Ok(host_records.get(h).map(|r| (*r).clone())))?;
+        let act = crate::cluster::activity::of_with(&snap, &i, now, |h| Ok(host_records.get(h).map(|r| (*r).clone())))?;
         let g = i.governance.as_ref();
         // a confidential contact is for reporters, not for a published table
         let abuse = g.and_then(|g| {

@@ -185,7 +185,8 @@ pub fn lookup_text(v: &serde_json::Value) -> String {
     use std::fmt::Write;
     let s = |x: &serde_json::Value| x.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
     let mut out = format!("{} ({})\n", s(&v["did"]), s(&v["state"]));
-    let _ = writeln!(out, "handle: {}{}", s(&v["handle"]), if v["handleVerified"] == true { " (verified)" } else { "" });
+    let _ =
+        writeln!(out, "handle: {}{}", s(&v["handle"]), if v["handleVerified"] == true { " (verified)" } else { "" });
     let _ = writeln!(out, "host: {}", s(&v["host"]));
     if v["instance"].is_object() {
         let _ = writeln!(out, "instance: {} ({})", s(&v["instance"]["name"]), s(&v["instance"]["id"]));

@@ -140,7 +140,8 @@ async fn a_labeler_known_from_the_plc_export_has_its_document_fetched() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plc = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(&format!("/{GOOD}"), axum::routing::get(move || async move { axum::Json(doc) }));
+    let app =
+        axum::Router::new().route(&format!("/{GOOD}"), axum::routing::get(move || async move { axum::Json(doc) }));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
@@ -178,7 +179,8 @@ async fn a_labeler_known_from_the_plc_export_has_its_document_fetched() {
         }],
         Some(&key),
     );
-    let mut ingest = instancemap::ingest::Ingest::new(store.clone(), "wss://relay.example").unwrap().with_resolver(queue);
+    let mut ingest =
+        instancemap::ingest::Ingest::new(store.clone(), "wss://relay.example").unwrap().with_resolver(queue);
     ingest.apply(instancemap::event::from_frame_bytes(&f)).unwrap();
     let store = ingest.finish().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

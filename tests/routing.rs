@@ -310,7 +310,11 @@ fn the_cli_lookup_and_instance_show_routes_and_activity() {
     let bin = env!("CARGO_BIN_EXE_instancemap");
     let run = |args: &[&str]| {
         let o = std::process::Command::new(bin).args(args).arg("--db").arg(dir.path()).output().unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (code, out, err) = run(&["lookup", "alice.coop.example", "--reason", "reasonRuleSiteSecurity", "--json"]);
     assert_eq!(code, Some(0), "{err}");
@@ -318,7 +322,10 @@ fn the_cli_lookup_and_instance_show_routes_and_activity() {
     assert_eq!(v["did"], ALICE);
     assert_eq!(v["subjectType"], "handle");
     let first = &v["routes"][0];
-    assert_eq!((first["party"].as_str(), first["address"].as_str()), (Some("operator_route"), Some("security@coop.example")));
+    assert_eq!(
+        (first["party"].as_str(), first["address"].as_str()),
+        (Some("operator_route"), Some("security@coop.example"))
+    );
     assert_eq!(first["confidential"], true);
     assert!(first["check"].is_object(), "an email route carries its contact check: {first}");
     let (code, text, err) = run(&["lookup", ALICE, "--reason", "reasonRuleSiteSecurity"]);

@@ -251,15 +251,33 @@ await declare(opal, {
   },
   labelers: ['did:web:labeler.pds-a.test'],
   jurisdiction: 'NL',
+  // the second version: the operator's face, contacts by role (the mail
+  // domains are the suite's DNS: mail.pds-a.test has an MX,
+  // nomx.pds-a.test nothing), the moderation service it delegates to
+  // (max's, which confirms below) and a route for spam
+  serviceName: 'Opal PDS',
+  homeUrl: 'https://pds-a.test/',
+  supportUrl: 'https://pds-a.test/support',
+  contacts: [
+    { role: 'abuse', email: 'abuse@mail.pds-a.test' },
+    { role: 'security', email: 'security@nomx.pds-a.test', confidential: true },
+    { role: 'support', url: `${A}/xrpc/_health` },
+  ],
+  moderationService: `${max.did}#atproto_labeler`,
+  routes: [{ reasonTypes: ['com.atproto.moderation.defs#reasonSpam'], contact: 'abuse' }],
   createdAt: now(),
 })
+// max runs the moderation service opal delegates to, and confirms it
+await declare(max, { name: 'Max Moderation', pdsHosts: [], moderatesFor: [opal.did], createdAt: now() })
 // otto takes over PDS B below and tries to take PDS A's instance too: he
 // claims both hosts and A's user domain (only B's claim can be proven).
 await declare(otto, {
   name: 'Totally PDS A',
   pdsHosts: [A, B],
   accountDomains: ['.pds-a.test'],
-  moderationContact: 'otto@mail.test',
+  moderationContact: 'otto@mail.pds-b.test',
+  // a delegation opal never confirms: listed unverified, never a route
+  moderationService: `${opal.did}#atproto_labeler`,
   createdAt: now(),
 })
 const memberships = {}
@@ -332,7 +350,22 @@ const summary = {
   declarations: {
     [opal.did]: { name: 'opal', record: declared.opal, verified_hosts: [A], verified_domains: ['pds-a.test'], unverified: [] },
     // claims as instancemap reports them: hosts normalised, domains as written
-    [otto.did]: { name: 'otto', record: declared.otto, verified_hosts: [B], verified_domains: [], unverified: [A, '.pds-a.test'] },
+    [otto.did]: { name: 'otto', record: declared.otto, verified_hosts: [B], verified_domains: [], unverified: [A, '.pds-a.test', `${opal.did}#atproto_labeler`] },
+    // claims no host; its moderatesFor confirms opal's delegation
+    [max.did]: { name: 'max', record: declared.max, verified_hosts: [], verified_domains: [], unverified: [] },
+  },
+  // what the lookups must answer (suite.py check_routes); the suite's DNS
+  // gives mail.pds-a.test an MX
+  routing: {
+    member: mia.did,
+    other_member: mel.did,
+    mx: { 'mail.pds-a.test': 'mx.pds-a.test' },
+    spam_first: ['operator_route', 'email', 'abuse@mail.pds-a.test'],
+    delegate: `${max.did}#atproto_labeler`,
+    unconfirmed: `${opal.did}#atproto_labeler`,
+    security_contact: 'security@nomx.pds-a.test',
+    hosting_contact: 'admin@pds-a.test',
+    support_url: `${A}/xrpc/_health`,
   },
   memberships,
   invalid_records: invalidRecords,

@@ -11,8 +11,8 @@
 
 The fake DNS server answers `_atproto.<handle>` TXT `did=<did>` for every
 account of the scenario summary that is not deleted (the scenario's handle
-domains, .pds-a.test and .pds-b.test, exist only here), NXDOMAIN for anything
-else, so instancemap's `--dns` handle checks never leave the machine and are
+domains, .pds-a.test and .pds-b.test, exist only here), MX for the summary's
+contact mail domains (`routing.mx`), NXDOMAIN for anything else, so instancemap's `--dns` handle checks never leave the machine and are
 fast. Each query is logged as `QTYPE NAME`.
 """
 
@@ -32,7 +32,11 @@ from collections import Counter
 # --- fake DNS -----------------------------------------------------------------
 
 
-def dns_answer(query, txt, log):
+def dns_name(name):
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+
+
+def dns_answer(query, txt, log, mx=None):
     ident, flags = struct.unpack(">HH", query[:4])
     i, labels = 12, []
     while query[i]:
@@ -53,6 +57,11 @@ def dns_answer(query, txt, log):
             data = txt[name].encode()
             rdata = bytes([len(data)]) + data
             answer = struct.pack(">HHHIH", 0xC00C, 16, 1, 60, len(rdata)) + rdata
+    elif name in (mx or {}):
+        rcode = 0  # a mail domain: only MX has data
+        if qtype == 15:
+            rdata = struct.pack(">H", 10) + dns_name(mx[name])
+            answer = struct.pack(">HHHIH", 0xC00C, 15, 1, 60, len(rdata)) + rdata
     # QR, opcode and RD copied, AA set, RA clear
     rflags = 0x8000 | (flags & 0x7900) | 0x0400 | rcode
     return struct.pack(">HHHHHH", ident, rflags, 1, 1 if answer else 0, 0, 0) + question + answer
@@ -62,6 +71,7 @@ def cmd_dns(summary_file, port_file, log_file, lifetime=1800):
     summary = json.load(open(summary_file))
     txt = {f"_atproto.{a['handle'].lower()}": f"did={did}"
            for did, a in summary["accounts"].items() if a["status"] != "deleted"}
+    mx = summary.get("routing", {}).get("mx", {})
     out = open(log_file, "a", buffering=1)
     lock = threading.Lock()
 
@@ -89,7 +99,7 @@ def cmd_dns(summary_file, port_file, log_file, lifetime=1800):
         while True:
             q, addr = udp.recvfrom(4096)
             try:
-                udp.sendto(dns_answer(q, txt, log), addr)
+                udp.sendto(dns_answer(q, txt, log, mx), addr)
             except Exception as e:  # noqa: BLE001 - a bad query must not stop the server
                 log(f"bad query: {e}")
 
@@ -101,7 +111,7 @@ def cmd_dns(summary_file, port_file, log_file, lifetime=1800):
                     return
                 q = c.recv(struct.unpack(">H", head)[0], socket.MSG_WAITALL)
                 try:
-                    r = dns_answer(q, txt, log)
+                    r = dns_answer(q, txt, log, mx)
                 except Exception as e:  # noqa: BLE001
                     log(f"bad query: {e}")
                     return
@@ -445,6 +455,7 @@ def check(a):
         res.eq(f"host {k}: listing complete", repos.get("complete"), True)
 
     check_instances(res, summary, binary, db, url_of)
+    check_routes(res, summary, binary, db)
 
     print("network hygiene:")
     names = [line.split(" ", 1)[1] for line in open(a.dns_log).read().splitlines() if " " in line]
@@ -559,6 +570,76 @@ def check_instances(res, summary, binary, db, url_of):
         res.check(f"{name_of.get(op, op)}: firehose events from before PDS {url_of[rs['pds']]}'s restart applied "
                   f"(first seq <= {rs['last_seq_before']})", 0 < (fh.get("first_seq") or 0) <= rs["last_seq_before"],
                   f"firehose {fh}")
+
+
+def check_routes(res, summary, binary, db):
+    """Routing end to end (`lookup`, the API's answer): opal's second
+    declaration routes spam to its abuse contact, its delegation to max's
+    service counts (max confirms it), otto's to opal's does not; the
+    contacts were checked by `crawl-hosts` through the suite's DNS (an MX
+    for mail.pds-a.test, nothing for nomx.pds-a.test) and the guarded
+    client."""
+    print("routing:")
+    w = summary["routing"]
+    member = w["member"]
+
+    def lookup(subject, reason=None):
+        args = ["lookup", subject, "--db", db, "--json"] + (["--reason", reason] if reason else [])
+        v, r = run_json(binary, *args)
+        res.check(f"lookup {subject} {reason or '(every reason)'}: answers", v is not None,
+                  f"exit {r.returncode}: {r.stderr.strip()[-300:]}")
+        return v or {}
+
+    def by(v, party):
+        return [r for r in v.get("routes") or [] if r.get("party") == party]
+
+    spam = lookup(member, "com.atproto.moderation.defs#reasonSpam")
+    routes = spam.get("routes") or []
+    first = routes[0] if routes else {}
+    res.eq("spam: notify first the operator's declared route (its abuse contact by email)",
+           [first.get("party"), first.get("channel"), first.get("address")], w["spam_first"])
+    check = first.get("check") or {}
+    res.check("spam: that contact's mail domain was checked and accepts mail (MX, through --dns)",
+              check.get("ok") is True and str(check.get("how", "")).startswith("MX ") and check.get("stale") is False,
+              f"check {check}")
+    res.eq("spam: the delegated moderation service (confirmed by max's moderatesFor) is a route",
+           [r.get("address") for r in by(spam, "moderation_service")], [w["delegate"]])
+    hosting = by(spam, "hosting")
+    res.check("spam: the hosting PDS's describeServer contact is a route, after the operator's",
+              any(r.get("address") == w["hosting_contact"] for r in hosting)
+              and all(r.get("rank", 0) > first.get("rank", 0) for r in hosting), f"routes {routes}")
+    res.check("spam: ranks are 1..n in order", [r.get("rank") for r in routes] == list(range(1, len(routes) + 1)),
+              f"{[r.get('rank') for r in routes]}")
+
+    sec = lookup(member, "tools.ozone.report.defs#reasonRuleSiteSecurity")
+    contact = [r for r in by(sec, "operator_contact") if r.get("address") == w["security_contact"]]
+    c = (contact[0] if contact else {})
+    res.check("security: the operator's security contact, marked confidential", c.get("confidential") is True,
+              f"routes {sec.get('routes')}")
+    cc = c.get("check") or {}
+    res.check("security: its mail domain has no MX, A or AAAA, so its check fails and says why",
+              cc.get("ok") is False and "no MX" in str(cc.get("how")), f"check {cc}")
+
+    every = lookup(member)
+    res.check("without a reason: the declared reasons' routes grouped (spam among them)",
+              "tools.ozone.report.defs#reasonMisleadingSpam" in (every.get("routesByReason") or {})
+              or "com.atproto.moderation.defs#reasonSpam" in (every.get("routesByReason") or {}),
+              f"routesByReason keys {sorted((every.get('routesByReason') or {}).keys())}")
+    op = [e for e in every.get("entities") or [] if "operator" in (e.get("roles") or [])]
+    e = op[0] if op else {}
+    res.eq("the operator entity shows the second version's face",
+           (e.get("serviceName"), e.get("supportUrl"), e.get("moderationService")),
+           ("Opal PDS", "https://pds-a.test/support", w["delegate"]))
+    obs = every.get("observers") or {}
+    res.check("observers: the PDS's listRepos, the relay's #account and the PLC are kept apart",
+              (obs.get("pds") or {}).get("active") is True and (obs.get("plc") or {}).get("tombstoned") is False
+              and obs.get("disagreement") is None, f"observers {obs}")
+
+    other = lookup(w["other_member"], "com.atproto.moderation.defs#reasonSpam")
+    res.check("otto's delegation to opal's service, never confirmed, is no route",
+              not any(r.get("address") == w["unconfirmed"] for r in other.get("routes") or []),
+              f"routes {other.get('routes')}")
+
 
 
 def main(argv):

@@ -19,7 +19,8 @@
 #          run --relay ws://localhost:PORT --plc <PLC> --allow-loopback --dns <fake>
 #              until /healthz cursor_committed = the PDS's last seq (read from
 #              its sequencer.sqlite) and the DIDs are resolved; SIGTERM; exit 0
-#        crawl-hosts --no-list-hosts --allow-loopback
+#        crawl-hosts --no-list-hosts --allow-loopback --dns <fake> (then the
+#            contacts the verified declarations name are checked)
 #        recluster
 #   4. suite.py check: per DID of the summary, `account --json` (firehose
 #      status/active/handle/commits/rev, PLC pds/handle/ops/key/moves,
@@ -30,6 +31,13 @@
 #      --json` and `instance URL` (JSON) per PDS (anchor/id, name, hosts,
 #      operator, governance, evidence, members with declared_members, the
 #      declaration status); DNS hygiene.
+#      Routing (suite.py check_routes, `lookup --json`): opal's second
+#      declaration routes spam to its abuse contact (mail.pds-a.test, which
+#      the fake DNS gives an MX: checked ok), names a confidential security
+#      contact at nomx.pds-a.test (no MX, no address: checked failing, with
+#      why) and delegates to max's service, which max's declaration
+#      confirms (moderatesFor); otto's delegation to opal's service is never
+#      confirmed and is no route. PDS A's describeServer contact follows.
 #      Declarations (scenario.mjs): PDS A was restarted with opal's DID as
 #      its service DID, so opal's declaration of PDS A verifies (describeServer
 #      names her) and anchors A's instance; otto's declaration of A and B
@@ -227,8 +235,11 @@ for k in a b; do
 done
 
 step "crawl-hosts"
-"$bin" crawl-hosts --db "$db" --no-list-hosts --allow-loopback >"$work/crawl.log" 2>&1 && ok=0 || ok=$?
-check "crawl-hosts --no-list-hosts --allow-loopback" $ok "exit $ok: $(tail -n 3 "$work/crawl.log" | tr '\n' ' ')"
+"$bin" crawl-hosts --db "$db" --no-list-hosts --allow-loopback --dns "$dns" >"$work/crawl.log" 2>&1 && ok=0 || ok=$?
+check "crawl-hosts --no-list-hosts --allow-loopback --dns" $ok "exit $ok: $(tail -n 3 "$work/crawl.log" | tr '\n' ' ')"
+checked=$(sed -n 's/^checked \([0-9]*\) contacts$/\1/p' "$work/crawl.log")
+check "crawl-hosts checked the declared contacts after the map (got ${checked:-none})" \
+    "$([ "${checked:-0}" -ge 1 ] && echo 0 || echo 1)" "$(tail -n 3 "$work/crawl.log" | tr '\n' ' ')"
 
 step "recluster"
 "$bin" recluster --db "$db" >"$work/recluster.log" 2>&1 && ok=0 || ok=$?
