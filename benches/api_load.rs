@@ -20,7 +20,13 @@
 //! per second offered in all, on a fixed schedule per connection; default
 //! 0: each connection sends its next request when the answer is in),
 //! INSTANCEMAP_BENCH_READS (the
-//! read concurrency limit, default the server's). Each run also prints the
+//! read concurrency limit, default the server's), INSTANCEMAP_BENCH_INLINE
+//! (1, the default: reads served from memory on the async worker when they
+//! can be; 0: always on the blocking pool). INSTANCEMAP_BENCH_TARGET=IP:PORT
+//! measures another server with the same client instead (`instancemap
+//! serve` on the bench's store, or with INSTANCEMAP_BENCH_PATH=/path one
+//! fixed path: nginx serving an answer as a static file, the ceiling in
+//! `benches/lookup_ceiling.sh`). Each run also prints the
 //! CPU this process used and what the rest of the machine used meanwhile
 //! (cores, from /proc), to show contention.
 
@@ -214,6 +220,7 @@ struct ConnResult {
 /// 1 ms coarse) from when it was sent.
 async fn client(
     addr: SocketAddr,
+    path: Option<std::sync::Arc<str>>,
     accounts: u64,
     seed: u64,
     count_from: Instant,
@@ -247,8 +254,16 @@ async fn client(
             break;
         }
         req.clear();
-        req.push_str("GET /xrpc/dev.instancemap.lookup?subject=");
-        req.push_str(&did(rng.next() % accounts));
+        match &path {
+            Some(p) => {
+                req.push_str("GET ");
+                req.push_str(p);
+            }
+            None => {
+                req.push_str("GET /xrpc/dev.instancemap.lookup?subject=");
+                req.push_str(&did(rng.next() % accounts));
+            }
+        }
         req.push_str(" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         let status = match s.write_all(req.as_bytes()).await {
             Ok(()) => read_response(&mut s, &mut buf).await,
@@ -310,44 +325,60 @@ fn main() {
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
         .collect();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = std::env::var_os("INSTANCEMAP_BENCH_DB").map_or_else(|| tmp.path().to_path_buf(), Into::into);
-    let marker = dir.join(format!("api-load-bench-{accounts}"));
-    if !marker.exists() {
-        if dir.exists() && dir != tmp.path() {
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
-        build(&dir, accounts);
-        std::fs::write(&marker, b"").unwrap();
-    }
-    let store = Store::open_read_only(&dir).unwrap();
-    // a sanity look at one answer
-    let one = instancemap::api::query::responsibility(
-        &store,
-        &Default::default(),
-        &did(0),
-        None,
-        &instancemap::cluster::routes::Subject::Account,
-    )
-    .unwrap();
-    assert_eq!(one["state"], "assigned", "{one}");
-
+    // another server (`instancemap serve`, or nginx serving one answer as
+    // a file: benches/lookup_ceiling.sh) measured by the same client
+    let target: Option<SocketAddr> =
+        std::env::var("INSTANCEMAP_BENCH_TARGET").ok().map(|t| t.parse().expect("TARGET: ip:port"));
+    let path: Option<std::sync::Arc<str>> = std::env::var("INSTANCEMAP_BENCH_PATH").ok().map(Into::into);
     let server = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = Limits {
-        rate_per_client: 0,
-        concurrency: env("INSTANCEMAP_BENCH_READS", Limits::default().concurrency),
-        ..Limits::default()
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = match target {
+        Some(a) => a,
+        None => {
+            let dir = std::env::var_os("INSTANCEMAP_BENCH_DB").map_or_else(|| tmp.path().to_path_buf(), Into::into);
+            let marker = dir.join(format!("api-load-bench-{accounts}"));
+            if !marker.exists() {
+                if dir.exists() && dir != tmp.path() {
+                    std::fs::remove_dir_all(&dir).unwrap();
+                }
+                build(&dir, accounts);
+                std::fs::write(&marker, b"").unwrap();
+            }
+            let store = Store::open_read_only(&dir).unwrap();
+            // a sanity look at one answer
+            let one = instancemap::api::query::responsibility(
+                &store,
+                &Default::default(),
+                &did(0),
+                None,
+                &instancemap::cluster::routes::Subject::Account,
+            )
+            .unwrap();
+            assert_eq!(one["state"], "assigned", "{one}");
+            let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let limits = Limits {
+                rate_per_client: 0,
+                concurrency: env("INSTANCEMAP_BENCH_READS", Limits::default().concurrency),
+                inline_reads: env("INSTANCEMAP_BENCH_INLINE", 1u8) == 1,
+                ..Limits::default()
+            };
+            server.spawn(api::serve(listener, ApiState::new(store, true, None, limits), cancel.clone()));
+            addr
+        }
     };
-    server.spawn(api::serve(listener, ApiState::new(store, true, None, limits), cancel.clone()));
 
     let clients =
         tokio::runtime::Builder::new_multi_thread().worker_threads(client_threads).enable_all().build().unwrap();
     println!(
-        "api_load: lookup by DID, {accounts} accounts, {HOSTS} hosts; {seconds} s per run after {} s warm-up; \
+        "api_load: {} {accounts} accounts, {HOSTS} hosts; {seconds} s per run after {} s warm-up; \
          server 2 workers, clients {client_threads} thread(s), same machine; {}",
+        match (&target, &path) {
+            (Some(t), Some(p)) => format!("GET {p} from {t};"),
+            (Some(t), None) => format!("lookup by DID from {t},"),
+            _ => "lookup by DID,".to_owned(),
+        },
         WARMUP.as_secs(),
         if rate > 0.0 { format!("open loop, {rate} requests/s offered in all") } else { "closed loop".into() }
     );
@@ -363,7 +394,15 @@ fn main() {
             let tasks: Vec<_> = (0..n)
                 .map(|i| {
                     let every = (rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / rate));
-                    tokio::spawn(client(addr, accounts, 0x5EED + i as u64 * 7919, count_from, until, every))
+                    tokio::spawn(client(
+                        addr,
+                        path.clone(),
+                        accounts,
+                        0x5EED + i as u64 * 7919,
+                        count_from,
+                        until,
+                        every,
+                    ))
                 })
                 .collect();
             tokio::time::sleep_until(count_from.into()).await;

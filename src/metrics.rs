@@ -78,6 +78,17 @@ pub static API_READS_STOPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// API store reads by where they ran: `inline` (on the async worker, from
+/// memory alone), `missed_inline` (tried there, a read needed a file),
+/// `blocking` (on the blocking pool: after a miss, or inline reads off).
+pub static API_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "instancemap_api_reads_total",
+        "API store reads by where they ran: inline (from memory on the async worker), missed_inline, blocking.",
+        &["path"],
+    )
+});
+
 /// New hosts named by DID documents and not yet admitted to the host
 /// table, by the limit that refused them (`domain`: too many new hosts under
 /// one registrable domain; `network`: too many at all).
@@ -368,6 +379,7 @@ pub const NAMES: &[&str] = &[
     "instancemap_contact_check_oldest_seconds",
     "instancemap_contacts",
     "instancemap_api_reads_stopped_total",
+    "instancemap_api_reads_total",
     // from the process collector (Linux)
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
@@ -456,6 +468,9 @@ pub fn init(labels: &Labels) {
     }
     LazyLock::force(&CONTACT_CHECK_OLDEST);
     LazyLock::force(&API_READS_STOPPED);
+    for p in ["inline", "missed_inline", "blocking"] {
+        API_READS.with_label_values(&[p]);
+    }
     for r in SIGNATURE_RESULTS {
         SIGNATURES.with_label_values(&[r]);
     }

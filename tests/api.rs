@@ -494,3 +494,89 @@ async fn the_flow_matrix_is_bounded_by_top() {
         assert_eq!((s, e["error"].as_str()), (400, Some("InvalidRequest")), "{bad}: {e}");
     }
 }
+
+/// Reads from memory alone (`store::deadline::cached_only`, how the API
+/// serves a request on its async worker): on a store just opened nothing
+/// is cached, so the read misses and says so; once the blocks are cached
+/// the same read answers the same from memory; a snapshot read, which
+/// cannot be limited to memory, is always refused there. The API answers
+/// the same with inline reads on and off. (RocksDB's MultiGet ignores the
+/// block-cache tier: `account_view`'s one multi-get read the files from an
+/// async worker until it made point reads there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_from_memory_alone_miss_on_a_cold_store_and_answer_the_same_when_warm() {
+    use instancemap::store::{deadline, StoreReader};
+    let dir = tempfile::tempdir().unwrap();
+    // enough accounts that their blocks are not all read when the files
+    // are opened
+    const FILLER: u64 = 60_000;
+    let filler = |n: u64| format!("did:plc:zz{n:022}");
+    tokio::task::block_in_place(|| {
+        let store = network(dir.path());
+        let mut l = Loader::new(&store).unwrap();
+        for n in 0..FILLER {
+            l.apply(op(
+                100 + n,
+                &filler(n),
+                Some("https://b.host.bsky.network"),
+                &format!("f{n}.bsky.social"),
+                7,
+                false,
+            ))
+            .unwrap();
+        }
+        l.flush().unwrap();
+        drop(l);
+        instancemap::cluster::map::recompute(&store, &Default::default()).unwrap();
+        store.flush().unwrap();
+    });
+    let store = Store::open_read_only(dir.path()).unwrap();
+    let middle = filler(FILLER / 2);
+    let (cold, missed) = deadline::cached_only(|| store.account_view(&middle));
+    assert!(missed, "nothing is cached on a store just opened: {cold:?}");
+    assert!(matches!(cold, Err(instancemap::store::StoreError::NotCached)), "{cold:?}");
+    let plain = store.account_view(&middle).unwrap();
+    assert!(plain.plc.is_some());
+    let (warm, missed) = deadline::cached_only(|| store.account_view(&middle));
+    assert!(!missed, "the blocks the plain read loaded are cached");
+    assert_eq!(format!("{:?}", warm.unwrap()), format!("{plain:?}"));
+    // a scan stops at its first block not in memory (or after INLINE_SCAN
+    // entries): assignments are stored for every filler account
+    let (scan, missed) = deadline::cached_only(|| {
+        let mut n = 0u64;
+        instancemap::store::map::MapReader::each_assignment(&store, &mut |_, _| {
+            n += 1;
+            Ok(())
+        })
+        .map(|()| n)
+    });
+    assert!(missed && scan.is_err(), "a scan from memory alone over a cold family: {scan:?}");
+    let (snap, missed) = deadline::cached_only(|| store.map_snapshot().hosts().map(|h| h.len()));
+    assert!(missed && snap.is_err(), "a snapshot read is refused from memory alone: {snap:?}");
+    assert!(!deadline::is_cached_only(), "the mode ends with the call");
+
+    let mut answers = Vec::new();
+    for inline_reads in [false, true] {
+        let state = ApiState::new(store.clone(), true, None, Limits { inline_reads, ..Limits::default() });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+        let mut got = Vec::new();
+        for path in [
+            format!("/xrpc/dev.instancemap.lookup?subject={ALICE}"),
+            format!("/xrpc/dev.instancemap.lookup?subject={BOB}&reason=reasonSpam"),
+            "/xrpc/dev.instancemap.listInstances".to_owned(),
+            "/xrpc/dev.instancemap.getSummary".to_owned(),
+        ] {
+            // twice: the first may miss and go to the pool, the second is warm
+            for _ in 0..2 {
+                let (s, body) = http_get(addr, &path).await.unwrap();
+                let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                v.as_object_mut().map(|o| o.remove("map"));
+                got.push((path.clone(), s, v));
+            }
+        }
+        answers.push(got);
+    }
+    assert_eq!(answers[0], answers[1], "inline reads answer what the blocking pool answers");
+}

@@ -49,6 +49,9 @@ pub struct Limits {
     /// that header that is not itself a trusted proxy. From any other
     /// address the header is ignored (a client cannot choose its key).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serve a read on the async worker when everything it needs is in
+    /// memory (the blocking pool only on a miss); off: always the pool.
+    pub inline_reads: bool,
 }
 
 impl Default for Limits {
@@ -61,6 +64,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_connections_per_client: 64,
             trusted_proxies: Vec::new(),
+            inline_reads: true,
         }
     }
 }
@@ -122,10 +126,21 @@ impl ApiState {
     /// Runs a store read on the blocking pool, within the read limit.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&ApiState) -> Result<T, ApiError> + Send + 'static,
+        f: impl Fn(&ApiState) -> Result<T, ApiError> + Send + Sync + 'static,
     ) -> Result<T, ApiError> {
         let until = Instant::now() + self.limits.timeout;
         let permit = self.reads.clone().acquire_owned().await.map_err(|_| ApiError::unavailable("shutting down"))?;
+        // first on this async worker from memory alone (the memtables and
+        // the block cache: nothing can block on a file), then, if any read
+        // needed a file, again on the blocking pool
+        if self.limits.inline_reads {
+            let (r, missed) = crate::store::deadline::cached_only(|| crate::store::deadline::within(until, || f(self)));
+            crate::metrics::API_READS.with_label_values(&[if missed { "missed_inline" } else { "inline" }]).inc();
+            if !missed {
+                return r;
+            }
+        }
+        crate::metrics::API_READS.with_label_values(&["blocking"]).inc();
         let state = self.clone();
         // the permit goes with the work: a request that times out stops
         // waiting, and its read counts against the limit until it ends,

@@ -910,9 +910,11 @@ impl MapSnapshot<'_> {
 
 impl RawMap for MapSnapshot<'_> {
     fn map_get(&self, fam: Fam, key: &[u8]) -> Result<Option<Box<[u8]>>> {
+        super::deadline::refuse_if_cached_only()?;
         Ok(self.snap.get_cf(self.store.cf(fam.cf()), key)?.map(Vec::into_boxed_slice))
     }
     fn map_scan(&self, fam: Fam, start: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        super::deadline::refuse_if_cached_only()?;
         let it = self
             .snap
             .iterator_cf(self.store.cf(fam.cf()), rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward))

@@ -112,6 +112,9 @@ pub enum StoreError {
     /// The thread's read deadline passed mid-scan (see [`deadline`]).
     #[error("the read's deadline passed")]
     DeadlinePassed,
+    /// A read inside [`deadline::cached_only`] needed a file.
+    #[error("not in memory (a cached-only read)")]
+    NotCached,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -611,8 +614,28 @@ impl Store {
         wb
     }
 
+    /// A point read under the thread's read tier ([`deadline::cached_only`]).
+    fn pinned(&self, h: &rocksdb::ColumnFamily, key: impl AsRef<[u8]>) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+        match deadline::read_options() {
+            None => Ok(self.db.get_pinned_cf(h, key)?),
+            Some(o) => deadline::tiered(self.db.get_pinned_cf_opt(h, key, &o)),
+        }
+    }
+
+    /// An iterator under the thread's read tier.
+    fn iterator<'a>(
+        &'a self,
+        h: &rocksdb::ColumnFamily,
+        mode: rocksdb::IteratorMode<'_>,
+    ) -> rocksdb::DBIteratorWithThreadMode<'a, DB> {
+        match deadline::read_options() {
+            None => self.db.iterator_cf(h, mode),
+            Some(o) => self.db.iterator_cf_opt(h, o, mode),
+        }
+    }
+
     fn get_decoded<T: for<'de> Deserialize<'de>>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>> {
-        match self.db.get_pinned_cf(self.cf(cf), key)? {
+        match self.pinned(self.cf(cf), key)? {
             Some(v) => Ok(Some(from_cbor(cf, &v)?)),
             None => Ok(None),
         }
@@ -623,8 +646,19 @@ impl StoreReader for Store {
     fn account_view(&self, did: &str) -> Result<AccountView> {
         let key = did.as_bytes();
         let cfs = [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN];
-        let mut vals = self.db.multi_get_cf(cfs.iter().map(|cf| (self.cf(cf), key))).into_iter();
-        let mut next = || -> Result<Option<Vec<u8>>> { Ok(vals.next().transpose()?.flatten()) };
+        let vals: Vec<Result<Option<Vec<u8>>>> = match deadline::is_cached_only() {
+            false => self
+                .db
+                .multi_get_cf(cfs.iter().map(|cf| (self.cf(cf), key)))
+                .into_iter()
+                .map(|r| r.map_err(StoreError::from))
+                .collect(),
+            // RocksDB's MultiGet reads files even at the block-cache tier
+            // (found by tests/api.rs): one point read per family instead
+            true => cfs.iter().map(|cf| Ok(self.pinned(self.cf(cf), key)?.map(|v| v.to_vec()))).collect(),
+        };
+        let mut vals = vals.into_iter();
+        let mut next = || -> Result<Option<Vec<u8>>> { vals.next().transpose().map(Option::flatten) };
         let plc = next()?.map(|b| from_cbor(CF_PLC, &b)).transpose()?;
         let identity = next()?.map(|b| from_cbor(CF_IDENTITY, &b)).transpose()?;
         let firehose = next()?.map(|b| from_cbor(CF_ACCOUNTS, &b)).transpose()?;
@@ -1019,13 +1053,13 @@ impl Store {
 
     /// A value of the `meta` family.
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.cf(CF_META), key)?)
+        Ok(self.pinned(self.cf(CF_META), key)?.map(|v| v.to_vec()))
     }
 
     /// A value of any family.
     fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         match self.db.cf_handle(cf) {
-            Some(h) => Ok(self.db.get_pinned_cf(h, key)?),
+            Some(h) => self.pinned(h, key),
             None => Ok(None),
         }
     }
@@ -1039,9 +1073,7 @@ impl Store {
     fn iter_from(&self, cf: &str, start: &[u8]) -> Box<dyn Iterator<Item = Result<KeyValue>> + '_> {
         match self.db.cf_handle(cf) {
             Some(h) => Box::new(deadline::Bounded::new(
-                self.db
-                    .iterator_cf(h, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward))
-                    .map(|r| r.map_err(StoreError::from)),
+                self.iterator(h, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward)).map(deadline::tiered),
             )),
             None => Box::new(std::iter::empty()),
         }
@@ -1050,8 +1082,8 @@ impl Store {
     /// The last entry at or before `key`.
     fn at_or_before(&self, cf: &str, key: &[u8]) -> Result<Option<KeyValue>> {
         let Some(h) = self.db.cf_handle(cf) else { return Ok(None) };
-        let mut it = self.db.iterator_cf(h, rocksdb::IteratorMode::From(key, rocksdb::Direction::Reverse));
-        Ok(it.next().transpose()?)
+        let mut it = self.iterator(h, rocksdb::IteratorMode::From(key, rocksdb::Direction::Reverse));
+        deadline::tiered(it.next().transpose())
     }
 
     /// About how many DIDs the account families hold (RocksDB's estimate:
@@ -1096,6 +1128,9 @@ impl Store {
         snap: &'a rocksdb::Snapshot<'a>,
         cf: &str,
     ) -> Box<dyn Iterator<Item = Result<KeyValue>> + 'a> {
+        if let Err(e) = deadline::refuse_if_cached_only() {
+            return Box::new(std::iter::once(Err(e)));
+        }
         match self.db.cf_handle(cf) {
             Some(h) => Box::new(deadline::Bounded::new(
                 snap.iterator_cf(h, rocksdb::IteratorMode::Start).map(|r| r.map_err(StoreError::from)),
@@ -1150,13 +1185,16 @@ impl Store {
 
     /// An i64 (big-endian) `meta` value.
     fn meta_i64(&self, key: &[u8]) -> Result<Option<i64>> {
-        Ok(self.db.get_cf(self.cf(CF_META), key)?.and_then(|v| v.as_slice().try_into().ok()).map(i64::from_be_bytes))
+        Ok(self.pinned(self.cf(CF_META), key)?.and_then(|v| v[..].try_into().ok()).map(i64::from_be_bytes))
     }
 
     /// Every source's cursor.
     pub fn cursors(&self) -> Result<BTreeMap<String, i64>> {
         let mut out = BTreeMap::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_META), b"cursor/") {
+        for item in
+            self.iterator(self.cf(CF_META), rocksdb::IteratorMode::From(b"cursor/", rocksdb::Direction::Forward))
+        {
+            let item = deadline::tiered(item);
             let (k, v) = item?;
             let Some(src) = k.strip_prefix(b"cursor/") else { break };
             if let Ok(b) = <[u8; 8]>::try_from(&v[..]) {
@@ -1167,7 +1205,7 @@ impl Store {
     }
 
     pub fn account(&self, did: &str) -> Result<Option<AccountState>> {
-        match self.db.get_pinned_cf(self.cf(CF_ACCOUNTS), did.as_bytes())? {
+        match self.pinned(self.cf(CF_ACCOUNTS), did.as_bytes())? {
             Some(v) => Ok(Some(from_cbor(CF_ACCOUNTS, &v)?)),
             None => Ok(None),
         }
@@ -1184,15 +1222,15 @@ impl Store {
     /// Every counter, by `group/label`.
     pub fn counters(&self) -> Result<BTreeMap<String, i64>> {
         let mut out = BTreeMap::new();
-        for item in self.db.iterator_cf(self.cf(CF_COUNTERS), rocksdb::IteratorMode::Start) {
-            let (k, v) = item?;
+        for item in self.iterator(self.cf(CF_COUNTERS), rocksdb::IteratorMode::Start) {
+            let (k, v) = deadline::tiered(item)?;
             out.insert(String::from_utf8_lossy(&k).into_owned(), decode_i64(&v));
         }
         Ok(out)
     }
 
     pub fn record(&self, collection: &str, did: &str, rkey: &str) -> Result<Option<StoredRecord>> {
-        match self.db.get_pinned_cf(self.cf(CF_RECORDS), record_key(collection, did, rkey))? {
+        match self.pinned(self.cf(CF_RECORDS), record_key(collection, did, rkey))? {
             Some(v) => Ok(Some(from_cbor(CF_RECORDS, &v)?)),
             None => Ok(None),
         }
