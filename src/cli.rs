@@ -16,6 +16,9 @@ use crate::store::Store;
 /// Runs one command to its end.
 pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
+    if let Some(mb) = cmd.db().and_then(|d| d.block_cache_mb) {
+        crate::store::set_block_cache_bytes(mb.max(8) << 20);
+    }
     match cmd {
         Command::Run(a) => {
             let endpoint = relay_endpoint(&a.relay)?;
@@ -74,9 +77,14 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::BackfillPlc(a) => {
             app::cancel_on_signal(cancel.clone());
             let store = Store::open(&a.db.db).with_context(|| format!("opening database {}", a.db.db.display()))?;
+            // a bulk load: the map is recomputed once at the end rather
+            // than each account marked, once the load outweighs the store
+            let bulk = Some(store.estimate_accounts());
             let stats = match &a.file {
-                Some(f) => tokio::task::block_in_place(|| crate::plc::source::load_file_until(&store, f, &cancel))?,
-                None => crate::plc::source::load_http(&store, &a.plc, true, &cancel).await?,
+                Some(f) => {
+                    tokio::task::block_in_place(|| crate::plc::source::load_file_until(&store, f, bulk, &cancel))?
+                }
+                None => crate::plc::source::load_http(&store, &a.plc, true, bulk, &cancel).await?,
             };
             store.flush()?;
             let summary = format!(

@@ -319,6 +319,38 @@ pub struct DbArg {
     /// Database directory (RocksDB).
     #[arg(long, env = "INSTANCEMAP_DB", default_value = DEFAULT_DB)]
     pub db: PathBuf,
+    /// RocksDB's block cache, shared by every column family, in MiB
+    /// (default: a quarter of the machine's memory, 256 MiB to 8 GiB). The
+    /// API serves a read on its async worker when every block it needs is
+    /// cached, so a cache that holds the account families keeps lookups
+    /// off the blocking pool.
+    #[arg(long, env = "INSTANCEMAP_BLOCK_CACHE_MB")]
+    pub block_cache_mb: Option<usize>,
+}
+
+impl Command {
+    /// The command's database argument (every command but `record` has one).
+    pub fn db(&self) -> Option<&DbArg> {
+        Some(match self {
+            Command::Run(a) => &a.db,
+            Command::Record(_) => return None,
+            Command::Replay(a) => &a.db,
+            Command::Stats(a) => &a.db,
+            Command::BackfillPlc(a) => &a.db,
+            Command::Account(a) => &a.db,
+            Command::CrawlHosts(a) => &a.db,
+            Command::Host(a) => &a.db,
+            Command::Recluster(a) => &a.db,
+            Command::Instances(a) => &a.db,
+            Command::Instance(a) => &a.db,
+            Command::Lookup(a) => &a.db,
+            Command::History(a) => &a.db,
+            Command::Serve(a) => &a.db,
+            Command::Export(a) => &a.db,
+            Command::Checkpoint(a) => &a.db,
+            Command::Cursor(a) => &a.db,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -259,13 +259,13 @@ async fn http_export_pages_through_a_fake_directory() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let s = source::load_http(&store, &format!("http://{addr}"), false, &cancel).await.unwrap();
+    let s = source::load_http(&store, &format!("http://{addr}"), false, None, &cancel).await.unwrap();
     assert_eq!(s.applied, 2500);
     assert_eq!(state.hits.load(Ordering::SeqCst), 1 + 3, "one refused request, then three pages");
     let any = record(&store, state.lines[1234]["did"].as_str().unwrap()).unwrap();
     assert_eq!(any.pds.as_deref(), Some("https://pds.example.com"));
     // caught up: a second run asks once and applies nothing
-    let s2 = source::load_http(&store, &format!("http://{addr}"), false, &cancel).await.unwrap();
+    let s2 = source::load_http(&store, &format!("http://{addr}"), false, None, &cancel).await.unwrap();
     assert_eq!(s2.applied, 0);
 }
 

@@ -230,6 +230,11 @@ impl From<crate::store::StoreError> for ApiError {
             crate::metrics::API_READS_STOPPED.inc();
             return ApiError::timeout();
         }
+        if matches!(e, crate::store::StoreError::NotCached) {
+            // a memory-only read that missed: the read runs again on the
+            // blocking pool, nothing failed
+            return ApiError::internal("not in memory");
+        }
         tracing::error!(error = %e, "store read failed");
         ApiError::internal("the store could not be read")
     }

@@ -85,15 +85,19 @@ impl Maintainer {
     pub fn step(&mut self, limit: usize) -> store::Result<Step> {
         let store = self.store.clone();
         let interrupted = recompute::recompute_interrupted(&store)?;
-        if interrupted.is_some() || self.outdated()? {
+        let rebuild = recompute::rebuild_wanted(&store)?;
+        if interrupted.is_some() || rebuild.is_some() || self.outdated()? {
             // the counts disagree with the assignments (or were made under
             // older rules): no delta may be applied before a full recompute
-            match interrupted {
-                Some(at) => tracing::warn!(
+            match (interrupted, rebuild) {
+                (Some(at), _) => tracing::warn!(
                     started_ms = at,
                     "a recompute did not finish; recomputing the map before anything else"
                 ),
-                None => tracing::warn!("the map was computed under older rules; recomputing it before anything else"),
+                (None, Some(at)) => tracing::info!(since_ms = at, "a bulk PLC load asked for a full recompute"),
+                (None, None) => {
+                    tracing::warn!("the map was computed under older rules; recomputing it before anything else")
+                }
             }
             let opts = RecomputeOptions { clear_marks: false, stop: self.stop.as_deref(), progress: None };
             return match recompute::recompute_with(&store, &self.overrides, &opts) {
@@ -257,8 +261,10 @@ pub fn bring_current(
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Update, RecomputeError> {
     let f = super::map::freshness(store)?;
-    let (interrupted, marks) =
-        (f.recompute_interrupted_ms.is_some() || f.outdated, f.pending_accounts + u64::from(f.structure_pending));
+    let (interrupted, marks) = (
+        f.recompute_interrupted_ms.is_some() || f.rebuild_wanted_ms.is_some() || f.outdated,
+        f.pending_accounts + u64::from(f.structure_pending),
+    );
     if interrupted || (marks > BULK_MARKS && marks.saturating_mul(4) > store.estimate_accounts()) {
         let opts = RecomputeOptions { clear_marks: true, stop, progress: None };
         return Ok(Update::Recomputed(recompute::recompute_with(store, overrides, &opts)?));

@@ -68,6 +68,10 @@ pub struct Freshness {
     /// next writer of the map rebuilds it.
     #[serde(default)]
     pub outdated: bool,
+    /// A bulk PLC load (since this time, ms) marked no account and asks
+    /// for a full recompute.
+    #[serde(default)]
+    pub rebuild_wanted_ms: Option<i64>,
 }
 
 impl Freshness {
@@ -75,6 +79,7 @@ impl Freshness {
         self.pending_accounts == 0
             && !self.structure_pending
             && self.recompute_interrupted_ms.is_none()
+            && self.rebuild_wanted_ms.is_none()
             && !self.outdated
     }
 
@@ -84,6 +89,13 @@ impl Freshness {
             return Some(format!(
                 "the map is being rebuilt: a recompute started at {} did not finish; counts are not to be trusted until \
                  `recluster` (or `run`) completes one",
+                crate::clock::rfc3339_ms(at).unwrap_or_default()
+            ));
+        }
+        if let Some(at) = self.rebuild_wanted_ms {
+            return Some(format!(
+                "the map is not built yet: a bulk PLC load (since {}) asks for a full recompute, which `backfill-plc` \
+                 runs when it ends (or `recluster`, or `run`)",
                 crate::clock::rfc3339_ms(at).unwrap_or_default()
             ));
         }
@@ -114,6 +126,7 @@ pub fn freshness(store: &(impl StoreReader + MapReader)) -> store::Result<Freshn
         pending_accounts,
         structure_pending,
         outdated: super::recompute::map_outdated(store)?,
+        rebuild_wanted_ms: super::recompute::rebuild_wanted(store)?,
     })
 }
 

@@ -71,8 +71,9 @@ pub struct RecomputeOptions<'a> {
     /// Stop between write batches when set (SIGINT/SIGTERM); the marker
     /// stays, so the next writer of the map recomputes.
     pub stop: Option<&'a std::sync::atomic::AtomicBool>,
-    /// Called after each committed batch with the accounts read so far.
-    pub progress: Option<&'a dyn Fn(u64)>,
+    /// Called after each committed batch with the accounts read so far
+    /// (from any of the recompute's threads).
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 /// Why a recompute did not finish.
@@ -92,6 +93,12 @@ pub fn recompute_interrupted(store: &impl StoreReader) -> store::Result<Option<i
     Ok(store.meta(RECOMPUTE_MARKER)?.map(|v| v.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0)))
 }
 
+/// Whether a bulk PLC load asked for a full recompute (it marked no
+/// account): since when, in ms.
+pub fn rebuild_wanted(store: &impl StoreReader) -> store::Result<Option<i64>> {
+    Ok(store.meta(store::MetaKey::RebuildWanted)?.map(|v| v.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0)))
+}
+
 /// Recomputes the whole map (with the operator's `overrides`) and stores
 /// it: every count rebuilt from zero, every assignment that differs
 /// rewritten, marks cleared, then the structure. The caller holds the only
@@ -102,6 +109,73 @@ pub fn recompute(store: &Store, overrides: &Overrides) -> store::Result<Summary>
         Err(RecomputeError::Store(e)) => Err(e),
         Err(RecomputeError::Stopped { .. }) => unreachable!("no stop flag was given"),
     }
+}
+
+/// What one part of a recompute's walk found.
+struct Part {
+    summary: Summary,
+    totals: CountTotals,
+}
+
+/// Walks the accounts from `from` to `to`: each new assignment counted,
+/// each changed one rewritten (committed every [`RECOMPUTE_BATCH`]
+/// accounts, when progress is reported over every part and a stop
+/// honoured).
+fn walk(
+    store: &Store,
+    from: &[u8],
+    to: Option<&[u8]>,
+    opts: &RecomputeOptions<'_>,
+    read: &std::sync::atomic::AtomicU64,
+) -> Result<Part, RecomputeError> {
+    use std::sync::atomic::Ordering;
+    let stopped = || opts.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+    let mut part = Part { summary: Summary::default(), totals: CountTotals::default() };
+    let mut batch = Batch::default();
+    let mut mine = 0u64;
+    let walked = store.for_each_account_in(from, to, |did, view, old| {
+        if mine > 0 && mine % RECOMPUTE_BATCH as u64 == 0 {
+            if !batch.is_empty() {
+                store.commit(std::mem::take(&mut batch))?;
+            }
+            let all = read.fetch_add(RECOMPUTE_BATCH as u64, Ordering::Relaxed) + RECOMPUTE_BATCH as u64;
+            if let Some(p) = opts.progress {
+                p(all);
+            }
+            if stopped() {
+                return Err(RecomputeError::Stopped { accounts: all });
+            }
+        }
+        mine += 1;
+        if !view.is_known() {
+            // an assignment whose records are gone
+            batch.unassign(did, old.map(|o| o.decode()).transpose()?);
+            return Ok(());
+        }
+        part.summary.accounts += 1;
+        let new = assign::desired(view.plc.as_ref(), view.identity.as_ref(), view.firehose.as_ref());
+        if let Some(r) = &new.reason {
+            *part.summary.unassigned.entry(r.clone()).or_default() += 1;
+        }
+        part.totals.add_assignment(did, &new);
+        // stored bytes equal to the new assignment's encoding: unchanged,
+        // without decoding them; otherwise compared decoded
+        if old.as_ref().is_some_and(|o| *o == Encoded::of(&new)) {
+            return Ok(());
+        }
+        let old = old.map(|o| o.decode()).transpose()?;
+        if old.as_ref() != Some(&new) {
+            part.summary.changed += 1;
+            let moves = new.move_count().saturating_sub(old.as_ref().map_or(0, |o| o.move_count()));
+            crate::metrics::MAP_MOVES.with_label_values(&["migration"]).inc_by(moves as u64);
+            batch.reassign(did, old, new);
+        }
+        Ok(())
+    });
+    // what was walked is committed, also when stopped
+    store.commit(batch)?;
+    read.fetch_add(mine % RECOMPUTE_BATCH as u64, Ordering::Relaxed);
+    walked.map(|()| part)
 }
 
 /// [`recompute`], with its options: crash-safe through
@@ -115,59 +189,62 @@ pub fn recompute_with(
     let _span = tracing::info_span!("recompute").entered();
     let mut marker = Batch::default();
     marker.put_meta(RECOMPUTE_MARKER, crate::clock::now_ms().to_be_bytes().to_vec());
+    // a bulk load's request for a rebuild is taken (an interruption leaves
+    // the marker, which asks the same)
+    marker.delete_meta(store::MetaKey::RebuildWanted);
     store.commit(marker)?;
-    let stopped = || opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+    // the key space in one part per core, each walked on its own thread
+    // with its own batches and counts, merged at the end
+    let parts = crate::identity::verify::default_workers().clamp(1, 8);
+    let splits = store.account_splits(parts)?;
+    let mut bounds: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    let mut from = Vec::new();
+    for k in splits {
+        bounds.push((std::mem::replace(&mut from, k.clone()), Some(k)));
+    }
+    bounds.push((from, None));
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let walked: Vec<Result<Part, RecomputeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .iter()
+            .map(|(from, to)| {
+                let read = &read;
+                std::thread::Builder::new()
+                    // "map": the thread name `run` lets write the map (app::MAP_THREAD)
+                    .name("map".into())
+                    .spawn_scoped(scope, move || walk(store, from, to.as_deref(), opts, read))
+                    .expect("spawning a recompute thread")
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
     let mut summary = Summary::default();
     let mut totals = CountTotals::default();
-    let mut batch = Batch::default();
-    let mut read = 0u64;
-    let walked = store.for_each_account(|did, view, old| {
-        // every RECOMPUTE_BATCH accounts read: what changed so far is
-        // committed, then progress is reported and a stop honoured
-        if read > 0 && read % RECOMPUTE_BATCH as u64 == 0 {
-            if !batch.is_empty() {
-                store.commit(std::mem::take(&mut batch))?;
+    let mut failed = None;
+    for w in walked {
+        match w {
+            Ok(p) => {
+                summary.accounts += p.summary.accounts;
+                summary.changed += p.summary.changed;
+                for (r, n) in p.summary.unassigned {
+                    *summary.unassigned.entry(r).or_default() += n;
+                }
+                totals.merge(p.totals);
             }
-            if let Some(p) = opts.progress {
-                p(read);
-            }
-            if stopped() {
-                return Err(RecomputeError::Stopped { accounts: read });
-            }
+            // a stop or an error in any part ends the recompute; the marker
+            // stays (what each part committed is kept)
+            Err(e) => failed = failed.or(Some(e)),
         }
-        read += 1;
-        if !view.is_known() {
-            // an assignment whose records are gone
-            batch.unassign(did, old.map(|o| o.decode()).transpose()?);
-            return Ok(());
-        }
-        summary.accounts += 1;
-        let new = assign::desired(view.plc.as_ref(), view.identity.as_ref(), view.firehose.as_ref());
-        if let Some(r) = &new.reason {
-            *summary.unassigned.entry(r.clone()).or_default() += 1;
-        }
-        totals.add_assignment(did, &new);
-        // stored bytes equal to the new assignment's encoding: unchanged,
-        // without decoding them; otherwise compared decoded
-        if old.as_ref().is_some_and(|o| *o == Encoded::of(&new)) {
-            return Ok(());
-        }
-        let old = old.map(|o| o.decode()).transpose()?;
-        if old.as_ref() != Some(&new) {
-            summary.changed += 1;
-            let moves = new.move_count().saturating_sub(old.as_ref().map_or(0, |o| o.move_count()));
-            crate::metrics::MAP_MOVES.with_label_values(&["migration"]).inc_by(moves as u64);
-            batch.reassign(did, old, new);
-        }
-        Ok(())
-    });
-    if let Err(e) = walked {
-        if let RecomputeError::Stopped { accounts } = e {
-            store.commit(batch)?;
+    }
+    if let Some(e) = failed {
+        if let RecomputeError::Stopped { .. } = e {
+            let accounts = read.load(std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(accounts, "recompute stopped; the map stays marked for a full recompute");
+            return Err(RecomputeError::Stopped { accounts });
         }
         return Err(e);
     }
+    let mut batch = Batch::default();
     batch.replace_counts(totals);
     // every mark is taken by now (the caller holds the only handle)
     if opts.clear_marks {

@@ -89,7 +89,18 @@ pub struct Loader<'s, S: StoreWriter = Store> {
     known_hosts: std::collections::HashSet<String>,
     pub position: Position,
     pub stats: LoadStats,
+    /// A bulk load: past [`BULK_OPS`] operations, and more than a quarter
+    /// of the accounts the store held when it began (this), it marks no
+    /// account and asks once for a full recompute instead.
+    bulk_over: Option<u64>,
+    rebuild_asked: bool,
 }
+
+/// A bulk load stops marking accounts past this many operations (when
+/// they are also more than a quarter of the accounts it began with): a
+/// full recompute of the map then costs less than taking each mark (the
+/// rule `cluster::maintain::bring_current` applies to the marks).
+pub const BULK_OPS: u64 = 10_000;
 
 impl<'s, S: StoreWriter> Loader<'s, S> {
     pub fn new(store: &'s S) -> store::Result<Loader<'s, S>> {
@@ -103,7 +114,21 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
             known_hosts: Default::default(),
             position: Position::load(store)?,
             stats: LoadStats::default(),
+            bulk_over: None,
+            rebuild_asked: false,
         })
+    }
+
+    /// A bulk load over a store of about `accounts` accounts, by a command
+    /// that brings the map current when it ends (`backfill-plc`): past
+    /// [`BULK_OPS`] operations that are more than a quarter of `accounts`,
+    /// no account is marked (half the writes of a load) and the map is
+    /// asked to recompute in full (`MetaKey::RebuildWanted`), which it
+    /// would choose for that many marks anyway. `run`'s loader marks every
+    /// account: its map is kept incrementally while it loads.
+    pub fn bulk(mut self, accounts: u64) -> Self {
+        self.bulk_over = Some(accounts);
+        self
     }
 
     fn count(&mut self, group: &str, label: &str) {
@@ -211,9 +236,17 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
         // In key order (stable, so one DID's operations keep their order):
         // the memtable inserts a sorted run far faster than random keys.
         self.pending.sort_by(|a, b| a.0.cmp(&b.0));
+        let bulk = self
+            .bulk_over
+            .is_some_and(|accounts| self.stats.applied > BULK_OPS && self.stats.applied.saturating_mul(4) > accounts);
+        if bulk && !self.rebuild_asked {
+            // in the batch with the operations it stands for
+            wb.put_meta(store::MetaKey::RebuildWanted, crate::clock::now_ms().to_be_bytes().to_vec());
+            self.rebuild_asked = true;
+        }
         let mut last: Option<String> = None;
         for (did, operand) in self.pending.drain(..) {
-            if last.as_ref() != Some(&did) {
+            if !bulk && last.as_ref() != Some(&did) {
                 wb.mark(&did);
             }
             wb.plc(&did, operand);

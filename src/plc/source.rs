@@ -116,15 +116,17 @@ struct RawChunk {
 /// Loads a local export file into the store; resumes after the stored
 /// position (lines at or before it are skipped).
 pub fn load_file(store: &impl StoreWriter, path: &Path) -> Result<LoadStats, SourceError> {
-    load_file_until(store, path, &tokio_util::sync::CancellationToken::new())
+    load_file_until(store, path, None, &tokio_util::sync::CancellationToken::new())
 }
 
 /// [`load_file`], stopping at `cancel` (SIGINT/SIGTERM) between chunks: what
 /// was applied is committed with its position, so the next run resumes
-/// there; the stats say `stopped`.
+/// there; the stats say `stopped`. `bulk`: a bulk load over a store of
+/// that many accounts ([`Loader::bulk`]).
 pub fn load_file_until(
     store: &impl StoreWriter,
     path: &Path,
+    bulk: Option<u64>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<LoadStats, SourceError> {
     let io_err = |source| SourceError::Io { path: path.display().to_string(), source };
@@ -190,6 +192,9 @@ pub fn load_file_until(
         .collect();
     drop((raw_rx, parsed_tx));
     let mut loader = Loader::new(store)?;
+    if let Some(n) = bulk {
+        loader = loader.bulk(n);
+    }
     let mut progress = Progress::new(total, true);
     let mut next = 0u64;
     let mut waiting = std::collections::BTreeMap::new();
@@ -245,7 +250,7 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(15);
 /// directory is logged and retried; it never stops the firehose.
 pub async fn follow(store: Writer, base: String, every: Duration, cancel: tokio_util::sync::CancellationToken) {
     loop {
-        match load_http(&store, &base, false, &cancel).await {
+        match load_http(&store, &base, false, None, &cancel).await {
             Ok(s) if s.applied > 0 => {
                 tracing::info!(applied = s.applied, "PLC export: caught up")
             }
@@ -284,10 +289,14 @@ pub async fn load_http(
     store: &impl StoreWriter,
     base: &str,
     bar: bool,
+    bulk: Option<u64>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<LoadStats, SourceError> {
     let client = http_client();
     let mut loader = Loader::new(store)?;
+    if let Some(n) = bulk {
+        loader = loader.bulk(n);
+    }
     let mut progress = Progress::new(None, bar);
     let mut attempt = 0;
     loop {

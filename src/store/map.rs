@@ -321,6 +321,21 @@ impl CountTotals {
         for_each_count(did, a, |k, n| self.add(k, n));
     }
 
+    /// Adds `other`'s counts (another part of the key space, counted on
+    /// another thread).
+    pub fn merge(&mut self, other: CountTotals) {
+        let names = other.names;
+        for ((kind, jd, a, b), n) in other.counts {
+            let a = self.id(&names[a as usize]);
+            // the second field is a name for these kinds, else unused (0)
+            let b = match kind {
+                key::HOST | key::VOUCHED | key::FLOW => self.id(&names[b as usize]),
+                _ => b,
+            };
+            *self.counts.entry((kind, jd, a, b)).or_default() += n;
+        }
+    }
+
     /// The counts under their stored keys, in key order (amounts of equal
     /// keys summed, zeros left out).
     fn into_keys(self) -> Vec<(Vec<u8>, i64)> {
@@ -847,12 +862,69 @@ impl super::Store {
     /// passed encoded.
     pub fn for_each_account<E: From<super::StoreError>>(
         &self,
+        f: impl FnMut(&str, super::AccountView, Option<Encoded<Assignment>>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        self.for_each_account_in(&[], None, f)
+    }
+
+    /// Keys that split the account families into `parts` ranges of about
+    /// equal size (`parts - 1` keys, ascending; fewer when the store is
+    /// small): the DIDs of the PLC family are spread evenly over their key
+    /// space (random base32), so the split is taken between its first and
+    /// last `did:plc:` key; every other DID (did:web) falls in the last.
+    pub fn account_splits(&self, parts: usize) -> Result<Vec<Vec<u8>>> {
+        let plc = b"did:plc:";
+        let first = self.iter_from(super::CF_PLC, plc).next().transpose()?.map(|(k, _)| k);
+        let last = self.at_or_before(super::CF_PLC, b"did:plc:\xff")?.map(|(k, _)| k);
+        let (Some(first), Some(last)) = (first, last) else { return Ok(Vec::new()) };
+        if !first.starts_with(plc) || !last.starts_with(plc) || first >= last {
+            return Ok(Vec::new());
+        }
+        // the keys as base-256 fractions past the common prefix
+        let common = first.iter().zip(last.iter()).take_while(|(a, b)| a == b).count();
+        let num = |k: &[u8]| -> f64 {
+            k[common..].iter().take(6).enumerate().map(|(i, b)| f64::from(*b) / 256f64.powi(i as i32 + 1)).sum()
+        };
+        let (lo, hi) = (num(&first), num(&last));
+        let mut out = Vec::new();
+        for p in 1..parts {
+            let mut x = lo + (hi - lo) * p as f64 / parts as f64;
+            let mut key = first[..common].to_vec();
+            for _ in 0..6 {
+                x *= 256.0;
+                let b = x.floor().clamp(0.0, 255.0);
+                key.push(b as u8);
+                x -= b;
+            }
+            if out.last().is_none_or(|l: &Vec<u8>| *l < key) && key[..] > first[..] && key[..] <= last[..] {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Store::for_each_account`] over the DIDs from `from` (inclusive)
+    /// to `to` (exclusive; `None`: to the end).
+    pub fn for_each_account_in<E: From<super::StoreError>>(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
         mut f: impl FnMut(&str, super::AccountView, Option<Encoded<Assignment>>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         use super::{CF_ACCOUNTS, CF_IDENTITY, CF_PLC};
         type It<'a> = std::iter::Peekable<Box<dyn Iterator<Item = Result<super::KeyValue>> + 'a>>;
-        let mut its: [It<'_>; 4] =
-            [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, super::CF_ASSIGN].map(|cf| self.iter_from(cf, &[]).peekable());
+        let end: Option<Vec<u8>> = to.map(<[u8]>::to_vec);
+        let mut its: [It<'_>; 4] = [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, super::CF_ASSIGN].map(|cf| {
+            let it = self.iter_from(cf, from);
+            match end.clone() {
+                None => it.peekable(),
+                Some(end) => {
+                    let it: Box<dyn Iterator<Item = Result<super::KeyValue>> + '_> =
+                        Box::new(it.take_while(move |r| r.as_ref().map_or(true, |(k, _)| **k < *end)));
+                    it.peekable()
+                }
+            }
+        });
         loop {
             for it in its.iter_mut() {
                 if let Some(Err(_)) = it.peek() {
@@ -994,6 +1066,48 @@ mod tests {
             assert_eq!(time_of_key(&k[k.len() - 8..]), Some(t));
         }
         assert!(move_key("d", -1) < move_key("d", 0));
+    }
+
+    /// Counts made in two parts (a recompute's threads) and merged are
+    /// the counts made in one: names are renumbered, second fields that
+    /// are no names (a state's, a day's) left alone.
+    #[test]
+    fn totals_merged_from_parts_equal_totals_made_at_once() {
+        let day = |d: u8| time::Date::from_calendar_date(2025, time::Month::March, d).unwrap();
+        let keys = |i: usize| -> Vec<(CountKey<'static>, i64)> {
+            let hosts = ["https://a", "https://b", "https://c"];
+            let h = hosts[i % 3];
+            let other = hosts[(i + 1) % 3];
+            vec![
+                (CountKey::Host { host: h, bucket: if i % 2 == 0 { "registered" } else { "in_plc" } }, 1),
+                (CountKey::State(if i % 4 == 0 { "tombstoned" } else { "unresolved" }), 1),
+                (CountKey::Vouched { host: h, domain: "example.com" }, 1),
+                (CountKey::Day { day: day(1 + (i % 5) as u8), host: h }, 1),
+                (CountKey::Flow { day: day(2), from: h, to: other }, 1),
+                (CountKey::Active { host: other, day: day(3) }, 1),
+                (CountKey::Born { host: h, day: day(4) }, 1),
+            ]
+        };
+        let mut all = CountTotals::default();
+        let (mut first, mut second) = (CountTotals::default(), CountTotals::default());
+        for i in 0..40 {
+            for (k, n) in keys(i) {
+                all.add(k, n);
+            }
+        }
+        // the second part sees the names in another order
+        for i in (20..40).rev() {
+            for (k, n) in keys(i) {
+                second.add(k, n);
+            }
+        }
+        for i in 0..20 {
+            for (k, n) in keys(i) {
+                first.add(k, n);
+            }
+        }
+        first.merge(second);
+        assert_eq!(first.into_keys(), all.into_keys());
     }
 
     #[test]

@@ -316,6 +316,9 @@ pub enum MetaKey {
     /// The version of the map's rules the stored map was computed under
     /// (u32 big-endian); see `cluster::recompute::MAP_VERSION`.
     MapVersion,
+    /// A bulk PLC load left the accounts it wrote unmarked and asks for a
+    /// full recompute instead (since, ms); see `plc::load::Loader::bulk`.
+    RebuildWanted,
 }
 
 impl MetaKey {
@@ -326,6 +329,7 @@ impl MetaKey {
             MetaKey::Overrides => b"map/overrides",
             MetaKey::RecomputeStarted => b"map/recompute",
             MetaKey::MapVersion => b"map/version",
+            MetaKey::RebuildWanted => b"map/rebuild",
         }
     }
 }
@@ -923,8 +927,32 @@ fn decode_i64(b: &[u8]) -> i64 {
     b.try_into().map(i64::from_le_bytes).unwrap_or(0)
 }
 
-/// Bytes of the block cache the families share.
+/// Bytes of the block cache the families share where the machine's memory
+/// is not known (twice the least a default gives).
 pub const BLOCK_CACHE_BYTES: usize = 512 << 20;
+
+static BLOCK_CACHE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The block cache of every store opened from now on (`--block-cache-mb`).
+pub fn set_block_cache_bytes(bytes: usize) {
+    BLOCK_CACHE.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The block cache a store opens with: as set, else a quarter of the
+/// machine's memory, between [`BLOCK_CACHE_BYTES`] / 2 and 8 GiB (the LRU
+/// cache takes memory only as it fills).
+pub fn block_cache_bytes() -> usize {
+    match BLOCK_CACHE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {
+            let total_kb = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(str::to_owned)))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok());
+            total_kb.map_or(BLOCK_CACHE_BYTES, |kb| (kb << 10) / 4).clamp(BLOCK_CACHE_BYTES / 2, 8 << 30)
+        }
+        n => n,
+    }
+}
 
 /// A raw key and value.
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
@@ -951,7 +979,7 @@ impl Store {
         // (32 MiB in 64 shards) could not hold the larger index blocks, so
         // every point read re-read and decompressed them (measured: half
         // the CPU of an API lookup).
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let cache = rocksdb::Cache::new_lru_cache(block_cache_bytes());
         let cfs = CFS
             .iter()
             .map(|name| {

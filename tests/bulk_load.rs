@@ -1,0 +1,85 @@
+//! A bulk PLC load (`backfill-plc`): past `plc::load::BULK_OPS` operations
+//! that outweigh the store it began with, the loader marks no account (half
+//! its writes) and asks the map for a full recompute instead; the map it
+//! brings current is the one a marking load gives. A small load into a
+//! large store keeps marking (the incremental map stays cheaper).
+
+use instancemap::cluster::{maintain, map};
+use instancemap::plc::source;
+use instancemap::store::{map::RawMap, Store};
+
+const HOSTS: usize = 12;
+
+fn export(path: &std::path::Path, from: usize, to: usize) {
+    let mut text = String::new();
+    for i in from..to {
+        let line = serde_json::json!({
+            "did": format!("did:plc:{i:0>24}"),
+            "cid": format!("bafyreib{i:050}"),
+            "seq": i + 1,
+            "createdAt": "2024-03-01T00:00:00.000Z",
+            "type": "sequenced_op",
+            "operation": {
+                "type": "create", "prev": null, "sig": "x",
+                "handle": format!("u{i}.pds{}.example.com", i % HOSTS),
+                "service": format!("https://pds{}.example.com", i % HOSTS),
+                "signingKey": "did:key:zQ3shP5TBe1sQfSttXty15FAEHV1DZgcxRZNxvEWnPfLFwLxJ",
+                "recoveryKey": "did:key:zQ3shhCGUqDKjStzuDxPkTxN6ujddP4RkEKJJouJGRRkaLGbg",
+            },
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn load(store: &Store, file: &std::path::Path, bulk: Option<u64>) {
+    source::load_file_until(store, file, bulk, &Default::default()).unwrap();
+}
+
+/// (hosts, registered members) of every instance, in order.
+fn shape(store: &Store) -> Vec<(Vec<String>, u64)> {
+    let mut v: Vec<_> = map::instances(store)
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.hosts.clone(), i.members.get("registered").copied().unwrap_or(0)))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_bulk_load_marks_no_account_and_the_map_it_brings_current_is_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    export(&file, 0, 40_000);
+
+    let bulk = Store::open(&dir.path().join("bulk")).unwrap();
+    load(&bulk, &file, Some(bulk.estimate_accounts()));
+    let (marks, _) = bulk.pending_marks().unwrap();
+    assert!(marks <= 20_000, "the accounts past the threshold are not marked: {marks}");
+    let f = map::freshness(&bulk).unwrap();
+    assert!(f.rebuild_wanted_ms.is_some() && !f.is_current(), "{f:?}");
+    assert!(f.note().unwrap().contains("bulk PLC load"), "{:?}", f.note());
+    let update = maintain::bring_current(&bulk, &Default::default(), None).unwrap();
+    assert!(matches!(update, maintain::Update::Recomputed(_)), "{update:?}");
+    let f = map::freshness(&bulk).unwrap();
+    assert!(f.is_current() && f.rebuild_wanted_ms.is_none(), "{f:?}");
+
+    let marking = Store::open(&dir.path().join("marking")).unwrap();
+    load(&marking, &file, None);
+    assert_eq!(marking.pending_marks().unwrap().0, 40_000, "without bulk every account is marked");
+    maintain::bring_current(&marking, &Default::default(), None).unwrap();
+    assert_eq!(shape(&bulk), shape(&marking));
+    assert_eq!(shape(&bulk).iter().map(|s| s.1).sum::<u64>(), 40_000);
+
+    // a small load into the large store: marked, taken incrementally
+    let more = dir.path().join("more.jsonl");
+    export(&more, 40_000, 40_500);
+    load(&bulk, &more, Some(bulk.estimate_accounts()));
+    assert_eq!(bulk.pending_marks().unwrap().0, 500);
+    assert!(map::freshness(&bulk).unwrap().rebuild_wanted_ms.is_none());
+    let update = maintain::bring_current(&bulk, &Default::default(), None).unwrap();
+    assert!(matches!(update, maintain::Update::Incremental(_)), "{update:?}");
+    assert_eq!(shape(&bulk).iter().map(|s| s.1).sum::<u64>(), 40_500);
+}
