@@ -26,6 +26,7 @@ rates="${RATES:-2000 5000 10000}"
 seconds="${RUN_SECONDS:-10}"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 work="$(mktemp -d /tmp/lookup-ceiling.XXXXXX)"
+chmod 755 "$work" # nginx's workers (not root) read the file under it
 log() { echo "lookup_ceiling: $*" >&2; }
 
 need=()
@@ -78,7 +79,7 @@ cat >"$work/nginx.conf" <<EOF
 daemon off;
 worker_processes auto;
 pid $work/nginx.pid;
-error_log $work/nginx.err warn;
+error_log $work/nginx.err error;
 events { worker_connections 1024; }
 http {
     access_log off;
@@ -110,6 +111,10 @@ wrk_run() { # name url [script]
         out=$(wrk -t1 -c"$conns" -d"${seconds}s" --latency "$2")
     fi
     echo "$out" >"$work/wrk-$1.txt"
+    if grep -q "Non-2xx" <<<"$out"; then
+        log "$1: answers that are not 200: $(grep Non-2xx <<<"$out")"
+        exit 1
+    fi
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
