@@ -124,6 +124,8 @@ fn build(dir: &std::path::Path, accounts: u64) {
     }
     let s = instancemap::cluster::map::recompute(&store, &Default::default()).unwrap();
     store.flush().unwrap();
+    // as a store is some while after its load: operands folded
+    store.compact_all();
     eprintln!(
         "built {accounts} accounts, {} hosts, {} instances in {:.1} s",
         s.hosts,

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use instancemap::config::Cli;
 
+/// mimalloc rather than glibc's malloc: an API lookup allocates and frees
+/// a few hundred small objects, and glibc's allocator was a fifth of the
+/// lookup's CPU (benches/README.md, "Query API load").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -73,6 +73,9 @@ pub struct LoadStats {
     pub rejected: HashMap<&'static str, u64>,
     /// A signal stopped the load before the end (the position is kept).
     pub stopped: bool,
+    /// A bulk load that stopped marking accounts and asked for a full
+    /// recompute ([`Loader::bulk`]).
+    pub bulk: bool,
 }
 
 /// The loader.
@@ -243,6 +246,7 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
             // in the batch with the operations it stands for
             wb.put_meta(store::MetaKey::RebuildWanted, crate::clock::now_ms().to_be_bytes().to_vec());
             self.rebuild_asked = true;
+            self.stats.bulk = true;
         }
         let mut last: Option<String> = None;
         for (did, operand) in self.pending.drain(..) {
