@@ -27,7 +27,9 @@ cargo bench --bench api_load --no-run -q 2>/dev/null
 load="$(ls -t "$target"/release/deps/api_load-* | grep -v '\.d$' | head -n 1)"
 bin="$target/release/instancemap"
 
-export_file="$dir/export-$dids-$hosts.jsonl.zst"
+# uncompressed, as the directory's export pages arrive (a .zst name would
+# be read through zstd)
+export_file="$dir/export-$dids-$hosts.jsonl"
 if [ ! -s "$export_file" ]; then
     log "writing $export_file"
     "$target/release/examples/synth_plc" "$dids" "$hosts" "$export_file.tmp"
@@ -36,7 +38,7 @@ fi
 rm -rf "$dir/db" "$dir/parquet"
 
 echo "scale: $dids accounts over $hosts hosts; $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(date -u +%FT%TZ)"
-echo "export: $(du -h "$export_file" | cut -f1) (zstd)"
+echo "export: $(du -h "$export_file" | cut -f1), $(wc -l <"$export_file") lines"
 printf '%-28s %10s %12s %10s\n' step "wall s" "peak RSS MB" "db GB"
 step() { # name command...
     local name="$1"; shift

@@ -11,7 +11,7 @@
 //! number in 12 base32 characters), so its client can look them up.
 //!
 //! ```text
-//! cargo run --release --example synth_plc -- DIDS HOSTS OUT.jsonl.zst
+//! cargo run --release --example synth_plc -- DIDS HOSTS OUT.jsonl[.zst]
 //! ```
 
 use std::io::Write;
