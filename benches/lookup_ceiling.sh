@@ -65,6 +65,10 @@ p_serve=$(free_port)
 "$target/release/instancemap" serve --db "$db" --listen "127.0.0.1:$p_serve" --rate-limit 0 >"$work/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$p_serve/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# serve reads the lookup's families into its block cache when they fit:
+# measured once that is done (steady state)
+for _ in $(seq 1 600); do grep -q "block cache" "$work/serve.log" && break; sleep 0.5; done
+log "$(grep -o 'block cache.*' "$work/serve.log" | sed 's/\x1b\[[0-9;]*m//g')"
 
 # one answer of the store as nginx's file: did(12345) of the bench
 did="did:plc:aaaaaaaaaaaa$(python3 -c '
