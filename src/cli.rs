@@ -258,21 +258,12 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 Some(op) => crate::cluster::map::declaration_status(&store, op)?,
                 None => None,
             };
-            // every declaration claiming one of its hosts, verified or not
-            let mut claims = Vec::new();
-            for op in &i.claimed_by {
-                claims.extend(crate::cluster::map::declaration_status(&store, op)?);
-            }
-            let networks = match a.mmdb.is_empty() {
-                true => None,
-                false => {
-                    Some(crate::hosts::network::Networks::open(&a.mmdb).map_err(|e| anyhow::anyhow!("--mmdb {e}"))?)
-                }
-            };
-            // what the API's getInstance adds to the record
-            let view = crate::api::query::instance_view(&store, &Default::default(), networks.as_ref(), &i.id)
+            let networks = crate::config::open_networks(&a.mmdb)?;
+            // what the API's getInstance adds to the record, with every
+            // declaration claiming one of its hosts, verified or not
+            let view = crate::api::query::instance_view(&store, &Default::default(), networks.as_deref(), &i.id)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let mut v = serde_json::json!({"instance": i, "declaration": status, "claims": claims});
+            let mut v = serde_json::json!({"instance": i, "declaration": status, "claims": view["declarations"]});
             for k in ["activity", "statusDisagreements", "labelers", "network"] {
                 if let Some(x) = view.get(k) {
                     v[k] = x.clone();

@@ -121,14 +121,21 @@ pub struct ApiArgs {
     pub trusted_proxy: Vec<std::net::IpAddr>,
 }
 
+/// The `--mmdb` databases opened (`None` without any).
+pub fn open_networks(
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Option<std::sync::Arc<crate::hosts::network::Networks>>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let n = crate::hosts::network::Networks::open(paths).map_err(|e| anyhow::anyhow!("--mmdb {e}"))?;
+    Ok(Some(std::sync::Arc::new(n)))
+}
+
 impl ApiArgs {
     /// The `--mmdb` databases opened (`None` without any).
     pub fn networks(&self) -> anyhow::Result<Option<std::sync::Arc<crate::hosts::network::Networks>>> {
-        if self.mmdb.is_empty() {
-            return Ok(None);
-        }
-        let n = crate::hosts::network::Networks::open(&self.mmdb).map_err(|e| anyhow::anyhow!("--mmdb {e}"))?;
-        Ok(Some(std::sync::Arc::new(n)))
+        open_networks(&self.mmdb)
     }
 
     pub fn limits(&self) -> crate::api::Limits {

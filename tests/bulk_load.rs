@@ -4,6 +4,8 @@
 //! brings current is the one a marking load gives. A small load into a
 //! large store keeps marking (the incremental map stays cheaper).
 
+mod common;
+
 use instancemap::cluster::{maintain, map};
 use instancemap::plc::source;
 use instancemap::store::{map::RawMap, Store};
@@ -13,21 +15,13 @@ const HOSTS: usize = 12;
 fn export(path: &std::path::Path, from: usize, to: usize) {
     let mut text = String::new();
     for i in from..to {
-        let line = serde_json::json!({
-            "did": format!("did:plc:{i:0>24}"),
-            "cid": format!("bafyreib{i:050}"),
-            "seq": i + 1,
-            "createdAt": "2024-03-01T00:00:00.000Z",
-            "type": "sequenced_op",
-            "operation": {
-                "type": "create", "prev": null, "sig": "x",
-                "handle": format!("u{i}.pds{}.example.com", i % HOSTS),
-                "service": format!("https://pds{}.example.com", i % HOSTS),
-                "signingKey": "did:key:zQ3shP5TBe1sQfSttXty15FAEHV1DZgcxRZNxvEWnPfLFwLxJ",
-                "recoveryKey": "did:key:zQ3shhCGUqDKjStzuDxPkTxN6ujddP4RkEKJJouJGRRkaLGbg",
-            },
-        });
-        text.push_str(&line.to_string());
+        let line = common::plc_create_line(
+            i,
+            &format!("did:plc:{i:0>24}"),
+            &format!("u{i}.pds{}.example.com", i % HOSTS),
+            &format!("https://pds{}.example.com", i % HOSTS),
+        );
+        text.push_str(&line);
         text.push('\n');
     }
     std::fs::write(path, text).unwrap();

@@ -6,6 +6,8 @@
 //! recompute. Now the recompute leaves a marker until its last batch, and
 //! the maintainer recomputes first when it finds one.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,23 +43,13 @@ fn loaded_db(dir: &Path) -> std::path::PathBuf {
     let export = dir.join("export.jsonl");
     let mut text = String::with_capacity(ACCOUNTS * 400);
     for i in 0..ACCOUNTS {
-        let line = serde_json::json!({
-            "did": did(i),
-            "cid": format!("bafyreib{i:050}"),
-            "seq": i + 1,
-            "createdAt": "2024-03-01T00:00:00.000Z",
-            "type": "sequenced_op",
-            "operation": {
-                "type": "create",
-                "prev": null,
-                "sig": "x",
-                "handle": format!("u{i}.pds{}.example.com", i % HOSTS),
-                "service": format!("https://pds{}.example.com", i % HOSTS),
-                "signingKey": "did:key:zQ3shP5TBe1sQfSttXty15FAEHV1DZgcxRZNxvEWnPfLFwLxJ",
-                "recoveryKey": "did:key:zQ3shhCGUqDKjStzuDxPkTxN6ujddP4RkEKJJouJGRRkaLGbg",
-            },
-        });
-        text.push_str(&line.to_string());
+        let line = common::plc_create_line(
+            i,
+            &did(i),
+            &format!("u{i}.pds{}.example.com", i % HOSTS),
+            &format!("https://pds{}.example.com", i % HOSTS),
+        );
+        text.push_str(&line);
         text.push('\n');
     }
     std::fs::write(&export, text).unwrap();

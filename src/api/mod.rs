@@ -95,6 +95,12 @@ pub struct ApiState {
     pub networks: Option<Arc<crate::hosts::network::Networks>>,
 }
 
+/// `instancemap_api_reads_total` by path (`inline`, `missed_inline`,
+/// `blocking`), looked up once rather than per request.
+static READ_PATHS: std::sync::LazyLock<[prometheus::IntCounter; 3]> = std::sync::LazyLock::new(|| {
+    ["inline", "missed_inline", "blocking"].map(|p| crate::metrics::API_READS.with_label_values(&[p]))
+});
+
 impl ApiState {
     pub fn new(store: Store, read_only: bool, admin_token: Option<String>, limits: Limits) -> ApiState {
         ApiState {
@@ -123,7 +129,9 @@ impl ApiState {
         self
     }
 
-    /// Runs a store read on the blocking pool, within the read limit.
+    /// Runs a store read within the read limit: inline from memory when it
+    /// can, else on the blocking pool (counted in [`READ_PATHS`]). `f` may
+    /// run twice: its first result is dropped after a miss.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl Fn(&ApiState) -> Result<T, ApiError> + Send + Sync + 'static,
@@ -135,12 +143,12 @@ impl ApiState {
         // needed a file, again on the blocking pool
         if self.limits.inline_reads {
             let (r, missed) = crate::store::deadline::cached_only(|| crate::store::deadline::within(until, || f(self)));
-            crate::metrics::API_READS.with_label_values(&[if missed { "missed_inline" } else { "inline" }]).inc();
+            READ_PATHS[usize::from(missed)].inc();
             if !missed {
                 return r;
             }
         }
-        crate::metrics::API_READS.with_label_values(&["blocking"]).inc();
+        READ_PATHS[2].inc();
         let state = self.clone();
         // the permit goes with the work: a request that times out stops
         // waiting, and its read counts against the limit until it ends,

@@ -96,7 +96,6 @@ pub struct Loader<'s, S: StoreWriter = Store> {
     /// of the accounts the store held when it began (this), it marks no
     /// account and asks once for a full recompute instead.
     bulk_over: Option<u64>,
-    rebuild_asked: bool,
 }
 
 /// A bulk load stops marking accounts past this many operations (when
@@ -118,7 +117,6 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
             position: Position::load(store)?,
             stats: LoadStats::default(),
             bulk_over: None,
-            rebuild_asked: false,
         })
     }
 
@@ -242,10 +240,9 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
         let bulk = self
             .bulk_over
             .is_some_and(|accounts| self.stats.applied > BULK_OPS && self.stats.applied.saturating_mul(4) > accounts);
-        if bulk && !self.rebuild_asked {
-            // in the batch with the operations it stands for
+        if bulk && !self.stats.bulk {
+            // once, in the batch with the operations it stands for
             wb.put_meta(store::MetaKey::RebuildWanted, crate::clock::now_ms().to_be_bytes().to_vec());
-            self.rebuild_asked = true;
             self.stats.bulk = true;
         }
         let mut last: Option<String> = None;

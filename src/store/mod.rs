@@ -1160,10 +1160,10 @@ impl Store {
         }
         let mut read = 0u64;
         for cf in families {
-            for item in self.iter_cf(cf) {
+            for (n, item) in self.iter_cf(cf).enumerate() {
                 let (k, v) = item?;
                 read += (k.len() + v.len()) as u64;
-                if read % 4096 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if n % 4096 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
                     return Ok(read);
                 }
             }

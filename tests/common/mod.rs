@@ -425,3 +425,23 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+/// One sequence-form PLC export line: the `i`-th operation (seq `i + 1`),
+/// a legacy `create` of `did` on `service` with `handle` and real keys.
+pub fn plc_create_line(i: usize, did: &str, handle: &str, service: &str) -> String {
+    serde_json::json!({
+        "did": did,
+        "cid": format!("bafyreib{i:050}"),
+        "seq": i + 1,
+        "createdAt": "2024-03-01T00:00:00.000Z",
+        "type": "sequenced_op",
+        "operation": {
+            "type": "create", "prev": null, "sig": "x",
+            "handle": handle,
+            "service": service,
+            "signingKey": "did:key:zQ3shP5TBe1sQfSttXty15FAEHV1DZgcxRZNxvEWnPfLFwLxJ",
+            "recoveryKey": "did:key:zQ3shhCGUqDKjStzuDxPkTxN6ujddP4RkEKJJouJGRRkaLGbg",
+        },
+    })
+    .to_string()
+}
