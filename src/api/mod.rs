@@ -7,6 +7,7 @@
 //! per request, a cap on page size, a per-client token bucket, a cap on the
 //! URI length; admin routes do nothing (404) unless a token is configured.
 
+pub mod explorer;
 pub mod openapi;
 pub mod query;
 
@@ -197,7 +198,11 @@ pub fn route_cost(path: &str) -> u32 {
     match path.strip_prefix("/xrpc/dev.instancemap.") {
         Some("getFlows" | "getMapAsOf") => 4,
         Some("listInstances" | "listHosts" | "listMembers" | "getGrowth" | "getAccountHistory") => 2,
-        _ => 1,
+        Some(_) => 1,
+        // the explorer's pages: each is several of the API's answers
+        None if path.starts_with("/instance/") || path == "/flows" => 6,
+        None if path == "/" || path == "/instances" => 3,
+        None => 1,
     }
 }
 
@@ -303,7 +308,8 @@ pub fn router(state: ApiState) -> Router {
     let r = r
         .route(&x("admin.refreshAccount"), post(query::admin_refresh_account))
         .route(&x("admin.createCheckpoint"), post(query::admin_create_checkpoint));
-    r.route("/xrpc/{method}", get(unknown_method).post(unknown_method))
+    r.merge(explorer::routes())
+        .route("/xrpc/{method}", get(unknown_method).post(unknown_method))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::middleware::from_fn(observe))
@@ -383,7 +389,9 @@ async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> R
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| ROUTES.iter().copied().find(|r| *r == p.as_str()).unwrap_or("unmatched"));
+        .map_or("unmatched", |p| {
+            ROUTES.iter().chain(explorer::ROUTES).copied().find(|r| *r == p.as_str()).unwrap_or("unmatched")
+        });
     let start = Instant::now();
     let resp = next.run(req).await;
     let class = match resp.status().as_u16() {

@@ -127,9 +127,9 @@ pub const METHODS: &[Method] = &[
     Method {
         name: "getSummary",
         kind: "query",
-        description: "Network totals and concentration: share of accounts in the largest instance, top-5 and top-10 shares, and the Herfindahl-Hirschman index over instances and over hosts; with --mmdb, over network operators and countries (network), else network.enabled is false.",
+        description: "Network totals and concentration: share of accounts in the largest instance, top-5 and top-10 shares, and the Herfindahl-Hirschman index over instances and over hosts; with --mmdb, over network operators and countries (network), else network.enabled is false. Each concentration also has its Gini coefficient and Lorenz curve (lorenz: [share of groups, share of accounts] at every twentieth of the groups, smallest first). ingest: every firehose cursor stored, the PLC export's position (seq, lastOperationAt), and in the process following a relay whether it is connected and its lag.",
         params: &[],
-        output: &["accounts", "instances", "hosts", "declarations", "concentration", "network", "map"],
+        output: &["accounts", "instances", "hosts", "declarations", "concentration", "network", "map", "ingest"],
     },
     Method {
         name: "getAccountHistory",

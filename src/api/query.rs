@@ -71,7 +71,7 @@ fn cached<T: Clone>(
 }
 
 impl Cache {
-    fn instances(&self, store: &Store) -> Result<std::sync::Arc<Vec<map::InstanceRecord>>, ApiError> {
+    pub(crate) fn instances(&self, store: &Store) -> Result<std::sync::Arc<Vec<map::InstanceRecord>>, ApiError> {
         cached(&self.instances, CACHE_FOR, || Ok(std::sync::Arc::new(map::instances(store)?)))
     }
 
@@ -537,13 +537,19 @@ pub fn responsibility(
             Some(r) => format!("a report of {}", r.code()),
             None => "a report".to_owned(),
         };
-        let line = format!(
-            " For {what}, notify first the {} ({} {}{}).",
-            first["party"].as_str().unwrap_or_default().replace('_', " "),
-            first["channel"].as_str().unwrap_or_default(),
-            first["address"].as_str().unwrap_or_default(),
-            if first["check"]["stale"] == true { ", not confirmed within 7 days" } else { "" },
-        );
+        let party = first["party"].as_str().unwrap_or_default().replace('_', " ");
+        let line = match first["channel"].as_str().unwrap_or_default() {
+            // no channel: the party is known, a way to reach it is not
+            "none" => format!(
+                " For {what}, notify first the {party} ({}), which publishes no contact.",
+                first["who"].as_str().unwrap_or_default()
+            ),
+            channel => format!(
+                " For {what}, notify first the {party} ({channel} {}{}).",
+                first["address"].as_str().unwrap_or_default(),
+                if first["check"]["stale"] == true { ", not confirmed within 7 days" } else { "" },
+            ),
+        };
         if let Some(e) = v["explanation"].as_str().map(|e| format!("{e}{line}")) {
             v["explanation"] = json!(e);
         }
@@ -1042,9 +1048,27 @@ pub async fn get_summary(State(st): State<ApiState>, RawQuery(q): RawQuery) -> R
     st.read(|st| {
         let mut v = st.cache.summary(&st.store, st.networks.as_deref())?;
         v["map"] = st.cache.freshness(&st.store)?;
+        v["ingest"] = ingest_json(st)?;
         Ok(Json(v))
     })
     .await
+}
+
+/// How far the database has read its sources: every firehose cursor
+/// stored, the PLC export's position, and, in the process that follows a
+/// relay (`run`), whether it is connected and how far behind it is.
+fn ingest_json(st: &ApiState) -> Result<Value, ApiError> {
+    let plc = crate::plc::load::Position::load(&st.store)?;
+    let mut v = json!({
+        "cursors": st.store.cursors()?,
+        "plc": {"seq": plc.seq, "lastOperationAt": plc.last_at},
+    });
+    if !st.read_only {
+        let lag = crate::metrics::LAG_MS.get();
+        v["firehose"] = json!({"connected": crate::metrics::CONNECTED.get() == 1,
+            "lagSeconds": (lag > 0).then(|| lag as f64 / 1000.0)});
+    }
+    Ok(v)
 }
 
 // ---------------------------------------------------------------- admin

@@ -21,7 +21,16 @@ pub struct Concentration {
     pub top10_share: f64,
     /// Accounts of the 10 largest groups, largest first.
     pub top: Vec<i64>,
+    /// The Gini coefficient of the sizes, 0 (all equal) to nearly 1.
+    pub gini: f64,
+    /// The Lorenz curve: `[share of groups, share of accounts]`, groups
+    /// smallest first, at every twentieth of the groups (21 points from
+    /// `[0, 0]` to `[1, 1]`; empty without accounts).
+    pub lorenz: Vec<[f64; 2]>,
 }
+
+/// Points of the Lorenz curve past `[0, 0]`.
+pub const LORENZ_STEPS: usize = 20;
 
 /// The concentration of `sizes`.
 pub fn concentration(mut sizes: Vec<i64>) -> Concentration {
@@ -38,7 +47,46 @@ pub fn concentration(mut sizes: Vec<i64>) -> Concentration {
         top5_share: share(5),
         top10_share: share(10),
         top: sizes.iter().take(10).copied().collect(),
+        gini: gini(&sizes, total),
+        lorenz: lorenz(&sizes, total),
     }
+}
+
+/// The Gini coefficient of `sizes` (largest first) summing to `total`.
+fn gini(sizes: &[i64], total: i64) -> f64 {
+    let n = sizes.len();
+    if n == 0 || total == 0 {
+        return 0.0;
+    }
+    // ascending rank i (1-based): G = (2 Σ i·x_i) / (n Σ x) − (n + 1) / n
+    let weighted: f64 = sizes.iter().rev().enumerate().map(|(i, x)| (i as f64 + 1.0) * *x as f64).sum();
+    (2.0 * weighted) / (n as f64 * total as f64) - (n as f64 + 1.0) / n as f64
+}
+
+/// The Lorenz curve of `sizes` (largest first) at every
+/// 1/[`LORENZ_STEPS`] of the groups.
+fn lorenz(sizes: &[i64], total: i64) -> Vec<[f64; 2]> {
+    let n = sizes.len();
+    if n == 0 || total == 0 {
+        return Vec::new();
+    }
+    // cumulative sums, smallest first
+    let mut cum = Vec::with_capacity(n + 1);
+    cum.push(0i64);
+    for x in sizes.iter().rev() {
+        cum.push(cum.last().copied().unwrap_or(0) + x);
+    }
+    (0..=LORENZ_STEPS)
+        .map(|k| {
+            let x = k as f64 / LORENZ_STEPS as f64;
+            // the curve between whole groups is linear
+            let pos = x * n as f64;
+            let (i, frac) = (pos.floor() as usize, pos.fract());
+            let lo = cum[i.min(n)] as f64;
+            let hi = cum[(i + 1).min(n)] as f64;
+            [x, (lo + (hi - lo) * frac) / total as f64]
+        })
+        .collect()
 }
 
 /// Concentration over instances and over hosts (registered members).
@@ -151,4 +199,41 @@ pub fn by_network(
         }
     }
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_groups_have_no_inequality_and_a_straight_lorenz_curve() {
+        let c = concentration(vec![5; 40]);
+        assert!(c.gini.abs() < 1e-9, "{}", c.gini);
+        assert_eq!(c.lorenz.len(), LORENZ_STEPS + 1);
+        for [x, y] in &c.lorenz {
+            assert!((x - y).abs() < 1e-9, "{x} {y}");
+        }
+    }
+
+    #[test]
+    fn gini_and_lorenz_of_two_unequal_groups() {
+        let c = concentration(vec![3, 1, 0]);
+        assert!((c.gini - 0.25).abs() < 1e-9, "{}", c.gini);
+        // halfway through the groups (the smaller one): a quarter of the accounts
+        let mid = c.lorenz[LORENZ_STEPS / 2];
+        assert!((mid[0] - 0.5).abs() < 1e-9 && (mid[1] - 0.25).abs() < 1e-9, "{mid:?}");
+        assert_eq!(c.lorenz.first(), Some(&[0.0, 0.0]));
+        assert_eq!(c.lorenz.last(), Some(&[1.0, 1.0]));
+        // never above the diagonal, never falling
+        for w in c.lorenz.windows(2) {
+            assert!(w[1][1] >= w[0][1] && w[1][1] <= w[1][0] + 1e-9, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn no_accounts_no_curve() {
+        let c = concentration(vec![0, 0]);
+        assert!(c.lorenz.is_empty());
+        assert_eq!(c.gini, 0.0);
+    }
 }

@@ -24,6 +24,10 @@ pub struct Position {
     /// exactly that time (pages can split a timestamp; they dedupe).
     pub created_at: Option<String>,
     pub cids_at: Vec<String>,
+    /// The `createdAt` of the last operation applied, in either form (how
+    /// fresh the load is; not used to resume).
+    #[serde(default)]
+    pub last_at: Option<String>,
 }
 
 impl Position {
@@ -42,6 +46,9 @@ impl Position {
     }
 
     fn advance(&mut self, op: &ExportOp) {
+        if self.last_at.as_deref() != Some(op.created_at.as_str()) {
+            self.last_at = Some(op.created_at.clone());
+        }
         if let Some(s) = op.seq {
             self.seq = Some(s);
             self.created_at = None;
