@@ -580,3 +580,211 @@ async fn reads_from_memory_alone_miss_on_a_cold_store_and_answer_the_same_when_w
     }
     assert_eq!(answers[0], answers[1], "inline reads answer what the blocking pool answers");
 }
+
+// ---------------------------------------------------------------- the explorer
+
+/// A page: status, the header block, the body.
+async fn page(api: &Api, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", api.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_card_shows_host_instance_contacts_and_moves_in_html() {
+    let api = start(Limits::default(), None).await;
+    let (s, head, html) = page(&api, &format!("/?q={ALICE}")).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
+    assert!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{head}");
+    assert!(head.contains("server-timing: render;dur="), "{head}");
+    for want in [
+        "Who is responsible for <bdi>alice.bsky.social</bdi>",
+        "https://pds.coop.example",
+        "Example Co-op",
+        "mod@coop.example",
+        "href=\"mailto:abuse@coop.example\"",
+        "did:plc:llllllllllllllllllllllll",
+        // her move from the provider to the co-op, on the timeline
+        "1 move(s), oldest first.",
+        "https://a.host.bsky.network",
+        "/xrpc/dev.instancemap.lookup?subject=did%3Aplc%3Aaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        assert!(html.contains(want), "{want:?} missing from the card:\n{html}");
+    }
+    // no inline script or style for the policy to refuse
+    assert!(!html.contains("<script>") && !html.contains("style="), "{html}");
+
+    // by handle (the registrant of a custom domain) and by at:// URI
+    let (s, _, html) = page(&api, "/?q=carol.example.net").await;
+    assert_eq!(s, 200);
+    assert!(html.contains(CAROL) && html.contains("example.net"), "{html}");
+    let (s, _, html) = page(&api, &format!("/?q=at://{CAROL}/app.bsky.feed.post/3l3qo2vuowo2b")).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("app.bsky.feed.post/3l3qo2vuowo2b"), "{html}");
+    // a report reason narrows the routes, as the API's reason does
+    let (s, _, html) = page(&api, &format!("/?q={ALICE}&reason=reasonSpam")).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("Who to tell about "), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_search_leads_hosts_and_names_to_instances_and_says_what_failed() {
+    let api = start(Limits::default(), None).await;
+    let (_, v) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={ALICE}")).await;
+    let id = v["instance"]["id"].as_str().unwrap().to_owned();
+    for q in ["pds.coop.example", "https://pds.coop.example/", "Example%20Co-op", id.as_str()] {
+        let (s, head, _) = page(&api, &format!("/?q={q}")).await;
+        assert_eq!(s, 303, "{q}");
+        assert!(head.contains(&format!("location: /instance/{id}")), "{q}: {head}");
+    }
+    let (s, _, html) = page(&api, "/?q=did:plc:zzzzzzzzzzzzzzzzzzzzzzzz").await;
+    assert_eq!(s, 404);
+    assert!(html.contains("This account is not known") && html.contains("not in the PLC export loaded"), "{html}");
+    let (s, _, html) = page(&api, "/?q=nobody.example.org").await;
+    assert_eq!(s, 404);
+    assert!(html.contains("No account with this handle is known"), "{html}");
+    // what was typed comes back in the search box, escaped
+    let (s, _, html) = page(&api, "/?q=%22%3E%3Cscript%3Ealert(1)%3C/script%3E").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("That cannot be looked up"), "{html}");
+    assert!(!html.contains("<script>alert"), "{html}");
+    let (s, _, html) = page(&api, "/instance/inst_000000000000").await;
+    assert_eq!(s, 404);
+    assert!(html.contains("No such instance"), "{html}");
+    let (s, _, _) = page(&api, "/assets/nothing.js").await;
+    assert_eq!(s, 404);
+    let (s, head, css) = page(&api, "/assets/style.css").await;
+    assert_eq!(s, 200);
+    assert!(head.contains("text/css") && css.contains("prefers-color-scheme"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_instance_page_list_and_glance_agree_with_the_api() {
+    let api = start(Limits::default(), None).await;
+    let (_, v) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={ALICE}")).await;
+    let id = v["instance"]["id"].as_str().unwrap().to_owned();
+    let (s, _, html) = page(&api, &format!("/instance/{id}")).await;
+    assert_eq!(s, 200, "{html}");
+    let (_, inst) = get(&api, &format!("/xrpc/dev.instancemap.getInstance?id={id}")).await;
+    for h in inst["hosts"].as_array().unwrap() {
+        assert!(html.contains(&format!("<code>{}</code>", h.as_str().unwrap())), "{h} missing");
+    }
+    let (_, g) = get(&api, &format!("/xrpc/dev.instancemap.getGrowth?id={id}")).await;
+    let days = g["days"].as_array().unwrap().len();
+    assert!(days > 0);
+    assert!(html.contains(&format!("data-points=\"{days}\"")), "{html}");
+    assert_eq!(html.matches("<circle class=\"point\"").count(), days);
+    assert!(html.contains("verified operator declaration") && html.contains("mod@coop.example"), "{html}");
+
+    // the list, paged with the API's cursor, every instance once
+    let (_, all) = get(&api, "/xrpc/dev.instancemap.listInstances?limit=1000").await;
+    let total = all["total"].as_u64().unwrap() as usize;
+    let (mut path, mut rows, mut pages) = ("/instances?limit=2".to_owned(), 0, 0);
+    loop {
+        let (s, _, html) = page(&api, &path).await;
+        assert_eq!(s, 200, "{path}: {html}");
+        pages += 1;
+        rows += html.matches("<td><a href=\"/instance/inst_").count();
+        match html.split("rel=\"next\"").next().and_then(|b| b.rsplit("href=\"").next()).filter(|_| html.contains("rel=\"next\"")) {
+            Some(next) => path = next.split('"').next().unwrap().replace("&amp;", "&"),
+            None => break,
+        }
+        assert!(pages <= total, "paging does not end");
+    }
+    assert_eq!((rows, pages), (total, total.div_ceil(2)));
+
+    // the glance: the totals and the concentration getSummary gives
+    let (_, sum) = get(&api, "/xrpc/dev.instancemap.getSummary").await;
+    assert!(sum["concentration"]["instances"]["lorenz"].as_array().unwrap().len() == 21, "{sum}");
+    assert!(sum["ingest"]["plc"]["lastOperationAt"].as_str().unwrap().starts_with("2025-01-06"), "{sum}");
+    let (s, _, html) = page(&api, "/").await;
+    assert_eq!(s, 200);
+    let share = sum["concentration"]["instances"]["top1_share"].as_f64().unwrap();
+    assert!(html.contains(&format!("{:.1}%", share * 100.0)), "{html}");
+    assert!(html.contains("class=\"curve\""), "{html}");
+    let (s, _, html) = page(&api, "/flows?from=2025-01-01").await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("account moves from 2025-01-01"), "{html}");
+}
+
+/// What an operator writes in its declaration reaches the page only as
+/// text: a script in its name is escaped, a home page that tries to close
+/// its attribute stays inside it, and a contact it marked confidential is
+/// not shown at all. (A `javascript:` URL never gets this far: the
+/// declaration's lexicon check refuses it; `page::safe_href` would too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_shows_what_an_operator_wrote_only_as_text_and_never_its_confidential_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio::task::block_in_place(|| {
+        let store = network(dir.path());
+        let contact = |role: &str, email: &str, confidential: bool| {
+            let mut c = vec![("role", text(role)), ("email", text(email))];
+            if confidential {
+                c.push(("confidential", Value::Bool(true)));
+            }
+            map(c)
+        };
+        let declaration = map(vec![
+            ("$type", text("dev.instancemap.declaration")),
+            ("name", text("Co-op <script>alert(1)</script>")),
+            ("pdsHosts", Value::Array(vec![text("https://pds.coop.example"), text("https://b.host.bsky.network")])),
+            ("moderationContact", text("mod@coop.example")),
+            ("serviceName", text("<img src=x onerror=alert(2)>")),
+            ("homeUrl", text("https://coop.example/\"><script>alert(3)</script>")),
+            ("supportUrl", text("https://coop.example/help")),
+            (
+                "contacts",
+                Value::Array(vec![
+                    contact("abuse", "abuse@coop.example", false),
+                    contact("security", "secret-desk@coop.example", true),
+                ]),
+            ),
+            ("createdAt", text("2026-11-27T00:00:00.000Z")),
+        ]);
+        let f = signed_commit_frame(
+            2,
+            OP,
+            "3mptbypluud2b",
+            &[TestOp {
+                action: "update",
+                path: "dev.instancemap.declaration/self",
+                record: Some(declaration),
+                omit_block: false,
+            }],
+            Some(&test_key(7).0),
+        );
+        let store = ingest_frames(store, "replay", &[f]);
+        map::recompute(&store, &Default::default()).unwrap();
+        store
+    });
+    let state = ApiState::new(store, false, None, Limits::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = Api { addr: listener.local_addr().unwrap(), _dir: dir };
+    tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    // the lookup has the new declaration, the confidential contact marked
+    let (_, v) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={ALICE}")).await;
+    let op = v["entities"].as_array().unwrap().iter().find(|e| e["roles"][0] == "operator").unwrap().clone();
+    assert_eq!(op["supportUrl"], "https://coop.example/help", "{v}");
+    assert!(v.to_string().contains("secret-desk@coop.example"), "the API gives reporters the confidential contact");
+    let id = v["instance"]["id"].as_str().unwrap().to_owned();
+    for path in [format!("/?q={ALICE}"), format!("/instance/{id}"), "/instances".to_owned(), "/".to_owned()] {
+        let (s, _, html) = page(&api, &path).await;
+        assert_eq!(s, 200, "{path}: {html}");
+        assert!(!html.contains("<script>alert") && !html.contains("<img"), "{path}: markup from the operator: {html}");
+        assert!(!html.contains("\"><script>"), "{path}: an attribute broken out of");
+        assert!(!html.contains("secret-desk@coop.example"), "{path}: the confidential contact is shown");
+    }
+    let (_, _, html) = page(&api, &format!("/?q={ALICE}")).await;
+    assert!(html.contains("Co-op &lt;script&gt;alert(1)&lt;/script&gt;"), "the name is shown as text: {html}");
+    assert!(html.contains("href=\"https://coop.example/help\""), "{html}");
+    assert!(html.contains("https://coop.example/&quot;&gt;&lt;script&gt;"), "the home page is shown as text: {html}");
+}

@@ -31,7 +31,10 @@ pub fn bars(id: &str, title: &str, bars: &[Bar], total: Option<i64>) -> Markup {
     let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f64;
     let bar_w = w - label_w - 100.0;
     html! {
-        svg class="chart bars" viewBox={ "0 0 " (w) " " (h) } role="img" aria-labelledby={ (id) "-t" } {
+        // with links inside it is a group of them, not one image (whose
+        // children a screen reader would not reach)
+        svg class="chart bars" viewBox={ "0 0 " (w) " " (h) }
+            role=(if bars.iter().any(|b| b.href.is_some()) { "group" } else { "img" }) aria-labelledby={ (id) "-t" } {
             title id={ (id) "-t" } { (title) }
             @for (i, b) in bars.iter().enumerate() {
                 @let y = 4.0 + i as f64 * row;

@@ -986,8 +986,17 @@ async fn flows(State(st): State<ApiState>, RawQuery(raw): RawQuery) -> Response 
     };
     let names = names_of(&st).await;
     let ids: Vec<String> = v["instances"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
-    let labels: Vec<String> = ids.iter().map(|i| names.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
     let matrix: Vec<Vec<i64>> = serde_json::from_value(v["matrix"].clone()).unwrap_or_default();
+    // most moves in and out first, the rest (OTHER) last
+    let volume = |i: usize| -> i64 {
+        matrix.get(i).map_or(0, |r| r.iter().sum::<i64>()) + matrix.iter().map(|r| r.get(i).copied().unwrap_or(0)).sum::<i64>()
+    };
+    let mut order: Vec<usize> = (0..ids.len().min(matrix.len())).collect();
+    order.sort_by_key(|&i| (ids[i] == query::OTHER, std::cmp::Reverse(volume(i)), ids[i].clone()));
+    let matrix: Vec<Vec<i64>> = order.iter().map(|&i| order.iter().map(|&j| matrix[i].get(j).copied().unwrap_or(0)).collect()).collect();
+    let ids: Vec<String> = order.iter().map(|&i| ids[i].clone()).collect();
+    let labels: Vec<String> = ids.iter().map(|i| names.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
+    let kept = ids.iter().filter(|i| *i != query::OTHER).count();
     // the largest flows, for the list beside the picture
     let mut pairs: Vec<(usize, usize, i64)> = Vec::new();
     for (i, row) in matrix.iter().enumerate() {
@@ -1014,7 +1023,8 @@ async fn flows(State(st): State<ApiState>, RawQuery(raw): RawQuery) -> Response 
             p { "No account is known to have moved between instances from " (from) " to " (to) ". "
                 a href={ "/flows?" (page::query(&[("from", "2022-01-01"), ("to", &to)])) } { "All time" } }
         } @else {
-            p { (num(moved)) " account moves from " (from) " to " (to) " between the " (ids.len()) " instances most involved (the rest as " (query::OTHER) ")." }
+            p { (num(moved)) " account moves from " (from) " to " (to) " between the " (kept) " instances most involved"
+                @if kept < ids.len() { " (the rest together as " (query::OTHER) ")" } "." }
             figure {
                 div class="scroll" role="region" aria-label="Migration matrix" tabindex="0" {
                     (chart::heatmap("heat", &labels, &matrix))
