@@ -100,6 +100,7 @@ def build_db(binary, work, accounts, endpoint):
     quiet = ["env", "RUST_LOG=error"]
     lb = os.path.join(work, "plc-loopback.jsonl")
     dids = loopback_export(lb, endpoint, 6)
+    FakePds.dids = dids  # listRepos names them at the crawl
     print(f"# {check_api.run(quiet + [binary, 'backfill-plc', '--db', db, '--file', lb], 'backfill-plc (loopback)')}")
     print(f"# {check_api.run(quiet + [binary, 'crawl-hosts', '--db', db, '--no-list-hosts', '--allow-loopback', '--no-contacts'], 'crawl-hosts')}")
     fx = check_api.FIXTURES
@@ -174,6 +175,17 @@ def axe(d, axe_js):
     return [v for v in res if v.get("impact") in ("serious", "critical")]
 
 
+def full_shot(d, path):
+    """A screenshot of the whole page, not only the window."""
+    import base64
+    m = d.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = m.get("cssContentSize") or m["contentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}
+    shot = d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(shot["data"]))
+
+
 def csp_errors(d):
     try:
         logs = d.get_log("browser")
@@ -202,7 +214,6 @@ def main():
     srv, drivers = None, []
     try:
         db, dids = build_db(a.bin, work, a.accounts, endpoint)
-        FakePds.dids = dids
         srv = check_api.Server(a.bin, db, work)
         base = srv.base
         from selenium.webdriver.common.by import By
@@ -235,7 +246,7 @@ def main():
         r.check(f"mailto:{CONTACT}" in links, "the contact is a mail link", links)
         copy = d.find_elements(By.CSS_SELECTOR, "button.copy")
         r.check(copy and all(b.is_displayed() for b in copy), "with scripts on the copy buttons show", len(copy))
-        d.save_screenshot(os.path.join(a.shots, "card-desktop.png"))
+        full_shot(d, os.path.join(a.shots, "card-desktop.png"))
         search(d, base, "member0.loopback-pds.test")
         r.check(did in text(d), "search by handle finds the same account", h1(d))
         search(d, base, f"at://{did}/app.bsky.feed.post/3l3qo2vuowo2b")
@@ -247,7 +258,7 @@ def main():
         # errors in words
         search(d, base, "did:plc:zzzzzzzzzzzzzzzzzzzzzzzz")
         r.check(h1(d) == "This account is not known", "an unknown DID says so", h1(d))
-        d.save_screenshot(os.path.join(a.shots, "unknown-desktop.png"))
+        full_shot(d, os.path.join(a.shots, "unknown-desktop.png"))
         search(d, base, "not a subject at all")
         r.check(h1(d) == "That cannot be looked up", "a query that is no subject says so", h1(d))
 
@@ -267,7 +278,7 @@ def main():
                 break
         points = d.find_elements(By.CSS_SELECTOR, "svg.growth circle.point")
         r.check(len(points) == len(days) > 1, "the growth chart has a point per day of getGrowth", f"{len(points)} vs {len(days)}")
-        d.save_screenshot(os.path.join(a.shots, "instance-desktop.png"))
+        full_shot(d, os.path.join(a.shots, "instance-desktop.png"))
 
         # the list, paged to the end
         total = api(base, "listInstances", limit=1)["total"]
@@ -283,6 +294,8 @@ def main():
         r.check(len(seen) == total and pages == (total + 9) // 10,
                 "paging the instance list reaches the last page, every instance once",
                 f"{len(seen)} rows of {total} on {pages} pages")
+        d.get(base + "/instances")
+        full_shot(d, os.path.join(a.shots, "instances-desktop.png"))
         d.get(base + "/instances?sort=growth&hasDeclaration=false")
         r.check("30-day growth ↓" in text(d), "the list sorts by growth")
 
@@ -290,7 +303,7 @@ def main():
         d.get(base + "/flows?from=2024-01-01")
         cells = d.find_elements(By.CSS_SELECTOR, "svg.heatmap rect.cell")
         r.check(len(cells) > 4, "the flows page draws its matrix", len(cells))
-        d.save_screenshot(os.path.join(a.shots, "flows-desktop.png"))
+        full_shot(d, os.path.join(a.shots, "flows-desktop.png"))
 
         # the keyboard: "/" focuses the search box
         d.get(base + "/instances")
@@ -305,7 +318,7 @@ def main():
                           "instance": f"/instance/{big['id']}", "instances": "/instances",
                           "flows": "/flows?from=2024-01-01", "unknown": "/?q=did:plc:zzzzzzzzzzzzzzzzzzzzzzzz"}
         d.get(base + "/")
-        d.save_screenshot(os.path.join(a.shots, "home-desktop.png"))
+        full_shot(d, os.path.join(a.shots, "home-desktop.png"))
         for name, path in pages_to_check.items():
             d.get(base + path)
             bad = csp_errors(d)
@@ -319,7 +332,7 @@ def main():
             phone.get(base + path)
             wide = phone.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
             r.check(wide[0] <= wide[1] + 1, f"{name}: nothing scrolls sideways at phone width", wide)
-            phone.save_screenshot(os.path.join(a.shots, f"{name}-phone.png"))
+            full_shot(phone, os.path.join(a.shots, f"{name}-phone.png"))
 
         # scripts off: the card and the instance page are whole
         off = browser(1280, 1000, scripts=False)
@@ -336,6 +349,9 @@ def main():
         s, html = fetch(base, "/?q=did:plc:zzzzzzzzzzzzzzzzzzzzzzzz")
         r.check(s == 404 and "This account is not known" in html, "an unknown DID is a 404 page in words", s)
         r.check(srv.proc.poll() is None, "serve still running after the browser checks")
+        with open(srv.log.name, encoding="utf-8") as f:
+            log = f.read()
+        r.check(f"the explorer is at {base}/" in log, "serve prints the explorer's address", log[-300:])
     except (Exception, SystemExit) as e:  # noqa: BLE001 - counted, then the total is printed
         r.check(False, "check-explorer ran to the end", repr(e))
     finally:

@@ -409,7 +409,11 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     tracing::info!(relay = %source, ?cursor, db = %opts.db.display(), "starting");
     let listener =
         tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+    tracing::info!(addr = %listener.local_addr()?, "serving the explorer, the API, /metrics and /healthz");
+    eprintln!(
+        "instancemap: the explorer is at {} (the API under /xrpc/)",
+        api::explorer::address(listener.local_addr()?)
+    );
     let state = api::ApiState::new(store.clone(), false, opts.admin_token.clone(), opts.api.clone())
         .with_writer(writer.clone())
         .with_networks(opts.networks.clone());

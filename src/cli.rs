@@ -359,6 +359,10 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             let listener =
                 tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {}", a.listen))?;
             tracing::info!(addr = %listener.local_addr()?, db = %a.db.db.display(), "serving the API read-only");
+            eprintln!(
+                "instancemap: the explorer is at {} (the API under /xrpc/)",
+                crate::api::explorer::address(listener.local_addr()?)
+            );
             // the lookup's families into the block cache, meanwhile
             let (s, stop) = (store.clone(), app::stop_flag(&cancel));
             tokio::task::spawn_blocking(move || {

@@ -694,7 +694,12 @@ async fn the_explorer_instance_page_list_and_glance_agree_with_the_api() {
         assert_eq!(s, 200, "{path}: {html}");
         pages += 1;
         rows += html.matches("<td><a href=\"/instance/inst_").count();
-        match html.split("rel=\"next\"").next().and_then(|b| b.rsplit("href=\"").next()).filter(|_| html.contains("rel=\"next\"")) {
+        match html
+            .split("rel=\"next\"")
+            .next()
+            .and_then(|b| b.rsplit("href=\"").next())
+            .filter(|_| html.contains("rel=\"next\""))
+        {
             Some(next) => path = next.split('"').next().unwrap().replace("&amp;", "&"),
             None => break,
         }

@@ -386,12 +386,9 @@ async fn guard(State(state): State<ApiState>, req: axum::extract::Request, next:
 
 /// Counts every request by route template and status class, and times it.
 async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| {
-            ROUTES.iter().chain(explorer::ROUTES).copied().find(|r| *r == p.as_str()).unwrap_or("unmatched")
-        });
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| {
+        ROUTES.iter().chain(explorer::ROUTES).copied().find(|r| *r == p.as_str()).unwrap_or("unmatched")
+    });
     let start = Instant::now();
     let resp = next.run(req).await;
     let class = match resp.status().as_u16() {

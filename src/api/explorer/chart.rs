@@ -97,7 +97,13 @@ pub fn growth(id: &str, title: &str, days: &[(String, i64)]) -> Markup {
     let span = (t1 - t0).max(1) as f64;
     let max = days.iter().map(|d| d.1).max().unwrap_or(0).max(1) as f64;
     let min = days.iter().map(|d| d.1).min().unwrap_or(0).min(0) as f64;
-    let x = |t: i64| if days.len() == 1 { pad_l + (w - pad_l - pad_r) / 2.0 } else { pad_l + (t - t0) as f64 / span * (w - pad_l - pad_r) };
+    let x = |t: i64| {
+        if days.len() == 1 {
+            pad_l + (w - pad_l - pad_r) / 2.0
+        } else {
+            pad_l + (t - t0) as f64 / span * (w - pad_l - pad_r)
+        }
+    };
     let y = |v: i64| pad_t + (max - v as f64) / (max - min).max(1.0) * (h - pad_t - pad_b);
     let line: Vec<String> = ms.iter().zip(days).map(|(t, d)| format!("{:.1},{:.1}", x(*t), y(d.1))).collect();
     html! {
@@ -158,8 +164,7 @@ mod tests {
 
     #[test]
     fn a_growth_chart_has_a_point_per_day() {
-        let days: Vec<(String, i64)> =
-            (1..=7).map(|d| (format!("2025-01-{d:02}"), d * 3)).collect();
+        let days: Vec<(String, i64)> = (1..=7).map(|d| (format!("2025-01-{d:02}"), d * 3)).collect();
         let svg = growth("g", "growth", &days).into_string();
         assert_eq!(svg.matches("<circle").count(), 7, "{svg}");
         assert!(svg.contains("data-points=\"7\""));

@@ -51,6 +51,16 @@ pub fn routes() -> axum::Router<ApiState> {
         .route("/assets/{name}", get(asset))
 }
 
+/// The explorer's address for people, from the API's listening address
+/// (an unspecified address is reached on loopback).
+pub fn address(addr: std::net::SocketAddr) -> String {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    format!("http://{a}/")
+}
+
 /// Flows drawn on `/flows` unless `top` says otherwise.
 const FLOW_TOP: usize = 12;
 /// Growth days read for a chart at most (pages of 1,000).
@@ -70,7 +80,9 @@ where
 /// The page's query parameters, leniently (unknown ones are ignored: a
 /// browser or a link may add some).
 fn params(raw: Option<String>) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// An HTML answer with the explorer's headers.
@@ -312,12 +324,16 @@ async fn search(st: &ApiState, q: &str, reason: Option<&str>, started: Instant) 
 async fn find_instance(st: &ApiState, q: &str) -> Option<(String, String)> {
     let q = q.trim().trim_end_matches('/').to_ascii_lowercase();
     st.read(move |st| {
-        let endpoint = if q.starts_with("https://") || q.starts_with("http://") { q.clone() } else { format!("https://{q}") };
+        let endpoint =
+            if q.starts_with("https://") || q.starts_with("http://") { q.clone() } else { format!("https://{q}") };
         if let Some(id) = crate::cluster::map::instance_id_of_host(&st.store, &endpoint)? {
             return Ok(Some((id, format!("the host {endpoint}"))));
         }
         let all = st.cache.instances(&st.store)?;
-        Ok(all.iter().find(|i| i.name.to_ascii_lowercase() == q).map(|i| (i.id.clone(), format!("the instance {}", i.name))))
+        Ok(all
+            .iter()
+            .find(|i| i.name.to_ascii_lowercase() == q)
+            .map(|i| (i.id.clone(), format!("the instance {}", i.name))))
     })
     .await
     .ok()
@@ -486,7 +502,7 @@ fn route_list(rs: &Value, hidden: &HashSet<String>) -> Markup {
                         @if let Some(c) = r.get("check").filter(|c| c.is_object()) {
                             " · "
                             @if c["ok"] == true { span class="ok" { "checked" } } @else if c["ok"] == false { span class="warn" { "check failed" } } @else { span class="muted" { "not checked yet" } }
-                            @if c["stale"] == true { " " span class="warn" { "(not confirmed within 7 days)" } }
+                            @if c["stale"] == true && c["ok"].is_boolean() { " " span class="warn" { "(not confirmed within 7 days)" } }
                         }
                         div class="evidence" { (r["evidence"].as_str().unwrap_or("")) " · last checked " (ago(&r["lastChecked"])) }
                     }
@@ -638,9 +654,13 @@ async fn instance_page(st: &ApiState, id: &str) -> Result<Markup, ApiError> {
     let mut cursor = String::new();
     for _ in 0..GROWTH_PAGES {
         let g = api(query::get_growth, st, page::query(&[("id", id), ("limit", "1000"), ("cursor", &cursor)])).await?;
-        days.extend(g["days"].as_array().into_iter().flatten().map(|d| {
-            (d["day"].as_str().unwrap_or_default().to_owned(), d["total"].as_i64().unwrap_or(0))
-        }));
+        days.extend(
+            g["days"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| (d["day"].as_str().unwrap_or_default().to_owned(), d["total"].as_i64().unwrap_or(0))),
+        );
         match g["cursor"].as_str() {
             Some(c) => cursor = c.to_owned(),
             None => break,
@@ -651,9 +671,11 @@ async fn instance_page(st: &ApiState, id: &str) -> Result<Markup, ApiError> {
     let (mut inflow, mut outflow): (BTreeMap<String, i64>, BTreeMap<String, i64>) = Default::default();
     let mut cursor = String::new();
     for _ in 0..GROWTH_PAGES {
-        let f = api(query::get_flows, st, page::query(&[("from", &from), ("limit", "1000"), ("cursor", &cursor)])).await?;
+        let f =
+            api(query::get_flows, st, page::query(&[("from", &from), ("limit", "1000"), ("cursor", &cursor)])).await?;
         for e in f["flows"].as_array().into_iter().flatten() {
-            let (a, b, n) = (e["from"].as_str().unwrap_or(""), e["to"].as_str().unwrap_or(""), e["accounts"].as_i64().unwrap_or(0));
+            let (a, b, n) =
+                (e["from"].as_str().unwrap_or(""), e["to"].as_str().unwrap_or(""), e["accounts"].as_i64().unwrap_or(0));
             if b == id && a != id {
                 *inflow.entry(a.to_owned()).or_default() += n;
             } else if a == id && b != id {
@@ -865,9 +887,17 @@ async fn instances(State(st): State<ApiState>, RawQuery(raw): RawQuery) -> Respo
     let started = Instant::now();
     let p = params(raw);
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
-    let (sort, min, declared, status, cursor) = (get("sort"), get("minMembers"), get("hasDeclaration"), get("hostStatus"), get("cursor"));
+    let (sort, min, declared, status, cursor) =
+        (get("sort"), get("minMembers"), get("hasDeclaration"), get("hostStatus"), get("cursor"));
     let limit = if get("limit").is_empty() { "50" } else { get("limit") };
-    let qs = page::query(&[("sort", sort), ("minMembers", min), ("hasDeclaration", declared), ("hostStatus", status), ("cursor", cursor), ("limit", limit)]);
+    let qs = page::query(&[
+        ("sort", sort),
+        ("minMembers", min),
+        ("hasDeclaration", declared),
+        ("hostStatus", status),
+        ("cursor", cursor),
+        ("limit", limit),
+    ]);
     let v = match api(query::list_instances, &st, qs).await {
         Ok(v) => v,
         Err(e) => return error_page(&e, "", started),
@@ -973,11 +1003,8 @@ async fn flows(State(st): State<ApiState>, RawQuery(raw): RawQuery) -> Response 
     let p = params(raw);
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("").to_owned();
     let to = if get("to").is_empty() { crate::clock::today() } else { get("to") };
-    let from = if get("from").is_empty() {
-        crate::clock::day(crate::clock::now_ms() - 365 * 86_400_000)
-    } else {
-        get("from")
-    };
+    let from =
+        if get("from").is_empty() { crate::clock::day(crate::clock::now_ms() - 365 * 86_400_000) } else { get("from") };
     let top = if get("top").is_empty() { FLOW_TOP.to_string() } else { get("top") };
     let qs = page::query(&[("from", &from), ("to", &to), ("format", "matrix"), ("top", &top), ("limit", "1000")]);
     let v = match api(query::get_flows, &st, qs.clone()).await {
@@ -985,15 +1012,18 @@ async fn flows(State(st): State<ApiState>, RawQuery(raw): RawQuery) -> Response 
         Err(e) => return error_page(&e, "", started),
     };
     let names = names_of(&st).await;
-    let ids: Vec<String> = v["instances"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
+    let ids: Vec<String> =
+        v["instances"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
     let matrix: Vec<Vec<i64>> = serde_json::from_value(v["matrix"].clone()).unwrap_or_default();
     // most moves in and out first, the rest (OTHER) last
     let volume = |i: usize| -> i64 {
-        matrix.get(i).map_or(0, |r| r.iter().sum::<i64>()) + matrix.iter().map(|r| r.get(i).copied().unwrap_or(0)).sum::<i64>()
+        matrix.get(i).map_or(0, |r| r.iter().sum::<i64>())
+            + matrix.iter().map(|r| r.get(i).copied().unwrap_or(0)).sum::<i64>()
     };
     let mut order: Vec<usize> = (0..ids.len().min(matrix.len())).collect();
     order.sort_by_key(|&i| (ids[i] == query::OTHER, std::cmp::Reverse(volume(i)), ids[i].clone()));
-    let matrix: Vec<Vec<i64>> = order.iter().map(|&i| order.iter().map(|&j| matrix[i].get(j).copied().unwrap_or(0)).collect()).collect();
+    let matrix: Vec<Vec<i64>> =
+        order.iter().map(|&i| order.iter().map(|&j| matrix[i].get(j).copied().unwrap_or(0)).collect()).collect();
     let ids: Vec<String> = order.iter().map(|&i| ids[i].clone()).collect();
     let labels: Vec<String> = ids.iter().map(|i| names.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
     let kept = ids.iter().filter(|i| *i != query::OTHER).count();

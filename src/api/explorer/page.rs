@@ -94,9 +94,7 @@ pub fn safe_href(s: &str) -> Option<String> {
 
 fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else { return false };
-    !local.is_empty()
-        && domain.contains('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "@.-_+".contains(c))
+    !local.is_empty() && domain.contains('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "@.-_+".contains(c))
 }
 
 /// A contact as a link when it is one, else as text; with a copy button
