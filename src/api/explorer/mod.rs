@@ -293,7 +293,12 @@ async fn search(st: &ApiState, q: &str, reason: Option<&str>, started: Instant) 
         return redirect(&format!("/instance/{}", page::query(&[("", q)]).trim_start_matches('=')));
     }
     let parsed = query::parse_subject(q);
-    let also = find_instance(st, q).await;
+    // a host or a name looks like a handle, or like nothing the lookup
+    // takes; a DID or an at:// URI is neither
+    let also = match &parsed {
+        Ok(query::Subject::Did(_) | query::Subject::Uri { .. }) => None,
+        _ => find_instance(st, q).await,
+    };
     let e = match parsed {
         Ok(subject) => {
             let mut qs = vec![("subject", q)];
