@@ -326,12 +326,25 @@ def main():
             v = axe(d, axe_js)
             r.check(not v, f"{name}: axe-core finds no serious or critical violation",
                     [(x["id"], x["impact"], x["help"], [n.get("target") for n in x["nodes"][:3]]) for x in v])
+        # the dark scheme: the same checks of contrast
+        d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                          {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        for name in ["home", "card", "instance"]:
+            d.get(base + pages_to_check[name])
+            v = axe(d, axe_js)
+            r.check(not v, f"{name} in the dark scheme: axe-core finds no serious or critical violation",
+                    [(x["id"], x["impact"], x["help"], [n.get("target") for n in x["nodes"][:3]]) for x in v])
+            full_shot(d, os.path.join(a.shots, f"{name}-dark.png"))
         phone = browser(390, 844)
         drivers.append(phone)
+        # a window is at least 500 px wide headless: the phone's viewport
+        # is emulated (390 CSS px, as a common phone's)
+        phone.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
         for name, path in pages_to_check.items():
             phone.get(base + path)
             wide = phone.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
-            r.check(wide[0] <= wide[1] + 1, f"{name}: nothing scrolls sideways at phone width", wide)
+            r.check(wide[1] == 390 and wide[0] <= wide[1] + 1, f"{name}: nothing scrolls sideways at phone width (390 px)", wide)
             full_shot(phone, os.path.join(a.shots, f"{name}-phone.png"))
 
         # scripts off: the card and the instance page are whole

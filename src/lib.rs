@@ -13,7 +13,7 @@
 //!                                                                                    │ marks
 //!                                             cluster::maintain::Maintainer ◄─────────┤ (map_dirty)
 //!                                                  (the map's own families)          ▼
-//!  api (XRPC, /metrics), export, stats, inspect ◄── StoreReader, MapReader ◄── store (RocksDB; MemStore)
+//!  api (XRPC, explorer, /metrics), export, stats ◄── StoreReader, MapReader ◄── store (RocksDB; MemStore)
 //! ```
 //!
 //! The seams: every source hands typed changes (a [`store::Batch`]) to the
@@ -50,7 +50,8 @@
 //!   full recompute (`recompute`), concentration, the shared readers
 //!   (`map`), explanations and history.
 //! - [`ingest`]: the single writer: batches, exactly-once by cursor.
-//! - [`api`]: the HTTP endpoint (XRPC, OpenAPI, /metrics, /healthz).
+//! - [`api`]: the HTTP endpoint (XRPC, OpenAPI, /metrics, /healthz) and the
+//!   explorer's web pages (`api::explorer`, made from the XRPC answers).
 //! - [`export`]: Parquet, NDJSON and CSV snapshots.
 //! - [`inspect`]: one account's record, for `instancemap account`.
 //! - [`stats`]: what the database holds, for `instancemap stats`.

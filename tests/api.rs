@@ -793,3 +793,28 @@ async fn the_explorer_shows_what_an_operator_wrote_only_as_text_and_never_its_co
     assert!(html.contains("href=\"https://coop.example/help\""), "{html}");
     assert!(html.contains("https://coop.example/&quot;&gt;&lt;script&gt;"), "the home page is shown as text: {html}");
 }
+
+/// A map with work pending says so on every page, in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_says_when_the_map_is_not_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio::task::block_in_place(|| {
+        let store = network(dir.path());
+        // bob moves to the co-op; the map has not taken it in
+        let mut l = Loader::new(&store).unwrap();
+        l.apply(op(9, BOB, Some("https://pds.coop.example"), "bob.bsky.social", 7, false)).unwrap();
+        l.flush().unwrap();
+        store
+    });
+    let state = ApiState::new(store, true, None, Limits::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = Api { addr: listener.local_addr().unwrap(), _dir: dir };
+    tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    for path in ["/".to_owned(), format!("/?q={BOB}"), "/instances".to_owned()] {
+        let (s, _, html) = page(&api, &path).await;
+        assert_eq!(s, 200, "{path}");
+        assert!(html.contains("The map is not current."), "{path}: {html}");
+    }
+    let (_, _, html) = page(&api, "/").await;
+    assert!(html.contains("catching up: 1 accounts waiting"), "{html}");
+}

@@ -233,10 +233,10 @@ async fn glance(st: &ApiState) -> Result<Markup, ApiError> {
                 "The largest instance holds " strong { (pct(inst["top1_share"].as_f64().unwrap_or(0.0))) } " of accounts; "
                 "the largest 5 hold " strong { (pct(inst["top5_share"].as_f64().unwrap_or(0.0))) } " and the largest 10 "
                 strong { (pct(inst["top10_share"].as_f64().unwrap_or(0.0))) } ". "
-                "Herfindahl–Hirschman index " strong { (format!("{:.0}", inst["hhi"].as_f64().unwrap_or(0.0) * 10_000.0)) }
+                "Herfindahl–Hirschman index " strong { (num((inst["hhi"].as_f64().unwrap_or(0.0) * 10_000.0).round() as i64)) }
                 " of 10,000 (above 2,500 is highly concentrated); Gini " (format!("{gini:.3}")) ". "
                 "Over single hosts: the largest holds " (pct(hosts["top1_share"].as_f64().unwrap_or(0.0)))
-                ", HHI " (format!("{:.0}", hosts["hhi"].as_f64().unwrap_or(0.0) * 10_000.0)) "."
+                ", HHI " (num((hosts["hhi"].as_f64().unwrap_or(0.0) * 10_000.0).round() as i64)) "."
             }
             div class="cols" {
                 figure {
@@ -290,7 +290,10 @@ async fn glance(st: &ApiState) -> Result<Markup, ApiError> {
 /// URI), else the instance of a host or a name.
 async fn search(st: &ApiState, q: &str, reason: Option<&str>, started: Instant) -> Response {
     if q.starts_with("inst_") {
-        return redirect(&format!("/instance/{}", page::query(&[("", q)]).trim_start_matches('=')));
+        return redirect(&format!(
+            "/instance/{}",
+            url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+        ));
     }
     let parsed = query::parse_subject(q);
     // a host or a name looks like a handle, or like nothing the lookup
@@ -432,7 +435,7 @@ async fn card(st: &ApiState, q: &str, v: Value, also: Option<(String, String)>, 
             dd {
                 @match v["instance"]["id"].as_str() {
                     Some(id) => { a href={ "/instance/" (id) } { bdi { (v["instance"]["name"].as_str().unwrap_or(id)) } }
-                        " (" (jnum(&v["instance"]["hosts"])) " hosts)" }
+                        " (" (plural(v["instance"]["hosts"].as_i64().unwrap_or(0), "host")) ")" }
                     None => "none",
                 }
             }
@@ -583,6 +586,11 @@ fn entity(e: &Value, hidden: &HashSet<String>) -> Markup {
     }
 }
 
+/// "1 host", "3 hosts".
+fn plural(n: i64, one: &str) -> String {
+    format!("{} {one}{}", num(n), if n == 1 { "" } else { "s" })
+}
+
 /// `s` with its first letter in capitals.
 fn capitalised(s: &str) -> String {
     let mut c = s.chars();
@@ -592,6 +600,7 @@ fn capitalised(s: &str) -> String {
 fn observers(o: &Value) -> Markup {
     let rows = [("its PDS", &o["pds"]), ("the relay", &o["relay"]), ("the PLC directory", &o["plc"])];
     html! {
+        div class="scroll" role="region" aria-label="Status by observer" tabindex="0" {
         table {
             caption class="sr" { "The account's status as each observer reports it" }
             thead { tr { th scope="col" { "observer" } th scope="col" { "says" } th scope="col" { "as of" } th scope="col" { "source" } } }
@@ -605,7 +614,7 @@ fn observers(o: &Value) -> Markup {
                                 @if let Some(t) = v.get("tombstoned") { @if t == true { "tombstoned" } @else { "not tombstoned" } }
                                 @else {
                                     @if v["active"] == true { "active" } @else if v["active"] == false { "inactive" }
-                                    @if let Some(s) = v["status"].as_str() { " (" (s) ")" }
+                                    @if let Some(s) = v["status"].as_str().filter(|s| *s != "active") { " (" (s) ")" }
                                 }
                             }
                             td { (ago(v.get("seenAt").or(v.get("updatedAt")).unwrap_or(&Value::Null))) }
@@ -614,6 +623,7 @@ fn observers(o: &Value) -> Markup {
                     }
                 }
             }
+        }
         }
         @if let Some(d) = o["disagreement"].as_str() { p class="warn" { "The observers disagree: " (d) } }
     }
@@ -714,7 +724,7 @@ async fn instance_page(st: &ApiState, id: &str) -> Result<Markup, ApiError> {
         h1 { bdi { (name) } }
         p class="lede" {
             code { (id) } " · " (jnum(&v["members"]["registered"])) " registered accounts on "
-            (v["hosts"].as_array().map_or(0, Vec::len)) " host(s) · "
+            (plural(v["hosts"].as_array().map_or(0, Vec::len) as i64, "host")) " · "
             @if v["declared"] == true { span class="ok" { "verified operator declaration" } } @else { span class="muted" { "no verified operator declaration" } }
         }
         dl class="facts" {
