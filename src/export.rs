@@ -291,14 +291,7 @@ pub fn export(store: &Store, format: ExportFormat, dir: &Path) -> anyhow::Result
         let act = crate::cluster::activity::of_with(&snap, &i, now, |h| Ok(host_records.get(h).map(|r| (*r).clone())))?;
         let g = i.governance.as_ref();
         // a confidential contact is for reporters, not for a published table
-        let abuse = g.and_then(|g| {
-            g.abuse_contact.clone().or_else(|| {
-                g.contacts
-                    .iter()
-                    .filter(|c| !c.confidential && crate::store::records::contact_role(&c.role) == Some("abuse"))
-                    .find_map(|c| c.email.clone().or_else(|| c.url.clone()).or_else(|| c.account.clone()))
-            })
-        });
+        let abuse = g.and_then(|g| g.abuse_contact.clone().or_else(|| g.first_contact("abuse")));
         out.row(vec![
             s(i.id.clone()),
             s(i.name.clone()),

@@ -749,7 +749,8 @@ async fn the_explorer_shows_what_an_operator_wrote_only_as_text_and_never_its_co
             (
                 "contacts",
                 Value::Array(vec![
-                    contact("abuse", "abuse@coop.example", false),
+                    // the only abuse contact is confidential: the first route for a report
+                    contact("abuse", "secret-abuse@coop.example", true),
                     contact("security", "secret-desk@coop.example", true),
                 ]),
             ),
@@ -780,6 +781,13 @@ async fn the_explorer_shows_what_an_operator_wrote_only_as_text_and_never_its_co
     let op = v["entities"].as_array().unwrap().iter().find(|e| e["roles"][0] == "operator").unwrap().clone();
     assert_eq!(op["supportUrl"], "https://coop.example/help", "{v}");
     assert!(v.to_string().contains("secret-desk@coop.example"), "the API gives reporters the confidential contact");
+    // marked where it is given, never in a field of one address
+    assert_eq!(op["abuseContact"], serde_json::Value::Null, "{op}");
+    let routes = v["routesByReason"].to_string() + &v["routes"].to_string();
+    assert!(routes.contains("secret-abuse@coop.example") && routes.contains("\"confidential\":true"), "{routes}");
+    // the explanation names the first route, confidential or not: the page
+    // must take it out of the words it shows
+    assert!(v["explanation"].as_str().unwrap().contains("secret-abuse@coop.example"), "{v}");
     let id = v["instance"]["id"].as_str().unwrap().to_owned();
     for path in [format!("/?q={ALICE}"), format!("/instance/{id}"), "/instances".to_owned(), "/".to_owned()] {
         let (s, _, html) = page(&api, &path).await;
@@ -787,6 +795,7 @@ async fn the_explorer_shows_what_an_operator_wrote_only_as_text_and_never_its_co
         assert!(!html.contains("<script>alert") && !html.contains("<img"), "{path}: markup from the operator: {html}");
         assert!(!html.contains("\"><script>"), "{path}: an attribute broken out of");
         assert!(!html.contains("secret-desk@coop.example"), "{path}: the confidential contact is shown");
+        assert!(!html.contains("secret-abuse@coop.example"), "{path}: the confidential abuse contact is shown");
     }
     let (_, _, html) = page(&api, &format!("/?q={ALICE}")).await;
     assert!(html.contains("Co-op &lt;script&gt;alert(1)&lt;/script&gt;"), "the name is shown as text: {html}");

@@ -765,11 +765,13 @@ impl Declaration {
         out
     }
 
-    /// The address of its first declared contact of `role`.
+    /// The address of its first declared contact of `role` that may be
+    /// shown (a confidential one is for reporters: the routes give it,
+    /// marked; a field of one address cannot say so).
     pub fn first_contact(&self, role: &str) -> Option<String> {
         self.contacts
             .iter()
-            .filter(|c| contact_role(&c.role) == Some(role))
+            .filter(|c| !c.confidential && contact_role(&c.role) == Some(role))
             .find_map(|c| c.email.clone().or_else(|| c.url.clone()).or_else(|| c.account.clone()))
     }
 }

@@ -378,6 +378,15 @@ fn confidential(v: &Value) -> HashSet<String> {
     out
 }
 
+/// `text` with every confidential address in it replaced by words.
+fn redact(text: &str, hidden: &HashSet<String>) -> String {
+    let mut t = text.to_owned();
+    for h in hidden.iter().filter(|h| !h.is_empty()) {
+        t = t.replace(h.as_str(), "a confidential contact (given to reporters through the API's lookup)");
+    }
+    t
+}
+
 /// A contact unless it is confidential.
 fn shown(s: &str, hidden: &HashSet<String>) -> Markup {
     if hidden.contains(s) {
@@ -411,7 +420,7 @@ async fn card(st: &ApiState, q: &str, v: Value, also: Option<(String, String)>, 
         @if let Some((id, what)) = &also {
             p class="notice" { "This is also " a href={ "/instance/" (id) } { bdi { (what) } } "." }
         }
-        p class="lede explanation" { (v["explanation"].as_str().unwrap_or_default()) }
+        p class="lede explanation" { (redact(v["explanation"].as_str().unwrap_or_default(), &hidden)) }
         dl class="facts" {
             dt { "DID" }
             dd { code { (did) } " " button type="button" class="copy" data-copy=(did) hidden aria-label="Copy the DID" { "Copy" } }
@@ -760,6 +769,21 @@ async fn instance_page(st: &ApiState, id: &str) -> Result<Markup, ApiError> {
             @if hosts["cursor"].is_string() {
                 p { "The first 100 of " (jnum(&hosts["total"])) " hosts; all of them: "
                     a href={ "/xrpc/dev.instancemap.listHosts?" (page::query(&[("instance", id)])) } { "listHosts" } "." }
+            }
+            @let proofs = v["domainProofs"].as_array().cloned().unwrap_or_default();
+            @let unproven = v["unprovenDomains"].as_array().cloned().unwrap_or_default();
+            @if !proofs.is_empty() || !unproven.is_empty() {
+                h3 { "Account domains" }
+                ul {
+                    @for p in &proofs {
+                        li { span class="ok" { "proven" } " " bdi { (p["domain"].as_str().unwrap_or("")) } " on " code { (p["host"].as_str().unwrap_or("")) }
+                            ": " (p["how"].as_str().unwrap_or("")) " (" (plural(p["accounts"].as_i64().unwrap_or(0), "account")) ", observed " (ago(&p["observedAt"])) ")" }
+                    }
+                    @for u in &unproven {
+                        li { span class="warn" { "not proven" } " " bdi { (u["domain"].as_str().unwrap_or("")) } " on " code { (u["host"].as_str().unwrap_or("")) }
+                            ": " (u["why"].as_str().unwrap_or("")) }
+                    }
+                }
             }
             @let evidence = v["evidence"].as_array().cloned().unwrap_or_default();
             @if !evidence.is_empty() {
