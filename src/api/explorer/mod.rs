@@ -569,7 +569,7 @@ fn entity(e: &Value, hidden: &HashSet<String>) -> Markup {
                 @for c in e["contacts"].as_array().into_iter().flatten().filter(|c| c["confidential"] != true) {
                     @for k in ["email", "url", "account"] {
                         @if let Some(x) = c[k].as_str() {
-                            dt { (words(c["role"].as_str().unwrap_or("contact"))) " contact" }
+                            dt { "Contact for " (words(c["role"].as_str().unwrap_or("anything"))) }
                             dd { (shown(x, hidden)) }
                         }
                     }
@@ -814,7 +814,7 @@ async fn instance_page(st: &ApiState, id: &str) -> Result<Markup, ApiError> {
                     @if let Some(x) = g["abuseContact"].as_str() { dt { "Abuse contact" } dd { (shown(x, &hidden)) } }
                     @for c in g["contacts"].as_array().into_iter().flatten().filter(|c| c["confidential"] != true) {
                         @for k in ["email", "url", "account"] {
-                            @if let Some(x) = c[k].as_str() { dt { (words(c["role"].as_str().unwrap_or("contact"))) " contact" } dd { (shown(x, &hidden)) } }
+                            @if let Some(x) = c[k].as_str() { dt { "Contact for " (words(c["role"].as_str().unwrap_or("anything"))) } dd { (shown(x, &hidden)) } }
                         }
                     }
                     @if let Some(x) = g["moderationService"].as_str() { dt { "Moderation service" } dd { code { (x) } } }
