@@ -630,6 +630,15 @@ async fn the_explorer_card_shows_host_instance_contacts_and_moves_in_html() {
     let (s, _, html) = page(&api, &format!("/?q=at://{CAROL}/app.bsky.feed.post/3l3qo2vuowo2b")).await;
     assert_eq!(s, 200);
     assert!(html.contains("app.bsky.feed.post/3l3qo2vuowo2b"), "{html}");
+    // a host that publishes no contact: the explanation says so in words
+    // (it read "notify first the hosting (none )")
+    let (_, b) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={BOB}")).await;
+    let text = b["explanation"].as_str().unwrap();
+    assert!(
+        text.contains("notify first the hosting (https://b.host.bsky.network), which publishes no contact."),
+        "{text}"
+    );
+    assert!(!text.contains("(none"), "{text}");
     // a report reason narrows the routes, as the API's reason does
     let (s, _, html) = page(&api, &format!("/?q={ALICE}&reason=reasonSpam")).await;
     assert_eq!(s, 200);

@@ -330,28 +330,41 @@ fn backfill_plc_from_a_file_stops_on_sigterm_and_resumes() {
             .unwrap();
         }
     }
-    let child = Command::new(BIN)
-        .args(["backfill-plc", "--db"])
-        .arg(&db)
-        .arg("--file")
-        .arg(&file)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("stopped by a signal"), "{err}");
-    // resumed: the rest applied, nothing twice
-    let out = Command::new(BIN).args(["backfill-plc", "--db"]).arg(&db).arg("--file").arg(&file).output().unwrap();
-    let err2 = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err2}");
     let applied = |text: &str| -> u64 {
         let t = text.split(" operations applied").next().unwrap();
         t.rsplit(' ').next().unwrap().replace(',', "").parse().unwrap()
     };
+    // the signal must land once the load is under way: on a busy machine
+    // opening the store can take longer than the first wait (CI saw a run
+    // stopped before its first line), so a run stopped before any
+    // operation is tried again, on a fresh database, waiting longer
+    let mut first_run = None;
+    for wait_ms in [700, 1200, 2000] {
+        let _ = std::fs::remove_dir_all(&db);
+        let child = Command::new(BIN)
+            .args(["backfill-plc", "--db"])
+            .arg(&db)
+            .arg("--file")
+            .arg(&file)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(130), "{err}");
+        assert!(err.contains("stopped by a signal"), "{err}");
+        if applied(&err) > 0 {
+            first_run = Some(err);
+            break;
+        }
+    }
+    let err = first_run.expect("a run stopped by a signal after applying some operations");
+    // resumed: the rest applied, nothing twice
+    let out = Command::new(BIN).args(["backfill-plc", "--db"]).arg(&db).arg("--file").arg(&file).output().unwrap();
+    let err2 = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err2}");
     let (first, second) = (applied(&err), applied(&err2));
     assert!(first > 0 && first < n, "the first run stopped part way: {err}");
     assert_eq!(first + second, n, "{err}\n{err2}");
