@@ -110,24 +110,19 @@ fn network(dir: &std::path::Path) -> Store {
         ("jurisdiction", text("NZ")),
         ("createdAt", text("2026-11-26T00:00:00.000Z")),
     ]);
-    let f = signed_commit_frame(
-        1,
-        OP,
-        "3mptbypluud2a",
-        &[TestOp {
-            action: "create",
-            path: "dev.instancemap.declaration/self",
-            record: Some(declaration),
-            omit_block: false,
-        }],
-        Some(&test_key(7).0),
-    );
+    let f = declaration_frame(1, "3mptbypluud2a", "create", declaration);
     let store = ingest_frames(store, "replay", &[f]);
     // and the reference PDS's recorded accounts
     let frames = instancemap::firehose::framelog::read_all(&fixture("reference-pds.frames")).unwrap();
     let store = ingest_frames(store, "corpus", &frames);
     map::recompute(&store, &Default::default()).unwrap();
     store
+}
+
+/// The operator's commit of its declaration, signed with its key.
+fn declaration_frame(seq: i64, rev: &str, action: &'static str, declaration: Value) -> Vec<u8> {
+    let op = TestOp { action, path: "dev.instancemap.declaration/self", record: Some(declaration), omit_block: false };
+    signed_commit_frame(seq, OP, rev, &[op], Some(&test_key(7).0))
 }
 
 struct Api {
@@ -138,7 +133,11 @@ struct Api {
 async fn start(limits: Limits, token: Option<&str>) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = tokio::task::block_in_place(|| network(dir.path()));
-    let state = ApiState::new(store, false, token.map(str::to_owned), limits);
+    serve_store(ApiState::new(store, false, token.map(str::to_owned), limits), dir).await
+}
+
+/// Serves `state` on a loopback port; `dir` holds its store.
+async fn serve_store(state: ApiState, dir: tempfile::TempDir) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
@@ -765,26 +764,12 @@ async fn the_explorer_shows_what_an_operator_wrote_only_as_text_and_never_its_co
             ),
             ("createdAt", text("2026-11-27T00:00:00.000Z")),
         ]);
-        let f = signed_commit_frame(
-            2,
-            OP,
-            "3mptbypluud2b",
-            &[TestOp {
-                action: "update",
-                path: "dev.instancemap.declaration/self",
-                record: Some(declaration),
-                omit_block: false,
-            }],
-            Some(&test_key(7).0),
-        );
+        let f = declaration_frame(2, "3mptbypluud2b", "update", declaration);
         let store = ingest_frames(store, "replay", &[f]);
         map::recompute(&store, &Default::default()).unwrap();
         store
     });
-    let state = ApiState::new(store, false, None, Limits::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Api { addr: listener.local_addr().unwrap(), _dir: dir };
-    tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    let api = serve_store(ApiState::new(store, false, None, Limits::default()), dir).await;
     // the lookup has the new declaration, the confidential contact marked
     let (_, v) = get(&api, &format!("/xrpc/dev.instancemap.lookup?subject={ALICE}")).await;
     let op = v["entities"].as_array().unwrap().iter().find(|e| e["roles"][0] == "operator").unwrap().clone();
@@ -824,10 +809,7 @@ async fn the_explorer_says_when_the_map_is_not_current() {
         l.flush().unwrap();
         store
     });
-    let state = ApiState::new(store, true, None, Limits::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Api { addr: listener.local_addr().unwrap(), _dir: dir };
-    tokio::spawn(api::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    let api = serve_store(ApiState::new(store, true, None, Limits::default()), dir).await;
     for path in ["/".to_owned(), format!("/?q={BOB}"), "/instances".to_owned()] {
         let (s, _, html) = page(&api, &path).await;
         assert_eq!(s, 200, "{path}");

@@ -46,9 +46,8 @@ impl Position {
     }
 
     fn advance(&mut self, op: &ExportOp) {
-        if self.last_at.as_deref() != Some(op.created_at.as_str()) {
-            self.last_at = Some(op.created_at.clone());
-        }
+        // reuses the string's buffer: no allocation per operation
+        self.last_at.get_or_insert_default().clone_from(&op.created_at);
         if let Some(s) = op.seq {
             self.seq = Some(s);
             self.created_at = None;

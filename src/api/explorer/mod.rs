@@ -63,7 +63,7 @@ pub fn address(addr: std::net::SocketAddr) -> String {
 
 /// Flows drawn on `/flows` unless `top` says otherwise.
 const FLOW_TOP: usize = 12;
-/// Growth days read for a chart at most (pages of 1,000).
+/// Pages of 1,000 read at most for an instance's growth or its flows.
 const GROWTH_PAGES: usize = 20;
 
 // ---------------------------------------------------------------- plumbing
@@ -75,6 +75,29 @@ where
     Fut: Future<Output = Result<Json<Value>, ApiError>>,
 {
     f(State(st.clone()), RawQuery(Some(q))).await.map(|Json(v)| v)
+}
+
+/// The `field` items of every page of an XRPC list (pages of 1,000, at
+/// most [`GROWTH_PAGES`] of them), following its cursor.
+async fn every_page<F, Fut>(f: F, st: &ApiState, pairs: &[(&str, &str)], field: &str) -> Result<Vec<Value>, ApiError>
+where
+    F: Fn(State<ApiState>, RawQuery) -> Fut,
+    Fut: Future<Output = Result<Json<Value>, ApiError>>,
+{
+    let (mut items, mut cursor) = (Vec::new(), String::new());
+    for _ in 0..GROWTH_PAGES {
+        let mut q = pairs.to_vec();
+        q.extend([("limit", "1000"), ("cursor", cursor.as_str())]);
+        let mut v = api(&f, st, page::query(&q)).await?;
+        if let Value::Array(a) = v[field].take() {
+            items.extend(a);
+        }
+        match v["cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    Ok(items)
 }
 
 /// The page's query parameters, leniently (unknown ones are ignored: a
@@ -531,17 +554,6 @@ fn route_list(rs: &Value, hidden: &HashSet<String>) -> Markup {
 
 fn entity(e: &Value, hidden: &HashSet<String>) -> Markup {
     let roles: Vec<String> = e["roles"].as_array().into_iter().flatten().filter_map(Value::as_str).map(words).collect();
-    let link = |label: &str, u: &Value| -> Markup {
-        html! {
-            @if let Some(s) = u.as_str() {
-                dt { (label) }
-                dd { @match page::safe_href(s).filter(|h| h.starts_with("http")) {
-                    Some(h) => a href=(h) rel="nofollow noopener noreferrer" { bdi { (s) } },
-                    None => bdi { (s) },
-                } }
-            }
-        }
-    };
     html! {
         article class="party" {
             h3 {
@@ -550,32 +562,15 @@ fn entity(e: &Value, hidden: &HashSet<String>) -> Markup {
             }
             dl class="facts" {
                 @if let Some(n) = e["name"].as_str() { dt { "Name (declared)" } dd { bdi { (n) } } }
-                @if let Some(r) = e["declaredNameRefused"].as_object() {
-                    dt { "Declared name refused" }
-                    dd class="warn" { bdi { (r.get("name").and_then(Value::as_str).unwrap_or("")) } ": " (r.get("why").and_then(Value::as_str).unwrap_or("")) }
-                }
+                (refused_name(&e["declaredNameRefused"]))
                 @if let Some(x) = e["endpoint"].as_str() { dt { "Host" } dd { code { (x) } @if let Some(s) = e["state"].as_str() { " (" (s) ")" } } }
                 @if let Some(x) = e["did"].as_str() { dt { "DID" } dd { a href={ "/?" (page::query(&[("q", x)])) } { code { (x) } } } }
                 @if let Some(x) = e["handle"].as_str() { dt { "Handle" } dd { bdi { (x) } } }
                 @if let Some(x) = e["domain"].as_str() { dt { "Domain" } dd { bdi { (x) } } }
-                @if let Some(x) = e["serviceName"].as_str() { dt { "Service" } dd { bdi { (x) } } }
-                (link("Home page", &e["homeUrl"]))
-                (link("Support", &e["supportUrl"]))
-                (link("Privacy policy", &e["links"]["privacyPolicy"]))
-                (link("Terms of service", &e["links"]["termsOfService"]))
+                (web_link("Privacy policy", &e["links"]["privacyPolicy"]))
+                (web_link("Terms of service", &e["links"]["termsOfService"]))
                 @if let Some(x) = e["contact"]["email"].as_str() { dt { "Contact (describeServer)" } dd { (shown(x, hidden)) } }
-                @if let Some(x) = e["moderationContact"].as_str() { dt { "Moderation contact" } dd { (shown(x, hidden)) } }
-                @if let Some(x) = e["abuseContact"].as_str() { dt { "Abuse contact" } dd { (shown(x, hidden)) } }
-                @for c in e["contacts"].as_array().into_iter().flatten().filter(|c| c["confidential"] != true) {
-                    @for k in ["email", "url", "account"] {
-                        @if let Some(x) = c[k].as_str() {
-                            dt { "Contact for " (words(c["role"].as_str().unwrap_or("anything"))) }
-                            dd { (shown(x, hidden)) }
-                        }
-                    }
-                }
-                @if let Some(x) = e["moderationService"].as_str() { dt { "Moderation service" } dd { code { (x) } } }
-                @if let Some(x) = e["jurisdiction"].as_str() { dt { "Jurisdiction" } dd { (x) } }
+                (declared(e, hidden))
                 dt { "Source" } dd { (e["source"].as_str().unwrap_or("")) }
                 dt { "Last checked" } dd { (ago(&e["lastChecked"])) }
             }
@@ -591,6 +586,52 @@ fn entity(e: &Value, hidden: &HashSet<String>) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What a verified declaration says of its operator, as `dt`/`dd` pairs:
+/// the same camelCase fields in the lookup's operator entity and in an
+/// instance's governance. Confidential contacts are left out.
+fn declared(d: &Value, hidden: &HashSet<String>) -> Markup {
+    html! {
+        @if let Some(x) = d["serviceName"].as_str() { dt { "Service" } dd { bdi { (x) } } }
+        (web_link("Home page", &d["homeUrl"]))
+        (web_link("Support", &d["supportUrl"]))
+        @if let Some(x) = d["moderationContact"].as_str() { dt { "Moderation contact" } dd { (shown(x, hidden)) } }
+        @if let Some(x) = d["abuseContact"].as_str() { dt { "Abuse contact" } dd { (shown(x, hidden)) } }
+        @for c in d["contacts"].as_array().into_iter().flatten().filter(|c| c["confidential"] != true) {
+            @for k in ["email", "url", "account"] {
+                @if let Some(x) = c[k].as_str() {
+                    dt { "Contact for " (words(c["role"].as_str().unwrap_or("anything"))) }
+                    dd { (shown(x, hidden)) }
+                }
+            }
+        }
+        @if let Some(x) = d["moderationService"].as_str() { dt { "Moderation service" } dd { code { (x) } } }
+        @if let Some(x) = d["jurisdiction"].as_str() { dt { "Jurisdiction" } dd { (x) } }
+    }
+}
+
+/// A declared name refused as an imitation, with why (nothing if none).
+fn refused_name(r: &Value) -> Markup {
+    html! {
+        @if r.is_object() {
+            dt { "Declared name refused" }
+            dd class="warn" { bdi { (r["name"].as_str().unwrap_or("")) } ": " (r["why"].as_str().unwrap_or("")) }
+        }
+    }
+}
+
+/// A web address an operator wrote, linked when it is one.
+fn web_link(label: &str, u: &Value) -> Markup {
+    html! {
+        @if let Some(s) = u.as_str() {
+            dt { (label) }
+            dd { @match page::safe_href(s).filter(|h| h.starts_with("http")) {
+                Some(h) => a href=(h) rel="nofollow noopener noreferrer" { bdi { (s) } },
+                None => bdi { (s) },
+            } }
         }
     }
 }
@@ -674,41 +715,21 @@ async fn instance_page(st: &ApiState, id: &str) -> Result<Markup, ApiError> {
     let v = api(query::get_instance, st, page::query(&[("id", id)])).await?;
     let hosts = api(query::list_hosts, st, page::query(&[("instance", id), ("limit", "100")])).await?;
     let members = api(query::list_members, st, page::query(&[("id", id), ("limit", "20")])).await?;
-    let mut days: Vec<(String, i64)> = Vec::new();
-    let mut cursor = String::new();
-    for _ in 0..GROWTH_PAGES {
-        let g = api(query::get_growth, st, page::query(&[("id", id), ("limit", "1000"), ("cursor", &cursor)])).await?;
-        days.extend(
-            g["days"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| (d["day"].as_str().unwrap_or_default().to_owned(), d["total"].as_i64().unwrap_or(0))),
-        );
-        match g["cursor"].as_str() {
-            Some(c) => cursor = c.to_owned(),
-            None => break,
-        }
-    }
+    let days: Vec<(String, i64)> = every_page(query::get_growth, st, &[("id", id)], "days")
+        .await?
+        .iter()
+        .map(|d| (d["day"].as_str().unwrap_or_default().to_owned(), d["total"].as_i64().unwrap_or(0)))
+        .collect();
     // flows in and out since its first day, by partner
     let from = days.first().map_or_else(crate::clock::today, |d| d.0.clone());
     let (mut inflow, mut outflow): (BTreeMap<String, i64>, BTreeMap<String, i64>) = Default::default();
-    let mut cursor = String::new();
-    for _ in 0..GROWTH_PAGES {
-        let f =
-            api(query::get_flows, st, page::query(&[("from", &from), ("limit", "1000"), ("cursor", &cursor)])).await?;
-        for e in f["flows"].as_array().into_iter().flatten() {
-            let (a, b, n) =
-                (e["from"].as_str().unwrap_or(""), e["to"].as_str().unwrap_or(""), e["accounts"].as_i64().unwrap_or(0));
-            if b == id && a != id {
-                *inflow.entry(a.to_owned()).or_default() += n;
-            } else if a == id && b != id {
-                *outflow.entry(b.to_owned()).or_default() += n;
-            }
-        }
-        match f["cursor"].as_str() {
-            Some(c) => cursor = c.to_owned(),
-            None => break,
+    for e in every_page(query::get_flows, st, &[("from", &from)], "flows").await? {
+        let (a, b, n) =
+            (e["from"].as_str().unwrap_or(""), e["to"].as_str().unwrap_or(""), e["accounts"].as_i64().unwrap_or(0));
+        if b == id && a != id {
+            *inflow.entry(a.to_owned()).or_default() += n;
+        } else if a == id && b != id {
+            *outflow.entry(b.to_owned()).or_default() += n;
         }
     }
     let names = names_of(st).await;
@@ -804,21 +825,11 @@ async fn instance_page(st: &ApiState, id: &str) -> Result<Markup, ApiError> {
                 dl class="facts" {
                     dt { "Operator" } dd { a href={ "/?" (page::query(&[("q", v["operator"].as_str().unwrap_or(""))])) } { code { (v["operator"].as_str().unwrap_or("")) } } }
                     @if v["declaredNameRefused"].is_object() {
-                        dt { "Declared name refused" }
-                        dd class="warn" { bdi { (v["declaredNameRefused"]["name"].as_str().unwrap_or("")) } ": " (v["declaredNameRefused"]["why"].as_str().unwrap_or("")) }
+                        (refused_name(&v["declaredNameRefused"]))
                     } @else {
                         dt { "Declared name" } dd { bdi { (g["name"].as_str().unwrap_or("")) } }
                     }
-                    @if let Some(x) = g["serviceName"].as_str() { dt { "Service" } dd { bdi { (x) } } }
-                    @if let Some(x) = g["moderationContact"].as_str() { dt { "Moderation contact" } dd { (shown(x, &hidden)) } }
-                    @if let Some(x) = g["abuseContact"].as_str() { dt { "Abuse contact" } dd { (shown(x, &hidden)) } }
-                    @for c in g["contacts"].as_array().into_iter().flatten().filter(|c| c["confidential"] != true) {
-                        @for k in ["email", "url", "account"] {
-                            @if let Some(x) = c[k].as_str() { dt { "Contact for " (words(c["role"].as_str().unwrap_or("anything"))) } dd { (shown(x, &hidden)) } }
-                        }
-                    }
-                    @if let Some(x) = g["moderationService"].as_str() { dt { "Moderation service" } dd { code { (x) } } }
-                    @if let Some(x) = g["jurisdiction"].as_str() { dt { "Jurisdiction" } dd { (x) } }
+                    (declared(g, &hidden))
                 }
             } @else {
                 p { "No operator has a verified declaration for these hosts. The hosts' own describeServer contacts are the way to reach whoever runs them." }
