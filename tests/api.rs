@@ -580,6 +580,45 @@ async fn reads_from_memory_alone_miss_on_a_cold_store_and_answer_the_same_when_w
     assert_eq!(answers[0], answers[1], "inline reads answer what the blocking pool answers");
 }
 
+/// The lookup keeps what it read about a host while the store takes no
+/// write: a host's new contact, written after a lookup was answered, is in
+/// the next answer (from the writer's own handle, and from a `serve
+/// --follow` secondary once it has caught up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_never_answers_from_host_reads_older_than_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio::task::block_in_place(|| network(dir.path()));
+    let own = tempfile::tempdir().unwrap();
+    let follower = Store::open_secondary(dir.path(), own.path()).unwrap();
+    let host = "https://pds.coop.example";
+    let path = format!("/xrpc/dev.instancemap.lookup?subject={ALICE}");
+    let contact = |v: &serde_json::Value| {
+        let hosting = v["entities"].as_array().unwrap().iter().find(|e| e["roles"][0] == "hosting").unwrap();
+        hosting["contact"]["email"].as_str().unwrap_or_default().to_owned()
+    };
+    let primary =
+        serve_store(ApiState::new(store.clone(), false, None, Limits::default()), tempfile::tempdir().unwrap()).await;
+    let secondary =
+        serve_store(ApiState::new(follower.clone(), true, None, Limits::default()), tempfile::tempdir().unwrap()).await;
+    for api in [&primary, &secondary] {
+        for _ in 0..2 {
+            let (s, v) = get(api, &path).await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(contact(&v), "abuse@coop.example");
+        }
+    }
+    let mut rec = hosts::get(&store, host).unwrap().unwrap();
+    rec.describe.as_mut().unwrap().contact_email = Some("trust@coop.example".into());
+    hosts::put(&store, host, &rec).unwrap();
+    let (_, v) = get(&primary, &path).await;
+    assert_eq!(contact(&v), "trust@coop.example", "the writer's handle answers from the new record");
+    let (_, v) = get(&secondary, &path).await;
+    assert_eq!(contact(&v), "abuse@coop.example", "a follower answers what it has caught up with");
+    follower.catch_up().unwrap();
+    let (_, v) = get(&secondary, &path).await;
+    assert_eq!(contact(&v), "trust@coop.example", "and the new record once it has");
+}
+
 // ---------------------------------------------------------------- the explorer
 
 /// A page: status, the header block, the body.

@@ -34,6 +34,76 @@ pub struct Cache {
     summary: Mutex<Option<(Instant, Value)>>,
     /// Each host's crawl state (for filtering lists by it).
     host_states: Mutex<Option<(Instant, HostStates)>>,
+    /// What a lookup reads about a host, decoded, and contact checks by
+    /// key: kept only while the store has taken no write since they were
+    /// read (see [`Unchanged`]).
+    host_facts: Unchanged<String, std::sync::Arc<HostFacts>>,
+    contact_checks: Unchanged<String, Option<crate::store::records::ContactCheck>>,
+}
+
+/// Values read from the store, kept while its latest sequence number is the
+/// one seen before they were read: any write anywhere (or, following a
+/// writer, any write caught up with) drops them all, so an answer built
+/// from them is never older than the store.
+struct Unchanged<K, V> {
+    kept: Mutex<(u64, HashMap<K, V>)>,
+}
+
+impl<K, V> Default for Unchanged<K, V> {
+    fn default() -> Self {
+        Unchanged { kept: Mutex::new((0, HashMap::new())) }
+    }
+}
+
+/// Entries an [`Unchanged`] keeps at most (it starts over past it).
+const MAX_UNCHANGED: usize = 100_000;
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Unchanged<K, V> {
+    fn get(&self, store: &Store, key: &K, make: impl FnOnce() -> Result<V, ApiError>) -> Result<V, ApiError> {
+        let seen = store.sequence();
+        {
+            let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.0 == seen {
+                if let Some(v) = kept.1.get(key) {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        // read at `seen` or later: kept under `seen`, it is served only
+        // while nothing was written since
+        let v = make()?;
+        // a value made from a memory-only read that missed may rest on a
+        // swallowed error: not kept
+        if crate::store::deadline::has_missed() {
+            return Ok(v);
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.0 != seen {
+            if kept.0 > seen {
+                return Ok(v);
+            }
+            *kept = (seen, HashMap::new());
+        }
+        if kept.1.len() >= MAX_UNCHANGED {
+            kept.1.clear();
+        }
+        kept.1.insert(key.clone(), v.clone());
+        Ok(v)
+    }
+}
+
+/// Everything a lookup reads about an account's host: its record and
+/// `security.txt`, its instance, and the instance operator's status,
+/// verified handle and labelers.
+pub(crate) struct HostFacts {
+    record: Option<crate::store::records::HostRecord>,
+    security_txt: Option<(crate::store::records::SecurityTxt, i64)>,
+    instance: Option<std::sync::Arc<map::InstanceRecord>>,
+    /// What ties the host to that instance.
+    reasons: Option<explain::HostReasons>,
+    operator_status: Option<map::DeclarationStatus>,
+    operator_handle: Option<String>,
+    labelers: Vec<routes::Labeler>,
 }
 
 /// Each host's crawl state, by endpoint.
@@ -107,6 +177,45 @@ impl Cache {
             }
             Ok(v)
         })
+    }
+
+    /// What a lookup reads about `host` (see [`HostFacts`]).
+    fn host_facts(&self, store: &Store, host: &str) -> Result<std::sync::Arc<HostFacts>, ApiError> {
+        self.host_facts.get(store, &host.to_owned(), || {
+            let instance = self.instance_of_host(store, host)?;
+            let (mut operator_status, mut operator_handle, mut labelers) = (None, None, Vec::new());
+            if let Some(op) = instance.as_ref().and_then(|i| i.operator.as_ref()) {
+                operator_status = map::declaration_status(store, op)?;
+                if let Some(g) = instance.as_ref().and_then(|i| i.governance.as_ref()) {
+                    operator_handle = map::assignment(store, op)?.and_then(|a| a.handle.filter(|_| a.handle_verified));
+                    labelers = g.labelers.iter().map(|l| labeler_scope(store, l)).collect::<Result<_, _>>()?;
+                }
+            }
+            Ok(std::sync::Arc::new(HostFacts {
+                record: crate::hosts::get(store, host)?,
+                security_txt: self.security_txt(store, host)?,
+                reasons: instance.as_deref().map(|i| explain::host_reasons(i, host)),
+                instance,
+                operator_status,
+                operator_handle,
+                labelers,
+            }))
+        })
+    }
+
+    /// A contact check by key (see [`crate::hosts::contacts`]).
+    fn contact_check(&self, store: &Store, key: &str) -> Result<Option<crate::store::records::ContactCheck>, ApiError> {
+        self.contact_checks.get(store, &key.to_owned(), || Ok(crate::store::StoreReader::contact_check(store, key)?))
+    }
+
+    /// The `security.txt` found at `origin`, with when it was fetched.
+    fn security_txt(
+        &self,
+        store: &Store,
+        origin: &str,
+    ) -> Result<Option<(crate::store::records::SecurityTxt, i64)>, ApiError> {
+        let key = crate::hosts::contacts::security_txt_key(origin);
+        Ok(self.contact_check(store, &key)?.and_then(|c| c.security_txt.map(|t| (t, c.checked_at_ms))))
     }
 
     /// A host's instance record, without summed members (see `records`).
@@ -340,11 +449,12 @@ pub fn responsibility(
     }
     let a = explain::assignment_of(&view);
     let crate::store::AccountView { plc, identity: res, firehose: acct, .. } = view;
-    let instance = match &a.host {
-        Some(h) => cache.instance_of_host(store, h)?,
+    let facts = match &a.host {
+        Some(h) => Some(cache.host_facts(store, h)?),
         None => None,
     };
-    let why = explain::why(&a, instance.as_deref());
+    let instance = facts.as_ref().and_then(|f| f.instance.clone());
+    let why = explain::why_with(&a, instance.as_deref(), facts.as_ref().and_then(|f| f.reasons.as_ref()));
     let mut entities = Vec::new();
     let mut inst_json = Value::Null;
     let mut hosting: Option<routes::Hosting> = None;
@@ -352,13 +462,14 @@ pub fn responsibility(
     let mut labelers: Vec<routes::Labeler> = Vec::new();
     let mut registrant = None;
     if let Some(host) = &a.host {
-        let h = crate::hosts::get(store, host)?;
-        let d = h.as_ref().and_then(|h| h.describe.as_ref());
+        let facts = facts.as_deref().expect("read for the host");
+        let h = facts.record.as_ref();
+        let d = h.and_then(|h| h.describe.as_ref());
         hosting = Some(routes::Hosting {
             endpoint: host.clone(),
             contact_email: d.and_then(|d| d.contact_email.clone()),
-            checked_at_ms: h.as_ref().and_then(|h| h.last_checked_ms),
-            security_txt: security_txt_of(store, host)?,
+            checked_at_ms: h.and_then(|h| h.last_checked_ms),
+            security_txt: facts.security_txt.clone(),
         });
         entities.push(json!({
             "roles": ["hosting"],
@@ -370,7 +481,7 @@ pub fn responsibility(
                 "privacyPolicy": d.and_then(|d| d.privacy_policy.clone()),
                 "termsOfService": d.and_then(|d| d.terms_of_service.clone()),
             },
-            "state": h.as_ref().map(|h| h.state.clone()),
+            "state": h.map(|h| h.state.clone()),
             "source": "com.atproto.server.describeServer of the host; the host from the account's DID document",
             "evidence": [{
                 "kind": "did_document",
@@ -380,15 +491,12 @@ pub fn responsibility(
                     _ => res.as_ref().and_then(|r| r.resolved_at_ms),
                 }),
             }],
-            "lastChecked": ms_str(h.as_ref().and_then(|h| h.last_checked_ms)),
+            "lastChecked": ms_str(h.and_then(|h| h.last_checked_ms)),
         }));
         if let Some(inst) = &instance {
-            let op_status = match &inst.operator {
-                Some(op) => map::declaration_status(store, op)?,
-                None => None,
-            };
+            let op_status = &facts.operator_status;
             if let (Some(op), Some(g)) = (&inst.operator, &inst.governance) {
-                let op_handle = map::assignment(store, op)?.and_then(|a| a.handle.filter(|_| a.handle_verified));
+                let op_handle = &facts.operator_handle;
                 // a declared name refused as an imitation is not repeated
                 // as the operator's name
                 let name = if inst.name_refused.is_some() { None } else { Some(&g.name) };
@@ -413,8 +521,8 @@ pub fn responsibility(
                     "lastChecked": ms_str(Some(inst.computed_at_ms)),
                 }));
                 operator = Some((op.clone(), g.clone(), op_status.clone(), inst.computed_at_ms));
+                labelers.clone_from(&facts.labelers);
                 for l in &g.labelers {
-                    labelers.push(labeler_scope(store, l)?);
                     entities.push(json!({
                         "roles": ["labeler"],
                         "did": l,
@@ -435,16 +543,13 @@ pub fn responsibility(
     }
     // the handle registrant, for custom-domain handles
     if let (Some(handle), true) = (&a.handle, a.handle_verified) {
-        let provider = match &a.host {
-            Some(h) => crate::hosts::get(store, h)?
-                .and_then(|r| r.describe)
-                .map(|d| d.available_user_domains)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|d| crate::cluster::user_domain_key(d))
-                .any(|d| handle.ends_with(&format!(".{d}"))),
-            None => false,
-        };
+        let provider =
+            facts.as_ref().and_then(|f| f.record.as_ref()).and_then(|r| r.describe.as_ref()).is_some_and(|d| {
+                d.available_user_domains
+                    .iter()
+                    .filter_map(|d| crate::cluster::user_domain_key(d))
+                    .any(|d| handle.ends_with(&format!(".{d}")))
+            });
         if !provider {
             let check = res.as_ref().and_then(|r| r.handle_check.as_ref());
             registrant = Some((
@@ -474,7 +579,7 @@ pub fn responsibility(
         explanation.push_str(" No verified operator declaration covers it; the hosting entity's describeServer contact is the way to reach it.");
     }
     let registrant_security_txt = match &registrant {
-        Some((domain, _, _)) => security_txt_of(store, &format!("https://{domain}"))?,
+        Some((domain, _, _)) => cache.security_txt(store, &format!("https://{domain}"))?,
         None => None,
     };
     let now = crate::clock::now_ms();
@@ -515,7 +620,7 @@ pub fn responsibility(
         "host": a.host,
         "instance": inst_json,
         "entities": entities,
-        "routes": routes_json(store, &routes::routes(reason, about, &parties), now)?,
+        "routes": routes_json(store, cache, &routes::routes(reason, about, &parties), now)?,
         "explanation": explanation,
     });
     match reason {
@@ -526,7 +631,10 @@ pub fn responsibility(
         None => {
             let mut by = serde_json::Map::new();
             for r in routes::declared_reasons(&parties) {
-                by.insert(r.code().to_owned(), routes_json(store, &routes::routes(Some(&r), about, &parties), now)?);
+                by.insert(
+                    r.code().to_owned(),
+                    routes_json(store, cache, &routes::routes(Some(&r), about, &parties), now)?,
+                );
             }
             v["routesByReason"] = Value::Object(by);
         }
@@ -560,7 +668,7 @@ pub fn responsibility(
 /// Routes as the API shows them: ranked, with when each was last checked,
 /// and for an email or URL its last contact check (`check`: ok, how, when
 /// last checked and confirmed, stale past the 7-day objective).
-fn routes_json(store: &Store, rs: &[routes::Route], now: i64) -> Result<Value, ApiError> {
+fn routes_json(store: &Store, cache: &Cache, rs: &[routes::Route], now: i64) -> Result<Value, ApiError> {
     use crate::hosts::contacts;
     let mut out = Vec::with_capacity(rs.len());
     for (i, r) in rs.iter().enumerate() {
@@ -573,19 +681,12 @@ fn routes_json(store: &Store, rs: &[routes::Route], now: i64) -> Result<Value, A
             _ => None,
         };
         if let Some(k) = key {
-            let c = crate::store::StoreReader::contact_check(store, &k)?;
+            let c = cache.contact_check(store, &k)?;
             v["check"] = contacts::freshness(c.as_ref(), now);
         }
         out.push(v);
     }
     Ok(Value::Array(out))
-}
-
-/// The `security.txt` found at `origin`, with when it was fetched.
-fn security_txt_of(store: &Store, origin: &str) -> Result<Option<(crate::store::records::SecurityTxt, i64)>, ApiError> {
-    let key = crate::hosts::contacts::security_txt_key(origin);
-    Ok(crate::store::StoreReader::contact_check(store, &key)?
-        .and_then(|c| c.security_txt.map(|t| (t, c.checked_at_ms))))
 }
 
 /// A labeler's report scope from its `app.bsky.labeler.service` record

@@ -67,9 +67,34 @@ pub fn assignment_of(v: &crate::store::AccountView) -> Assignment {
     }
 }
 
+/// What ties one host to its instance: the evidence rows naming the host,
+/// and the same in words (the part of a [`Why`] that depends on the host
+/// alone, so a caller can keep it per host).
+#[derive(Debug, Clone)]
+pub struct HostReasons {
+    pub evidence: Vec<(String, String, Option<String>)>,
+    pub words: String,
+}
+
+/// The evidence tying `host` to `inst`, in data and in words.
+pub fn host_reasons(inst: &InstanceRecord, host: &str) -> HostReasons {
+    let rows: Vec<&(String, String, String, i64)> = inst.evidence.iter().filter(|e| e.0 == host).collect();
+    let words: Vec<String> = rows.iter().map(|e| evidence_words(&e.1, &e.2, inst, host)).collect();
+    HostReasons {
+        evidence: rows.iter().map(|e| (e.1.clone(), e.2.clone(), crate::clock::rfc3339_ms(e.3))).collect(),
+        words: words.join("; and "),
+    }
+}
+
 /// Explains an assignment under its host's instance (`None`: the host is
 /// not in the map yet). Pure: what the caller has read, nothing more.
 pub fn why(a: &Assignment, inst: Option<&InstanceRecord>) -> Why {
+    why_with(a, inst, None)
+}
+
+/// [`why`], with the host's reasons when the caller has them already (they
+/// must be [`host_reasons`] of the assignment's host and `inst`).
+pub fn why_with(a: &Assignment, inst: Option<&InstanceRecord>, reasons: Option<&HostReasons>) -> Why {
     let since = a.timeline.last().filter(|(_, h)| h.is_some()).and_then(|(t, _)| crate::clock::rfc3339_ms(*t));
     let Some(host) = a.host.clone() else {
         let state = a.reason.clone().unwrap_or_else(|| "unresolved".into());
@@ -105,14 +130,20 @@ pub fn why(a: &Assignment, inst: Option<&InstanceRecord>) -> Why {
             evidence: vec![],
         };
     };
-    let rows: Vec<&(String, String, String, i64)> = inst.evidence.iter().filter(|e| e.0 == host).collect();
-    let words: Vec<String> = rows.iter().map(|e| evidence_words(&e.1, &e.2, inst, &host)).collect();
+    let made;
+    let reasons = match reasons {
+        Some(r) => r,
+        None => {
+            made = host_reasons(inst, &host);
+            &made
+        }
+    };
     let text = format!(
         "Hosted on {host} (per {source_words}{}), which is part of instance {} ({}) because {}.{}",
         since.as_ref().map(|s| format!(", since {s}")).unwrap_or_default(),
         inst.name,
         inst.id,
-        words.join("; and "),
+        reasons.words,
         if inst.hosts.len() > 1 {
             format!(" The instance has {} hosts in all.", inst.hosts.len())
         } else {
@@ -126,7 +157,7 @@ pub fn why(a: &Assignment, inst: Option<&InstanceRecord>) -> Why {
         since,
         instance: Some(inst.id.clone()),
         instance_name: Some(inst.name.clone()),
-        evidence: rows.iter().map(|e| (e.1.clone(), e.2.clone(), crate::clock::rfc3339_ms(e.3))).collect(),
+        evidence: reasons.evidence.clone(),
         text,
     }
 }

@@ -990,6 +990,13 @@ impl Store {
                 let mut table = rocksdb::BlockBasedOptions::default();
                 table.set_bloom_filter(10.0, false);
                 table.set_cache_index_and_filter_blocks(true);
+                // ... kept pinned in that cache by each table (charged to
+                // it), so a point read looks up one block there, not three
+                table.set_unpartitioned_pinning_tier(rocksdb::BlockBasedTablePinningTier::All);
+                // a hash of each data block's keys beside its binary index:
+                // a point read finds its key without a search in the block
+                table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+                table.set_data_block_hash_ratio(0.75);
                 table.set_block_cache(&cache);
                 o.set_block_based_table_factory(&table);
                 if [CF_COUNTERS, CF_MAP_COUNTS, CF_MAP_DIRTY].contains(name) {
@@ -1184,6 +1191,19 @@ impl Store {
         }
     }
 
+    /// Rewrites every file of every family (a full compaction that also
+    /// rewrites the last level's), so the whole store takes this version's
+    /// table options (`examples/compact.rs`).
+    pub fn rewrite_all(&self) {
+        let mut o = rocksdb::CompactOptions::default();
+        o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for cf in CFS {
+            if let Some(h) = self.db.cf_handle(cf) {
+                self.db.compact_range_cf_opt(h, None::<&[u8]>, None::<&[u8]>, &o);
+            }
+        }
+    }
+
     /// A RocksDB integer property summed over every family (0 if unknown).
     pub fn property_sum(&self, name: &str) -> u64 {
         CFS.iter()
@@ -1202,6 +1222,13 @@ impl Store {
         let cfs: Vec<_> = cfs.into_iter().filter(|d| existing.iter().any(|e| e == d.name())).collect();
         let db = DB::open_cf_descriptors_as_secondary(&opts, path, own, cfs)?;
         Ok(Store { db: std::sync::Arc::new(db), writers: Default::default(), admission: Default::default() })
+    }
+
+    /// The sequence number of the latest write this handle sees: it grows
+    /// with every write (a secondary's, as it catches up), so a value read
+    /// while it is unchanged is still the stored one.
+    pub fn sequence(&self) -> u64 {
+        self.db.latest_sequence_number()
     }
 
     /// A secondary instance catches up with the primary's writes.
