@@ -130,6 +130,22 @@ pub(super) fn read_options() -> Option<rocksdb::ReadOptions> {
     })
 }
 
+thread_local! {
+    /// Point reads' options, made once per thread (each is a C++ object
+    /// RocksDB allocates): the default, and the block-cache tier.
+    static POINT_READ: (rocksdb::ReadOptions, rocksdb::ReadOptions) = {
+        let mut memory = rocksdb::ReadOptions::default();
+        memory.set_read_tier(rocksdb::ReadTier::BlockCache);
+        (rocksdb::ReadOptions::default(), memory)
+    };
+}
+
+/// `f` with this thread's options for a point read (its tier as
+/// [`read_options`]).
+pub(super) fn with_point_read<T>(f: impl FnOnce(&rocksdb::ReadOptions) -> T) -> T {
+    POINT_READ.with(|(plain, memory)| f(if is_cached_only() { memory } else { plain }))
+}
+
 /// A RocksDB result under this thread's tier: an incomplete read (the
 /// block cache did not have it) is [`StoreError::NotCached`], noted.
 pub(super) fn tiered<T>(r: std::result::Result<T, rocksdb::Error>) -> Result<T, StoreError> {

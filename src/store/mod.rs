@@ -620,10 +620,7 @@ impl Store {
 
     /// A point read under the thread's read tier ([`deadline::cached_only`]).
     fn pinned(&self, h: &rocksdb::ColumnFamily, key: impl AsRef<[u8]>) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
-        match deadline::read_options() {
-            None => Ok(self.db.get_pinned_cf(h, key)?),
-            Some(o) => deadline::tiered(self.db.get_pinned_cf_opt(h, key, &o)),
-        }
+        deadline::with_point_read(|o| deadline::tiered(self.db.get_pinned_cf_opt(h, key, o)))
     }
 
     /// An iterator under the thread's read tier.
@@ -649,18 +646,24 @@ impl Store {
 impl StoreReader for Store {
     fn account_view(&self, did: &str) -> Result<AccountView> {
         let key = did.as_bytes();
-        let cfs = [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN];
-        let vals: Vec<Result<Option<Vec<u8>>>> = match deadline::is_cached_only() {
-            false => self
-                .db
-                .multi_get_cf(cfs.iter().map(|cf| (self.cf(cf), key)))
-                .into_iter()
-                .map(|r| r.map_err(StoreError::from))
-                .collect(),
+        if deadline::is_cached_only() {
             // RocksDB's MultiGet reads files even at the block-cache tier
-            // (found by tests/api.rs): one point read per family instead
-            true => cfs.iter().map(|cf| Ok(self.pinned(self.cf(cf), key)?.map(|v| v.to_vec()))).collect(),
-        };
+            // (found by tests/api.rs): one point read per family instead,
+            // each decoded from the cache's own bytes
+            return Ok(AccountView {
+                plc: self.get_decoded(CF_PLC, key)?,
+                identity: self.get_decoded(CF_IDENTITY, key)?,
+                firehose: self.get_decoded(CF_ACCOUNTS, key)?,
+                assignment: self.get_decoded(CF_ASSIGN, key)?,
+            });
+        }
+        let cfs = [CF_PLC, CF_IDENTITY, CF_ACCOUNTS, CF_ASSIGN];
+        let vals: Vec<Result<Option<Vec<u8>>>> = self
+            .db
+            .multi_get_cf(cfs.iter().map(|cf| (self.cf(cf), key)))
+            .into_iter()
+            .map(|r| r.map_err(StoreError::from))
+            .collect();
         let mut vals = vals.into_iter();
         let mut next = || -> Result<Option<Vec<u8>>> { vals.next().transpose().map(Option::flatten) };
         let plc = next()?.map(|b| from_cbor(CF_PLC, &b)).transpose()?;
