@@ -58,8 +58,12 @@ impl<K, V> Default for Unchanged<K, V> {
 /// Entries an [`Unchanged`] keeps at most (it starts over past it).
 const MAX_UNCHANGED: usize = 100_000;
 
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> Unchanged<K, V> {
-    fn get(&self, store: &Store, key: &K, make: impl FnOnce() -> Result<V, ApiError>) -> Result<V, ApiError> {
+impl<K: std::hash::Hash + Eq, V: Clone> Unchanged<K, V> {
+    fn get<Q>(&self, store: &Store, key: &Q, make: impl FnOnce() -> Result<V, ApiError>) -> Result<V, ApiError>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let seen = store.sequence();
         {
             let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,16 +82,14 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Unchanged<K, V> {
             return Ok(v);
         }
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.0 != seen {
-            if kept.0 > seen {
-                return Ok(v);
-            }
-            *kept = (seen, HashMap::new());
+        match kept.0.cmp(&seen) {
+            // another request kept values of a later write already
+            std::cmp::Ordering::Greater => return Ok(v),
+            std::cmp::Ordering::Less => *kept = (seen, HashMap::new()),
+            std::cmp::Ordering::Equal if kept.1.len() >= MAX_UNCHANGED => kept.1.clear(),
+            std::cmp::Ordering::Equal => {}
         }
-        if kept.1.len() >= MAX_UNCHANGED {
-            kept.1.clear();
-        }
-        kept.1.insert(key.clone(), v.clone());
+        kept.1.insert(key.to_owned(), v.clone());
         Ok(v)
     }
 }
@@ -181,7 +183,7 @@ impl Cache {
 
     /// What a lookup reads about `host` (see [`HostFacts`]).
     fn host_facts(&self, store: &Store, host: &str) -> Result<std::sync::Arc<HostFacts>, ApiError> {
-        self.host_facts.get(store, &host.to_owned(), || {
+        self.host_facts.get(store, host, || {
             let instance = self.instance_of_host(store, host)?;
             let (mut operator_status, mut operator_handle, mut labelers) = (None, None, Vec::new());
             if let Some(op) = instance.as_ref().and_then(|i| i.operator.as_ref()) {
@@ -205,7 +207,7 @@ impl Cache {
 
     /// A contact check by key (see [`crate::hosts::contacts`]).
     fn contact_check(&self, store: &Store, key: &str) -> Result<Option<crate::store::records::ContactCheck>, ApiError> {
-        self.contact_checks.get(store, &key.to_owned(), || Ok(crate::store::StoreReader::contact_check(store, key)?))
+        self.contact_checks.get(store, key, || Ok(crate::store::StoreReader::contact_check(store, key)?))
     }
 
     /// The `security.txt` found at `origin`, with when it was fetched.
@@ -461,8 +463,7 @@ pub fn responsibility(
     let mut operator: Option<(String, crate::store::records::Declaration, Option<map::DeclarationStatus>, i64)> = None;
     let mut labelers: Vec<routes::Labeler> = Vec::new();
     let mut registrant = None;
-    if let Some(host) = &a.host {
-        let facts = facts.as_deref().expect("read for the host");
+    if let (Some(host), Some(facts)) = (&a.host, facts.as_deref()) {
         let h = facts.record.as_ref();
         let d = h.and_then(|h| h.describe.as_ref());
         hosting = Some(routes::Hosting {

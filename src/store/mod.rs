@@ -1187,11 +1187,7 @@ impl Store {
     /// dropped. Takes minutes on a network-sized store; safe while others
     /// read.
     pub fn compact_all(&self) {
-        for cf in CFS {
-            if let Some(h) = self.db.cf_handle(cf) {
-                self.db.compact_range_cf(h, None::<&[u8]>, None::<&[u8]>);
-            }
-        }
+        self.compact_every_family(&rocksdb::CompactOptions::default());
     }
 
     /// Rewrites every file of every family (a full compaction that also
@@ -1200,9 +1196,13 @@ impl Store {
     pub fn rewrite_all(&self) {
         let mut o = rocksdb::CompactOptions::default();
         o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.compact_every_family(&o);
+    }
+
+    fn compact_every_family(&self, o: &rocksdb::CompactOptions) {
         for cf in CFS {
             if let Some(h) = self.db.cf_handle(cf) {
-                self.db.compact_range_cf_opt(h, None::<&[u8]>, None::<&[u8]>, &o);
+                self.db.compact_range_cf_opt(h, None::<&[u8]>, None::<&[u8]>, o);
             }
         }
     }
