@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use instancemap::plc::source;
+use instancemap::plc::{self, source};
 use instancemap::store::Store;
 
 const LINES: u64 = 1_000_000;
@@ -55,6 +55,14 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("plc");
     g.sample_size(10);
     g.throughput(Throughput::Elements(LINES));
+    // the parse alone, on one thread (the loader runs one per core)
+    let text = std::fs::read_to_string(&export).unwrap();
+    g.bench_function("parse_line_1m_ops", |b| {
+        b.iter(|| {
+            let ok = text.lines().filter(|l| plc::parse_line(l.as_bytes()).is_ok()).count();
+            assert_eq!(ok as u64, LINES);
+        })
+    });
     g.bench_function("load_file_1m_ops_700k_dids", |b| {
         b.iter_with_setup(
             || tempfile::tempdir().unwrap(),

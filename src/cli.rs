@@ -81,12 +81,17 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             // than each account marked, once the load outweighs the store
             let bulk = Some(store.estimate_accounts());
             let started = std::time::Instant::now();
-            let stats = match &a.file {
+            // the load's files are compacted once at its end (below), or by
+            // the next open if it stops
+            store.set_auto_compactions(false)?;
+            let loaded = match &a.file {
                 Some(f) => {
-                    tokio::task::block_in_place(|| crate::plc::source::load_file_until(&store, f, bulk, &cancel))?
+                    tokio::task::block_in_place(|| crate::plc::source::load_file_until(&store, f, bulk, &cancel))
                 }
-                None => crate::plc::source::load_http(&store, &a.plc, true, bulk, &cancel).await?,
+                None => crate::plc::source::load_http(&store, &a.plc, true, bulk, &cancel).await,
             };
+            store.set_auto_compactions(true)?;
+            let stats = loaded?;
             store.flush()?;
             let took = started.elapsed().as_secs_f64();
             let summary = format!(

@@ -77,3 +77,34 @@ fn a_bulk_load_marks_no_account_and_the_map_it_brings_current_is_the_same() {
     assert!(matches!(update, maintain::Update::Incremental(_)), "{update:?}");
     assert_eq!(shape(&bulk).iter().map(|s| s.1).sum::<u64>(), 40_500);
 }
+
+/// `backfill-plc` stops RocksDB's automatic compactions while it loads
+/// (the load's files are compacted once at its end): level-0 files pile up
+/// meanwhile, and once compactions are back on they are merged without
+/// being asked, so a load that ends without its full compaction (a small
+/// one, or a stop) does not leave the store with them.
+#[test]
+fn paused_compactions_let_level_0_files_pile_up_and_resume_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let l0 = || store.property_sum("rocksdb.num-files-at-level0");
+    store.set_auto_compactions(false).unwrap();
+    for round in 0..8 {
+        let f = dir.path().join(format!("export-{round}.jsonl"));
+        export(&f, round * 100, round * 100 + 100);
+        load(&store, &f, None);
+        store.flush().unwrap();
+    }
+    // each flush left its files (the plc family's, the counters', the
+    // position's ...): well over the trigger of 4 in the plc family alone
+    assert!(l0() >= 8 * 3, "level-0 files while paused: {}", l0());
+    store.set_auto_compactions(true).unwrap();
+    let t = std::time::Instant::now();
+    while l0() >= 8 * 3 && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(l0() < 8 * 3, "level-0 files a minute after compactions resumed: {}", l0());
+    // nothing lost in either
+    let did = format!("did:plc:{:0>24}", 799);
+    assert!(instancemap::store::StoreReader::plc(&store, &did).unwrap().is_some());
+}

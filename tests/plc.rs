@@ -306,3 +306,64 @@ fn backfill_registers_the_pds_hosts_it_names() {
     let h = instancemap::hosts::get(&store, "https://bsky.social").unwrap().expect("host registered");
     assert_eq!((h.state.as_str(), h.sources.as_slice()), ("pending", &["did_document".to_owned()][..]));
 }
+
+fn line_with_endpoint(did: &str, endpoint: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "did": did, "cid": "bafyreib2rxk3rybloqtqwbo", "seq": 7, "type": "sequenced_op",
+        "createdAt": "2024-03-01T12:00:00.000Z",
+        "operation": {"type": "plc_operation", "prev": null, "sig": "c2ln",
+            "services": {"atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": endpoint}},
+            "alsoKnownAs": ["at://alice.example.com"], "rotationKeys": [],
+            "verificationMethods": {"atproto": "did:key:zQ3shP5TBe1sQfSttXty15FAEHV1DZgcxRZNxvEWnPfLFwLxJ"}}
+    }))
+    .unwrap()
+}
+
+fn pds_of(line: &[u8]) -> Option<String> {
+    match parse_line(line).unwrap().state {
+        OpState::Update { pds, .. } => pds,
+        OpState::Tombstone => panic!("not an update"),
+    }
+}
+
+/// The parser remembers each endpoint's normalisation per thread: the
+/// answer must be the one the endpoint's own text gives, the second time
+/// as the first, for good and bad endpoints alike, and past the point where
+/// the memory is cleared.
+#[test]
+fn a_remembered_endpoint_normalises_as_it_did_the_first_time() {
+    let did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+    for _ in 0..3 {
+        assert_eq!(
+            pds_of(&line_with_endpoint(did, "HTTPS://PDS.Example.COM/")).as_deref(),
+            Some("https://pds.example.com")
+        );
+        assert_eq!(
+            pds_of(&line_with_endpoint(did, "https://pds.example.com")).as_deref(),
+            Some("https://pds.example.com")
+        );
+        assert_eq!(pds_of(&line_with_endpoint(did, "https://pds.example.com/xrpc")), None, "a path is no endpoint");
+        assert_eq!(pds_of(&line_with_endpoint(did, "ftp://pds.example.com")), None);
+    }
+    // more distinct endpoints than the memory holds: each still its own
+    for i in 0..20_000 {
+        let e = format!("https://h{i}.example.net");
+        assert_eq!(pds_of(&line_with_endpoint(did, &e)), Some(e));
+    }
+    assert_eq!(pds_of(&line_with_endpoint(did, "https://pds.example.com/xrpc")), None);
+    assert_eq!(
+        pds_of(&line_with_endpoint(did, "HTTPS://PDS.Example.COM/")).as_deref(),
+        Some("https://pds.example.com")
+    );
+}
+
+/// The line is checked as UTF-8 once, before the JSON parse (which then
+/// trusts its strings): bytes that are not UTF-8 are a `bad_json` line.
+#[test]
+fn a_line_that_is_not_utf8_is_bad_json() {
+    let mut line = line_with_endpoint("did:plc:ewvi7nxzyoun6zhxrhs64oiz", "https://pds.example.com");
+    let at = line.windows(5).position(|w| w == b"alice").unwrap();
+    line[at] = 0xff;
+    let e = parse_line(&line).unwrap_err();
+    assert_eq!(e.reason(), "bad_json", "{e}");
+}

@@ -240,9 +240,11 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
                 self.known_hosts.insert(h);
             }
         }
-        // In key order (stable, so one DID's operations keep their order):
-        // the memtable inserts a sorted run far faster than random keys.
-        self.pending.sort_by(|a, b| a.0.cmp(&b.0));
+        // In key order (one DID's operations in their own order): the
+        // memtable inserts a sorted run far faster than random keys. The
+        // positions are sorted, not the operations (a tenth of their size).
+        let mut order: Vec<u32> = (0..self.pending.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.pending[a as usize].0.cmp(&self.pending[b as usize].0).then(a.cmp(&b)));
         let bulk = self
             .bulk_over
             .is_some_and(|accounts| self.stats.applied > BULK_OPS && self.stats.applied.saturating_mul(4) > accounts);
@@ -251,13 +253,17 @@ impl<'s, S: StoreWriter> Loader<'s, S> {
             wb.put_meta(store::MetaKey::RebuildWanted, crate::clock::now_ms().to_be_bytes().to_vec());
             self.stats.bulk = true;
         }
-        let mut last: Option<String> = None;
-        for (did, operand) in self.pending.drain(..) {
-            if !bulk && last.as_ref() != Some(&did) {
+        // each DID marked once, before its first operation
+        let first_of_did: Vec<bool> = (0..order.len())
+            .map(|k| k == 0 || self.pending[order[k - 1] as usize].0 != self.pending[order[k] as usize].0)
+            .collect();
+        let mut pending: Vec<Option<(String, PlcOperand)>> = self.pending.drain(..).map(Some).collect();
+        for (i, first) in order.into_iter().zip(first_of_did) {
+            let (did, operand) = pending[i as usize].take().expect("each position once");
+            if !bulk && first {
                 wb.mark(&did);
             }
-            wb.plc(&did, operand);
-            last = Some(did);
+            wb.plc(did, operand);
         }
         for (k, v) in self.counters.drain() {
             wb.count_key(k, v);

@@ -141,7 +141,10 @@ pub struct ExportOp {
 /// Parses one export line. Syntax is checked (DID, endpoint, key); the
 /// operation's signature is not (the directory verified it).
 pub fn parse_line(line: &[u8]) -> Result<ExportOp, PlcError> {
-    let raw: RawLine<'_> = serde_json::from_slice(line).map_err(|e| PlcError::Json(e.to_string()))?;
+    // one UTF-8 check of the whole line: the string parser then skips its
+    // own check of every string
+    let line = std::str::from_utf8(line).map_err(|e| PlcError::Json(e.to_string()))?;
+    let raw: RawLine<'_> = serde_json::from_str(line).map_err(|e| PlcError::Json(e.to_string()))?;
     if !raw.did.starts_with("did:plc:") || !types::is_did(&raw.did) {
         return Err(PlcError::Invalid("did is not a did:plc"));
     }
@@ -167,15 +170,11 @@ pub fn parse_line(line: &[u8]) -> Result<ExportOp, PlcError> {
                 .find(|h| types::is_handle(h))
                 .map(str::to_ascii_lowercase);
             let signing_key = op.verification_methods.and_then(|m| m.atproto).and_then(|k| multikey(&k));
-            let pds = op
-                .services
-                .and_then(|s| s.atproto_pds)
-                .and_then(|s| s.endpoint)
-                .and_then(|e| normalize_endpoint(&e).ok());
+            let pds = op.services.and_then(|s| s.atproto_pds).and_then(|s| s.endpoint).and_then(|e| endpoint(&e));
             OpState::Update { pds, handle, signing_key }
         }
         "create" => OpState::Update {
-            pds: op.service.and_then(|e| normalize_endpoint(&e).ok()),
+            pds: op.service.and_then(|e| endpoint(&e)),
             handle: op.handle.filter(|h| types::is_handle(h)).map(|h| h.to_ascii_lowercase()),
             signing_key: op.signing_key.and_then(|k| multikey(&k)),
         },
@@ -189,6 +188,32 @@ pub fn parse_line(line: &[u8]) -> Result<ExportOp, PlcError> {
         nullified: raw.nullified,
         prev: op.prev.map(Cow::into_owned),
         state,
+    })
+}
+
+/// Endpoints normalised by this thread, by their text in the export (a few
+/// hundred hosts carry most operations; the URL parse is a fifth of a
+/// line's cost). Cleared when full.
+const MAX_ENDPOINTS: usize = 16_384;
+
+thread_local! {
+    static ENDPOINTS: std::cell::RefCell<std::collections::HashMap<Box<str>, Option<Box<str>>>> =
+        Default::default();
+}
+
+/// [`normalize_endpoint`], remembered per thread: `None` for an endpoint
+/// that is not one.
+fn endpoint(raw: &str) -> Option<String> {
+    ENDPOINTS.with_borrow_mut(|known| {
+        if let Some(e) = known.get(raw) {
+            return e.as_deref().map(str::to_owned);
+        }
+        let e = normalize_endpoint(raw).ok();
+        if known.len() >= MAX_ENDPOINTS {
+            known.clear();
+        }
+        known.insert(raw.into(), e.as_deref().map(Into::into));
+        e
     })
 }
 

@@ -272,6 +272,13 @@ mod serde_bytes_vec {
 }
 
 /// Encodes a value as CBOR (ciborium).
+/// `v` encoded into `buf` (cleared first), for a write batch to copy.
+fn cbor_into<'b, T: Serialize>(buf: &'b mut Vec<u8>, v: &T) -> &'b [u8] {
+    buf.clear();
+    ciborium::into_writer(v, &mut *buf).expect("serialising to a Vec cannot fail");
+    buf
+}
+
 pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     ciborium::into_writer(v, &mut out).expect("serialising to a Vec cannot fail");
@@ -480,8 +487,8 @@ impl Batch {
     pub fn delete_meta(&mut self, key: MetaKey) {
         self.ops.push(Op::DeleteMeta(key));
     }
-    pub fn plc(&mut self, did: &str, op: records::PlcOperand) {
-        self.ops.push(Op::Plc(did.to_owned(), op));
+    pub fn plc(&mut self, did: impl Into<String>, op: records::PlcOperand) {
+        self.ops.push(Op::Plc(did.into(), op));
     }
     /// An account's status as its PDS lists it.
     pub fn put_pds_view(&mut self, did: &str, view: records::PdsView) {
@@ -585,11 +592,14 @@ impl Store {
         // reserved up front (~160 bytes an op), so a large batch (10,000
         // PLC operations) is not copied as it grows
         let mut wb = WriteBatch::with_capacity_bytes(batch.len() * 160);
+        // each value is encoded into this one buffer, which the write batch
+        // copies: no allocation per value
+        let mut buf = Vec::with_capacity(512);
         for op in batch.ops {
             match op {
-                Op::Account(did, st) => wb.put_cf(self.cf(CF_ACCOUNTS), did.as_bytes(), to_cbor(&st)),
+                Op::Account(did, st) => wb.put_cf(self.cf(CF_ACCOUNTS), did.as_bytes(), cbor_into(&mut buf, &st)),
                 Op::PutRecord { collection, did, rkey, record } => {
-                    wb.put_cf(self.cf(CF_RECORDS), record_key(&collection, &did, &rkey), to_cbor(&record))
+                    wb.put_cf(self.cf(CF_RECORDS), record_key(&collection, &did, &rkey), cbor_into(&mut buf, &record))
                 }
                 Op::DeleteRecord { collection, did, rkey } => {
                     wb.delete_cf(self.cf(CF_RECORDS), record_key(&collection, &did, &rkey))
@@ -603,13 +613,13 @@ impl Store {
                 Op::FramePosition(src, n) => wb.put_cf(self.cf(CF_META), Store::frames_key(&src), n.to_be_bytes()),
                 Op::PutMeta(k, v) => wb.put_cf(self.cf(CF_META), k.bytes(), v),
                 Op::DeleteMeta(k) => wb.delete_cf(self.cf(CF_META), k.bytes()),
-                Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), to_cbor(&o)),
-                Op::Identity(did, r) => wb.put_cf(self.cf(CF_IDENTITY), did.as_bytes(), to_cbor(&r)),
-                Op::Contact(k, c) => wb.put_cf(self.cf(CF_CONTACTS), k.as_bytes(), to_cbor(&c)),
-                Op::PdsView(did, v) => wb.put_cf(self.cf(CF_PDS_STATUS), did.as_bytes(), to_cbor(&v)),
+                Op::Plc(did, o) => wb.merge_cf(self.cf(CF_PLC), did.as_bytes(), cbor_into(&mut buf, &o)),
+                Op::Identity(did, r) => wb.put_cf(self.cf(CF_IDENTITY), did.as_bytes(), cbor_into(&mut buf, &r)),
+                Op::Contact(k, c) => wb.put_cf(self.cf(CF_CONTACTS), k.as_bytes(), cbor_into(&mut buf, &c)),
+                Op::PdsView(did, v) => wb.put_cf(self.cf(CF_PDS_STATUS), did.as_bytes(), cbor_into(&mut buf, &v)),
                 Op::Retry { at_ms, did } => wb.put_cf(self.cf(CF_RETRY), retry_key(at_ms, &did), b""),
                 Op::Unretry { at_ms, did } => wb.delete_cf(self.cf(CF_RETRY), retry_key(at_ms, &did)),
-                Op::Host(h, o) => wb.merge_cf(self.cf(CF_HOSTS), h.as_bytes(), to_cbor(&o)),
+                Op::Host(h, o) => wb.merge_cf(self.cf(CF_HOSTS), h.as_bytes(), cbor_into(&mut buf, &o)),
                 Op::Mark(did, n) => wb.merge_cf(self.cf(CF_MAP_DIRTY), did.as_bytes(), n.to_le_bytes()),
                 Op::MarkStructure(n) => wb.merge_cf(self.cf(CF_MAP_DIRTY), STRUCTURE, n.to_le_bytes()),
                 Op::Map(op) => map::expand(op, &mut map::RocksSink { store: self, wb: &mut wb }),
@@ -978,6 +988,9 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
+        // a compaction of level 0 (a bulk load's full compaction above all)
+        // split by key range over both cores
+        opts.set_max_subcompactions(2);
         // One block cache for every family: per-family default caches
         // (32 MiB in 64 shards) could not hold the larger index blocks, so
         // every point read re-read and decompressed them (measured: half
@@ -1197,6 +1210,23 @@ impl Store {
         let mut o = rocksdb::CompactOptions::default();
         o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         self.compact_every_family(&o);
+    }
+
+    /// Stops (or restarts) RocksDB's automatic compactions in every family,
+    /// for a bulk load that compacts in full when it ends ([`compact_all`]):
+    /// the load's files are then merged once, instead of level 0 being
+    /// rewritten into level 1 again and again while both cores are busy
+    /// parsing. Write stalls on the count of level-0 files are off with
+    /// them (RocksDB's bulk-load preparation). Not kept in the store: the
+    /// next open compacts automatically again.
+    ///
+    /// [`compact_all`]: Store::compact_all
+    pub fn set_auto_compactions(&self, on: bool) -> Result<()> {
+        let v = if on { "false" } else { "true" };
+        for cf in CFS {
+            self.db.set_options_cf(self.cf(cf), &[("disable_auto_compactions", v)])?;
+        }
+        Ok(())
     }
 
     fn compact_every_family(&self, o: &rocksdb::CompactOptions) {
