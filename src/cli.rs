@@ -84,14 +84,15 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
             // the load's files are compacted once at its end (below), or by
             // the next open if it stops
             store.set_auto_compactions(false)?;
-            let loaded = match &a.file {
+            let stats = match &a.file {
                 Some(f) => {
-                    tokio::task::block_in_place(|| crate::plc::source::load_file_until(&store, f, bulk, &cancel))
+                    tokio::task::block_in_place(|| crate::plc::source::load_file_until(&store, f, bulk, &cancel))?
                 }
-                None => crate::plc::source::load_http(&store, &a.plc, true, bulk, &cancel).await,
+                None => crate::plc::source::load_http(&store, &a.plc, true, bulk, &cancel).await?,
             };
-            store.set_auto_compactions(true)?;
-            let stats = loaded?;
+            // flushed while compactions are still paused: with them on, the
+            // load's pile of level-0 files stalls writes, and a flush waits
+            // for it to be compacted
             store.flush()?;
             let took = started.elapsed().as_secs_f64();
             let summary = format!(
@@ -122,6 +123,7 @@ pub async fn command(cmd: Command) -> anyhow::Result<ExitCode> {
                 tokio::task::block_in_place(|| store.compact_all());
                 eprintln!("compacted after the bulk load in {:.1} s", t.elapsed().as_secs_f64());
             }
+            store.set_auto_compactions(true)?;
             let t = std::time::Instant::now();
             let map = app::bring_map_current(&store, &cancel).await?;
             eprintln!("{map} (in {:.1} s)", t.elapsed().as_secs_f64());

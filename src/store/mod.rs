@@ -1217,8 +1217,10 @@ impl Store {
     /// the load's files are then merged once, instead of level 0 being
     /// rewritten into level 1 again and again while both cores are busy
     /// parsing. Write stalls on the count of level-0 files are off with
-    /// them (RocksDB's bulk-load preparation). Not kept in the store: the
-    /// next open compacts automatically again.
+    /// them (RocksDB's bulk-load preparation), and come back with them: a
+    /// flush then waits until the pile is compacted, so flush and compact
+    /// in full before turning them on. Not kept in the store: the next open
+    /// compacts automatically again.
     ///
     /// [`compact_all`]: Store::compact_all
     pub fn set_auto_compactions(&self, on: bool) -> Result<()> {
