@@ -195,6 +195,10 @@ pub fn parse_line(line: &[u8]) -> Result<ExportOp, PlcError> {
 /// hundred hosts carry most operations; the URL parse is a fifth of a
 /// line's cost). Cleared when full.
 const MAX_ENDPOINTS: usize = 16_384;
+/// Longer endpoint texts are normalised every time, never kept: a hostile
+/// export's megabyte endpoints must not fill the memory 16,384 times over
+/// (a host name is at most 253 characters).
+const MAX_KEPT_ENDPOINT: usize = 300;
 
 thread_local! {
     static ENDPOINTS: std::cell::RefCell<std::collections::HashMap<Box<str>, Option<Box<str>>>> =
@@ -209,6 +213,9 @@ fn endpoint(raw: &str) -> Option<String> {
             return e.as_deref().map(str::to_owned);
         }
         let e = normalize_endpoint(raw).ok();
+        if raw.len() > MAX_KEPT_ENDPOINT {
+            return e;
+        }
         if known.len() >= MAX_ENDPOINTS {
             known.clear();
         }
@@ -228,4 +235,28 @@ fn multikey(did_key: &str) -> Option<String> {
 /// Verifies a stored Multikey fully (used when a key is put to use).
 pub fn key_is_valid(multikey: &str) -> bool {
     PublicKey::from_multikey(multikey).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept() -> (usize, usize) {
+        ENDPOINTS.with_borrow(|k| (k.len(), k.keys().map(|e| e.len()).sum()))
+    }
+
+    #[test]
+    fn the_endpoints_kept_are_bounded_in_number_and_length() {
+        let long = format!("https://{}.example.com", "a".repeat(1 << 20));
+        for _ in 0..3 {
+            assert_eq!(endpoint(&long), None);
+        }
+        assert_eq!(kept(), (0, 0), "a megabyte endpoint is not kept");
+        for i in 0..MAX_ENDPOINTS + 10 {
+            assert_eq!(endpoint(&format!("https://h{i}.example.com")), Some(format!("https://h{i}.example.com")));
+        }
+        let (n, bytes) = kept();
+        assert!(n <= MAX_ENDPOINTS, "{n} kept");
+        assert!(bytes <= MAX_ENDPOINTS * MAX_KEPT_ENDPOINT, "{bytes} bytes kept");
+    }
 }
