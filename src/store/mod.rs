@@ -271,7 +271,6 @@ mod serde_bytes_vec {
     }
 }
 
-/// Encodes a value as CBOR (ciborium).
 /// `v` encoded into `buf` (cleared first), for a write batch to copy.
 fn cbor_into<'b, T: Serialize>(buf: &'b mut Vec<u8>, v: &T) -> &'b [u8] {
     buf.clear();
@@ -279,6 +278,7 @@ fn cbor_into<'b, T: Serialize>(buf: &'b mut Vec<u8>, v: &T) -> &'b [u8] {
     buf
 }
 
+/// Encodes a value as CBOR (ciborium).
 pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     ciborium::into_writer(v, &mut out).expect("serialising to a Vec cannot fail");
