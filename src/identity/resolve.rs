@@ -320,6 +320,13 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
     let handle = tokio::spawn(tracing::Instrument::instrument(
         async move {
             let slots = Arc::new(Semaphore::new(CONCURRENCY));
+            // One resolution per DID at a time: two at once (an account
+            // seen, answered from the PLC state, and its labeler record's
+            // fresh fetch) each write the whole record, and the one that
+            // wrote last won, so a fetched document's labeler could be
+            // overwritten by the PLC state's none. An ask for a DID in
+            // flight is kept (the strongest one) and taken when it ends.
+            let inflight: Arc<std::sync::Mutex<HashMap<String, Option<Ask>>>> = Default::default();
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
                 tokio::select! {
@@ -328,15 +335,34 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
                     next = rx.recv() => {
                         let Some((d, ask)) = next else { break };
                         metrics::RESOLVE_QUEUE.set(rx.len() as i64);
+                        if let Some(later) = inflight.lock().expect("inflight lock").get_mut(&d) {
+                            // a fresh fetch outranks a scheduled check
+                            if ask == Ask::Identity || (ask == Ask::Scheduled && later.is_none()) {
+                                *later = Some(ask);
+                            }
+                            continue;
+                        }
                         if !resolver.wanted(&d, ask) {
                             continue;
                         }
+                        inflight.lock().expect("inflight lock").insert(d.clone(), None);
                         let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
-                        let r = resolver.clone();
+                        let (r, inflight) = (resolver.clone(), inflight.clone());
                         let span = tracing::debug_span!("did", did = %d);
                         tokio::spawn(tracing::Instrument::instrument(async move {
-                            if let Err(e) = r.resolve_and_store(&d, ask == Ask::Identity).await {
-                                tracing::error!(error = %e, "storing a resolution");
+                            let mut ask = ask;
+                            loop {
+                                if let Err(e) = r.resolve_and_store(&d, ask == Ask::Identity).await {
+                                    tracing::error!(error = %e, "storing a resolution");
+                                }
+                                let mut inflight = inflight.lock().expect("inflight lock");
+                                match inflight.get_mut(&d).and_then(Option::take) {
+                                    Some(later) if r.wanted(&d, later) => ask = later,
+                                    _ => {
+                                        inflight.remove(&d);
+                                        break;
+                                    }
+                                }
                             }
                             drop(permit);
                         }, span));
