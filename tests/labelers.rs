@@ -166,7 +166,7 @@ async fn a_labeler_known_from_the_plc_export_has_its_document_fetched() {
     }
     let cancel = tokio_util::sync::CancellationToken::new();
     let resolver = std::sync::Arc::new(Resolver::new(store.clone(), &plc, true, Some("127.0.0.1:9".parse().unwrap())));
-    let (queue, _task) = resolve::start(resolver, cancel.clone());
+    let (queue, _task) = resolve::start(resolver.clone(), cancel.clone());
     let f = signed_commit_frame(
         1,
         GOOD,
@@ -195,4 +195,12 @@ async fn a_labeler_known_from_the_plc_export_has_its_document_fetched() {
     let c = conformance(&store, &Fetcher::new(true), GOOD).await;
     assert_eq!(c.verdict, "conformant", "{c:?}");
     cancel.cancel();
+    // a later resolution answered from the PLC state (the account seen
+    // again past FRESH_FOR, a scheduled re-check), which knows no labeler
+    // service, keeps the fetched document's labeler and label key
+    let before = store::StoreReader::identity(&store, GOOD).unwrap().unwrap();
+    resolver.resolve_and_store(GOOD, false).await.unwrap();
+    let after = store::StoreReader::identity(&store, GOOD).unwrap().unwrap();
+    assert!(after.labeler.is_some(), "a resolution from the PLC state dropped the labeler: {after:?}");
+    assert_eq!((after.labeler, after.label_key), (before.labeler, before.label_key));
 }

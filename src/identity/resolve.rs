@@ -213,8 +213,15 @@ impl Resolver {
         let now = now_ms();
         let started = std::time::Instant::now();
         rec.checked_at_ms = now;
+        // the PLC state carries no labeler service or label key: a document
+        // answered from it keeps those the last fetched document had (a
+        // change to them comes with an `#identity`, which fetches afresh)
         let outcome = match (refresh, self.doc_from_plc(d)) {
-            (false, Some(doc)) => Ok(doc),
+            (false, Some(mut doc)) => {
+                doc.labeler = rec.labeler.clone();
+                doc.label_key = rec.label_key.clone();
+                Ok(doc)
+            }
             _ => self.resolve(d).await,
         };
         match &outcome {
