@@ -320,6 +320,47 @@ impl ResolveQueue {
     }
 }
 
+/// DIDs being resolved, each with the ask that came for it meanwhile.
+type InFlightSet = Arc<std::sync::Mutex<HashMap<String, Option<Ask>>>>;
+
+/// A DID's place in the [`InFlightSet`], given up when its resolutions end
+/// (also by a panic: a DID left in the set would take no ask again).
+struct InFlight {
+    set: InFlightSet,
+    did: String,
+    held: bool,
+}
+
+impl InFlight {
+    fn take(set: &InFlightSet, did: &str) -> InFlight {
+        set.lock().unwrap_or_else(|p| p.into_inner()).insert(did.to_owned(), None);
+        InFlight { set: set.clone(), did: did.to_owned(), held: true }
+    }
+
+    /// The ask kept while the last resolution ran, if still `wanted`; else
+    /// the place is given up, under the same lock (so no ask that comes
+    /// meanwhile is lost).
+    fn next(&mut self, wanted: impl Fn(Ask) -> bool) -> Option<Ask> {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        match set.get_mut(&self.did).and_then(Option::take) {
+            Some(later) if wanted(later) => Some(later),
+            _ => {
+                set.remove(&self.did);
+                self.held = false;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.held {
+            self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.did);
+        }
+    }
+}
+
 /// Starts the resolver: workers and the retry sweep, until `cancel`.
 pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueue, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<(String, Ask)>(QUEUE_CAPACITY);
@@ -333,7 +374,7 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
             // wrote last won, so a fetched document's labeler could be
             // overwritten by the PLC state's none. An ask for a DID in
             // flight is kept (the strongest one) and taken when it ends.
-            let inflight: Arc<std::sync::Mutex<HashMap<String, Option<Ask>>>> = Default::default();
+            let inflight: InFlightSet = Default::default();
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
                 tokio::select! {
@@ -342,7 +383,7 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
                     next = rx.recv() => {
                         let Some((d, ask)) = next else { break };
                         metrics::RESOLVE_QUEUE.set(rx.len() as i64);
-                        if let Some(later) = inflight.lock().expect("inflight lock").get_mut(&d) {
+                        if let Some(later) = inflight.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&d) {
                             // a fresh fetch outranks a scheduled check
                             if ask == Ask::Identity || (ask == Ask::Scheduled && later.is_none()) {
                                 *later = Some(ask);
@@ -352,24 +393,17 @@ pub fn start(resolver: Arc<Resolver>, cancel: CancellationToken) -> (ResolveQueu
                         if !resolver.wanted(&d, ask) {
                             continue;
                         }
-                        inflight.lock().expect("inflight lock").insert(d.clone(), None);
+                        let mut place = InFlight::take(&inflight, &d);
                         let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
-                        let (r, inflight) = (resolver.clone(), inflight.clone());
+                        let r = resolver.clone();
                         let span = tracing::debug_span!("did", did = %d);
                         tokio::spawn(tracing::Instrument::instrument(async move {
-                            let mut ask = ask;
-                            loop {
-                                if let Err(e) = r.resolve_and_store(&d, ask == Ask::Identity).await {
+                            let mut ask = Some(ask);
+                            while let Some(a) = ask {
+                                if let Err(e) = r.resolve_and_store(&d, a == Ask::Identity).await {
                                     tracing::error!(error = %e, "storing a resolution");
                                 }
-                                let mut inflight = inflight.lock().expect("inflight lock");
-                                match inflight.get_mut(&d).and_then(Option::take) {
-                                    Some(later) if r.wanted(&d, later) => ask = later,
-                                    _ => {
-                                        inflight.remove(&d);
-                                        break;
-                                    }
-                                }
+                                ask = place.next(|later| r.wanted(&d, later));
                             }
                             drop(permit);
                         }, span));

@@ -1224,9 +1224,9 @@ impl Store {
     ///
     /// [`compact_all`]: Store::compact_all
     pub fn set_auto_compactions(&self, on: bool) -> Result<()> {
-        let v = if on { "false" } else { "true" };
+        let disable = if on { "false" } else { "true" };
         for cf in CFS {
-            self.db.set_options_cf(self.cf(cf), &[("disable_auto_compactions", v)])?;
+            self.db.set_options_cf(self.cf(cf), &[("disable_auto_compactions", disable)])?;
         }
         Ok(())
     }
